@@ -1,0 +1,97 @@
+"""``python -m torchkit``: environment report and tooling.
+
+Sub-commands:
+
+* ``info``: torch, triton and python versions, the devices torch sees, and the backend
+  every fused op would use on each of them right now.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import platform
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+import torchkit
+from torchkit.backend import interpreter_enabled, select_backend, triton_version
+
+# Every fused op of the package, as "module:attribute"; each one has a classmethod
+# ``backend_for(device) -> Backend`` telling which path it takes for tensors on ``device``.
+FUSED_OPS: tuple[str, ...] = ()
+
+
+def _devices() -> list[torch.device]:
+    devices = [torch.device("cpu")]
+    if torch.cuda.is_available():
+        devices += [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
+    return devices
+
+
+def _load(spec: str) -> Any:
+    module, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def collect_info() -> dict[str, Any]:
+    """Everything ``python -m torchkit info`` prints, as a JSON-serialisable dict."""
+    devices = _devices()
+    backends: dict[str, dict[str, str]] = {}
+    for spec in FUSED_OPS:
+        op = _load(spec)
+        backends[op.__name__] = {str(d): op.backend_for(d).value for d in devices}
+    return {
+        "torchkit": torchkit.__version__,
+        "torch": torch.__version__,
+        "triton": triton_version(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "devices": [str(d) for d in devices],
+        "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+        "triton_interpret": interpreter_enabled(),
+        "default_backend": {str(d): select_backend(d).value for d in devices},
+        "fused_ops": backends,
+    }
+
+
+def _print_info(info: dict[str, Any]) -> None:
+    print(f"torchkit  {info['torchkit']}")
+    print(f"torch     {info['torch']}")
+    print(f"triton    {info['triton'] or 'not installed'}")
+    print(f"python    {info['python']} ({info['platform']})")
+    cuda = ", ".join(info["cuda_devices"]) or "none"
+    print(f"devices   {', '.join(info['devices'])} (CUDA: {cuda})")
+    print(f"TRITON_INTERPRET={'1' if info['triton_interpret'] else '0'}")
+    print()
+    devices = info["devices"]
+    rows = [("policy default", info["default_backend"])]
+    rows += sorted(info["fused_ops"].items())
+    width = max(len(name) for name, _ in rows)
+    print(f"{'backend':<{width}}  " + "  ".join(f"{d:<18}" for d in devices))
+    for name, per_device in rows:
+        print(f"{name:<{width}}  " + "  ".join(f"{per_device[d]:<18}" for d in devices))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m torchkit", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    info = commands.add_parser("info", help="versions, devices and the backend of every fused op")
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+
+    if args.command == "info":
+        report = collect_info()
+        if args.json:
+            print(json.dumps(report, indent=2))
+        else:
+            _print_info(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

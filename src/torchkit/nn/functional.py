@@ -1,0 +1,3 @@
+"""Functional forms of torchkit's fused layers, mirroring :mod:`torch.nn.functional`."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""LR schedulers that subclass :class:`torch.optim.lr_scheduler.LRScheduler`."""
+
+__all__: list[str] = []

@@ -1,0 +1,13 @@
+"""Test-suite wide setup.
+
+Triton reads ``TRITON_INTERPRET`` when it is imported, so it is set here, before any
+test module can import Triton: on this CPU-only project every Triton kernel is
+exercised by the interpreter. Tests that want the stock torch path pin it with
+``torchkit.force_backend("torch")``. A run that exports ``TRITON_INTERPRET=0`` keeps it.
+"""
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+# Triton 3.9 warns on every compile when this is unset; "1" is its default behaviour.
+os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
