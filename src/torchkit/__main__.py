@@ -4,6 +4,8 @@ Sub-commands:
 
 * ``info``: torch, triton and python versions, the devices torch sees, and the backend
   every fused op would use on each of them right now.
+* ``kernels``: compiles every Triton kernel for sm_80/sm_90 without a GPU and reports
+  registers, spills and shared memory per kernel, config and arch (exit 1 if one fails).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import platform
 import sys
 from collections.abc import Sequence
@@ -82,6 +85,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     info = commands.add_parser("info", help="versions, devices and the backend of every fused op")
     info.add_argument("--json", action="store_true", help="print one JSON object")
+    kernels = commands.add_parser("kernels", help="compile every kernel for GPU targets, no GPU")
+    kernels.add_argument(
+        "--arch", action="append", choices=["sm_80", "sm_90"], help="repeatable; default: both"
+    )
+    kernels.add_argument("--json", action="store_true", help="print a JSON list of rows")
     args = parser.parse_args(argv)
 
     if args.command == "info":
@@ -90,6 +98,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(report, indent=2))
         else:
             _print_info(report)
+        return 0
+    return _kernels(args.arch, args.json)
+
+
+def _kernels(archs: list[str] | None, as_json: bool) -> int:
+    if "triton" in sys.modules and interpreter_enabled():
+        print("error: triton was imported with TRITON_INTERPRET=1; run without it", file=sys.stderr)
+        return 1
+    # Compiling needs Triton's real JIT: @triton.jit reads this when kernel modules import.
+    os.environ["TRITON_INTERPRET"] = "0"
+    from torchkit import kernel_report
+
+    try:
+        rows = kernel_report.compile_report(archs)
+    except RuntimeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if as_json:
+        print(json.dumps(kernel_report.as_dicts(rows), indent=2))
+    else:
+        print(kernel_report.format_table(rows))
     return 0
 
 
