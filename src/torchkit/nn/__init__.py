@@ -1,3 +1,12 @@
-"""Fused drop-ins for :mod:`torch.nn` layers."""
+"""Fused drop-ins for :mod:`torch.nn` layers, and the passes that swap them into models.
 
-__all__: list[str] = []
+* :class:`FusedConv2dReLU` - ``nn.Conv2d`` + ``nn.ReLU`` in one Triton kernel;
+* :func:`fuse_conv_relu` - replaces ``Conv2d``/``ReLU`` pairs of a model by ``FusedConv2dReLU``;
+* :mod:`torchkit.nn.functional` - the functional forms (``conv2d_relu``).
+"""
+
+from torchkit.nn import functional
+from torchkit.nn.conv import Conv2dReLUFunction, FusedConv2dReLU
+from torchkit.nn.fuse import fuse_conv_relu
+
+__all__ = ["Conv2dReLUFunction", "FusedConv2dReLU", "functional", "fuse_conv_relu"]

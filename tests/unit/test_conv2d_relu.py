@@ -1,0 +1,415 @@
+"""FusedConv2dReLU / conv2d_relu against nn.Conv2d + nn.ReLU and F.relu(F.conv2d(...)).
+
+Every case runs on the stock path (``force_backend("torch")``) and on the Triton kernel under
+the interpreter, where a launch counter proves the kernel ran. Shapes stay small: the
+interpreter executes each program instance through numpy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from _helpers import assert_tensors_close
+from torch import nn
+
+import torchkit
+from torchkit.backend import Backend, triton_available
+from torchkit.nn import Conv2dReLUFunction, FusedConv2dReLU
+from torchkit.nn.functional import conv2d_relu
+
+KERNEL = "_conv2d_relu_fwd_kernel"
+# torch warns that padding="same" with an even kernel copies the input; the reference does it too.
+SAME_PADDING_COPY = pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning")
+
+
+@pytest.fixture
+def kernel_launches(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the Triton kernels the interpreter launches during the test."""
+    if not triton_available():
+        pytest.skip("triton is not installed")
+    from triton.runtime.interpreter import InterpretedFunction
+
+    launched: list[str] = []
+    original = InterpretedFunction.run
+
+    def counting_run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        launched.append(self.fn.__name__)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(InterpretedFunction, "run", counting_run)
+    return launched
+
+
+BACKENDS = [
+    pytest.param(Backend.TORCH, id="torch"),
+    pytest.param(Backend.TRITON_INTERPRETER, id="interpreter", marks=pytest.mark.interpreter),
+]
+
+
+@contextlib.contextmanager
+def running_on(backend: Backend, launches: list[str]) -> Iterator[None]:
+    """Pin ``backend`` and check afterwards that the kernel ran exactly when it should."""
+    before = launches.count(KERNEL)
+    with torchkit.force_backend(backend):
+        yield
+    ran = launches.count(KERNEL) - before
+    if backend is Backend.TORCH:
+        assert ran == 0, f"the torch backend launched the Triton kernel {ran} times"
+    else:
+        assert ran > 0, "the Triton kernel never ran under the interpreter"
+
+
+@dataclass(frozen=True)
+class Case:
+    """A Conv2d configuration and its input."""
+
+    input_shape: tuple[int, ...]
+    out_channels: int
+    kernel_size: int | tuple[int, int]
+    conv: dict[str, Any] = field(default_factory=dict)
+    layout: str = "contiguous"  # "contiguous", "channels_last" or "strided"
+
+    def make_input(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        if self.layout == "strided":  # every other column of a wider tensor: no unit stride
+            *lead, w = self.input_shape
+            return torch.randn(*lead, 2 * w, dtype=dtype)[..., ::2]
+        x = torch.randn(self.input_shape, dtype=dtype)
+        if self.layout == "channels_last":
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def make_conv(self, dtype: torch.dtype = torch.float32) -> nn.Conv2d:
+        in_channels = self.input_shape[-3]
+        return nn.Conv2d(in_channels, self.out_channels, self.kernel_size, dtype=dtype, **self.conv)
+
+
+CASES = {
+    "3x3-pad1": Case((2, 3, 9, 7), 5, 3, {"padding": 1}),
+    "5x5-odd-batch1": Case((1, 3, 13, 11), 7, 5),
+    "1x1": Case((2, 6, 5, 5), 4, 1),
+    "depthwise": Case((2, 4, 8, 8), 8, 3, {"groups": 4, "padding": 1}),
+    "groups2-dilation2": Case((2, 4, 11, 10), 6, 3, {"groups": 2, "dilation": 2, "padding": 2}),
+    "stride3": Case((2, 3, 13, 12), 5, 3, {"stride": 3, "padding": 1}),
+    "rect-kernel-stride2x1": Case((2, 3, 9, 12), 4, (3, 5), {"stride": (2, 1), "padding": (1, 0)}),
+    "same-even-kernel": Case((2, 3, 8, 9), 4, 4, {"padding": "same"}),
+    "same-dilated": Case((1, 2, 9, 9), 3, 3, {"padding": "same", "dilation": 3}),
+    "valid": Case((2, 3, 7, 7), 4, 3, {"padding": "valid"}),
+    "reflect": Case((2, 3, 8, 7), 4, 3, {"padding": (1, 2), "padding_mode": "reflect"}),
+    "replicate": Case((2, 3, 8, 7), 4, 3, {"padding": 2, "padding_mode": "replicate"}),
+    "circular": Case((2, 3, 8, 7), 4, 3, {"padding": (2, 1), "padding_mode": "circular"}),
+    "no-bias": Case((2, 3, 9, 7), 5, 3, {"padding": 1, "bias": False}),
+    "channels-last": Case((2, 8, 7, 6), 6, 3, {"padding": 1}, layout="channels_last"),
+    "non-contiguous": Case((2, 3, 8, 7), 4, 3, {"padding": 1}, layout="strided"),
+    "unbatched": Case((3, 9, 8), 4, 3, {"padding": 1}),
+    "unbatched-reflect": Case((3, 9, 8), 4, 3, {"padding": 1, "padding_mode": "reflect"}),
+}
+
+
+def _grads(output: torch.Tensor, *tensors: torch.Tensor | None) -> list[torch.Tensor | None]:
+    grad_output = torch.randn_like(output)
+    present = [t for t in tensors if t is not None]
+    grads = iter(torch.autograd.grad(output, present, grad_output))
+    return [None if t is None else next(grads) for t in tensors]
+
+
+@SAME_PADDING_COPY
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_module_matches_conv2d_then_relu(case: Case, backend: Backend, kernel_launches):
+    torch.manual_seed(0)
+    reference = nn.Sequential(case.make_conv(), nn.ReLU())
+    fused = FusedConv2dReLU(case.input_shape[-3], case.out_channels, case.kernel_size, **case.conv)
+    fused.load_state_dict(reference[0].state_dict())  # Conv2d weights load directly
+    x = case.make_input().requires_grad_()
+
+    with running_on(backend, kernel_launches):
+        out = fused(x)
+    expected = reference(x)
+
+    assert fused.last_backend is backend
+    assert_tensors_close(out, expected, name="output")
+    assert out.is_contiguous(memory_format=torch.channels_last) == expected.is_contiguous(
+        memory_format=torch.channels_last
+    ), "the output memory format differs from nn.Conv2d's"
+    torch.manual_seed(1)
+    got = _grads(out, x, fused.weight, fused.bias)
+    torch.manual_seed(1)
+    want = _grads(expected, x, reference[0].weight, reference[0].bias)
+    for name, g, w in zip(("input", "weight", "bias"), got, want, strict=True):
+        if w is None:
+            assert g is None
+        else:
+            assert_tensors_close(g, w, name=f"grad {name}")
+
+
+FUNCTIONAL_CASES = {
+    name: case
+    for name, case in CASES.items()
+    if case.conv.get("padding_mode", "zeros") == "zeros"  # F.conv2d has no padding_mode
+}
+
+
+@SAME_PADDING_COPY
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", FUNCTIONAL_CASES.values(), ids=FUNCTIONAL_CASES.keys())
+def test_functional_matches_relu_of_conv2d(case: Case, backend: Backend, kernel_launches):
+    torch.manual_seed(0)
+    conv = case.make_conv()
+    x = case.make_input().requires_grad_()
+    weight = conv.weight.detach().requires_grad_()
+    bias = None if conv.bias is None else conv.bias.detach().requires_grad_()
+    args = {k: v for k, v in case.conv.items() if k != "bias"}
+
+    with running_on(backend, kernel_launches):
+        out = conv2d_relu(x, weight, bias, **args)
+    expected = F.relu(F.conv2d(x, weight, bias, **args))
+
+    assert_tensors_close(out, expected, name="output")
+    torch.manual_seed(1)
+    got = _grads(out, x, weight, bias)
+    torch.manual_seed(1)
+    want = _grads(expected, x, weight, bias)
+    for name, g, w in zip(("input", "weight", "bias"), got, want, strict=True):
+        if w is not None:
+            assert_tensors_close(g, w, name=f"grad {name}")
+
+
+LOW_PRECISION = [
+    pytest.param(torch.float16, id="float16"),
+    pytest.param(torch.bfloat16, id="bfloat16"),
+]
+LOW_PRECISION_CASES = {k: CASES[k] for k in ("3x3-pad1", "depthwise", "channels-last", "no-bias")}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", LOW_PRECISION)
+@pytest.mark.parametrize("case", LOW_PRECISION_CASES.values(), ids=LOW_PRECISION_CASES.keys())
+def test_low_precision_against_fp32_reference(case, dtype, backend, kernel_launches):
+    torch.manual_seed(0)
+    conv = case.make_conv(dtype)
+    fused = FusedConv2dReLU.from_conv(conv)
+    x = case.make_input(dtype).requires_grad_()
+
+    with running_on(backend, kernel_launches):
+        out = fused(x)
+
+    assert out.dtype == dtype
+    # The reference computes in fp32 from the same rounded inputs, then rounds once; the
+    # kernel accumulates in fp32 too, so the only difference is the final rounding and the
+    # order of the fp32 sums: the dtype's assert_close defaults hold.
+    reference = F.relu(copy.deepcopy(conv).float()(x.detach().float()))
+    assert_tensors_close(out, reference)  # tolerance: out's dtype
+    # Gradients go through the same aten.convolution_backward as relu(conv2d) in this dtype.
+    grad_output = torch.randn_like(out)
+    got = torch.autograd.grad(out, (x, conv.weight), grad_output)
+    want = torch.autograd.grad(F.relu(conv(x)), (x, conv.weight), grad_output)
+    for name, g, w in zip(("input", "weight"), got, want, strict=True):
+        assert_tensors_close(g, w, name=f"grad {name}")
+
+
+@pytest.mark.interpreter
+def test_gradcheck_float64_through_the_kernel(kernel_launches):
+    # float64 runs through tl.dot with a float64 accumulator, so finite differences are exact
+    # enough. fast_mode checks random projections of the Jacobian: a handful of launches
+    # instead of two per input element, each of which costs an interpreted kernel run.
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 5, 4, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(6, 2, 3, 2, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(6, dtype=torch.float64, requires_grad=True)
+
+    def fn(x, weight, bias):
+        return Conv2dReLUFunction.apply(x, weight, bias, (2, 1), (1, 1), (1, 2), 2, False)
+
+    assert torch.autograd.gradcheck(fn, (x, weight, bias), fast_mode=True)
+    assert torch.autograd.gradgradcheck(fn, (x, weight, bias), fast_mode=True)
+    assert kernel_launches.count(KERNEL) > 0
+
+
+def test_gradcheck_float64_torch_path():
+    torch.manual_seed(0)
+    layer = FusedConv2dReLU(2, 3, 3, padding=1, padding_mode="reflect", dtype=torch.float64)
+    x = torch.randn(1, 2, 5, 4, dtype=torch.float64, requires_grad=True)
+    # gradcheck perturbs its inputs in place, so the layer sees the perturbed parameters.
+    with torchkit.force_backend("torch"):
+        assert torch.autograd.gradcheck(lambda x, w, b: layer(x), (x, layer.weight, layer.bias))
+
+
+@pytest.mark.interpreter
+def test_small_tiles_cover_every_tile_edge(kernel_launches):
+    # 16x16x16 tiles over M = 2*9*9 = 162 rows and 40 channels: partial tiles on both axes,
+    # several K steps, and GROUP_M=2 swizzling with a ragged last group.
+    from torchkit.kernels.conv2d_relu import Conv2dReLUBlocks, conv2d_relu_fwd
+
+    torch.manual_seed(0)
+    x, weight, bias = torch.randn(2, 5, 9, 9), torch.randn(40, 5, 3, 3), torch.randn(40)
+    blocks = Conv2dReLUBlocks(block_m=16, block_n=16, block_k=16, group_m=2)
+    out = conv2d_relu_fwd(x, weight, bias, (1, 1), (1, 1), (1, 1), 1, blocks=blocks)
+    assert_tensors_close(out, F.relu(F.conv2d(x, weight, bias, padding=1)))
+    assert kernel_launches == [KERNEL]
+
+
+@pytest.mark.interpreter
+def test_kernel_relu_keeps_nan_like_torch(kernel_launches):
+    x = torch.tensor([[[[1.0, float("nan")], [-2.0, 3.0]]]])
+    weight = torch.ones(1, 1, 1, 1)
+    with torchkit.force_backend("triton-interpreter"):
+        out = conv2d_relu(x, weight)
+    torch.testing.assert_close(out, torch.relu(x), equal_nan=True)
+    assert kernel_launches == [KERNEL]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_empty_batch(backend):
+    layer = FusedConv2dReLU(3, 4, 3)
+    with torchkit.force_backend(backend):
+        out = layer(torch.randn(0, 3, 5, 5))
+    assert out.shape == (0, 4, 3, 3)
+
+
+@pytest.mark.interpreter
+def test_autocast_runs_the_kernel_in_the_autocast_dtype(kernel_launches):
+    torch.manual_seed(0)
+    layer = FusedConv2dReLU(3, 4, 3, padding=1)
+    x = torch.randn(2, 3, 6, 6)
+    with (
+        torch.autocast("cpu", dtype=torch.bfloat16),
+        running_on(Backend.TRITON_INTERPRETER, kernel_launches),
+    ):
+        out = layer(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = F.relu(layer._conv_forward(x, layer.weight, layer.bias))
+    assert out.dtype == expected.dtype == torch.bfloat16
+    assert_tensors_close(out, expected)
+
+
+@pytest.mark.interpreter
+def test_unsupported_dtype_on_the_kernel_is_an_error():
+    x, weight = torch.ones(1, 1, 3, 3, dtype=torch.int32), torch.ones(1, 1, 1, 1, dtype=torch.int32)
+    with torchkit.force_backend("triton-interpreter"), pytest.raises(TypeError, match="int32"):
+        conv2d_relu(x, weight)
+
+
+# --- drop-in behaviour -------------------------------------------------------------------
+
+CONSTRUCTOR_ARGS = {
+    "lenet-conv1": ((1, 6, 5), {}),
+    "strided": ((16, 33, 3), {"stride": 2}),
+    "everything": (
+        (4, 8, (3, 5)),
+        {
+            "stride": (2, 1),
+            "padding": (4, 2),
+            "dilation": (3, 1),
+            "groups": 2,
+            "bias": False,
+            "padding_mode": "circular",
+        },
+    ),
+    "same": ((3, 3, 4), {"padding": "same"}),
+}
+
+
+@pytest.mark.parametrize(("args", "kwargs"), CONSTRUCTOR_ARGS.values(), ids=CONSTRUCTOR_ARGS.keys())
+def test_looks_like_conv2d(args, kwargs):
+    conv = nn.Conv2d(*args, **kwargs)
+    fused = FusedConv2dReLU(*args, **kwargs)
+    assert isinstance(fused, nn.Conv2d)
+    assert repr(fused) == repr(conv).replace("Conv2d", "FusedConv2dReLU", 1)
+    assert fused.state_dict().keys() == conv.state_dict().keys()
+    for key, value in conv.state_dict().items():
+        assert fused.state_dict()[key].shape == value.shape
+    fused.load_state_dict(conv.state_dict())
+    conv.load_state_dict(fused.state_dict())  # and back
+    assert [n for n, _ in fused.named_parameters()] == [n for n, _ in conv.named_parameters()]
+
+
+def test_from_conv_shares_parameters_and_mode():
+    conv = nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect").eval()
+    fused = FusedConv2dReLU.from_conv(conv)
+    assert fused.weight is conv.weight
+    assert fused.bias is conv.bias
+    assert not fused.training
+    assert repr(fused) == repr(conv).replace("Conv2d", "FusedConv2dReLU", 1)
+    x = torch.randn(1, 3, 5, 5)
+    with torchkit.force_backend("torch"):
+        assert_tensors_close(fused(x), F.relu(conv(x)))
+
+
+@pytest.mark.parametrize(
+    "conv", [nn.ConvTranspose2d(2, 2, 3), nn.LazyConv2d(4, 3), nn.Linear(2, 2)]
+)
+def test_from_conv_rejects_other_modules(conv):
+    with pytest.raises(TypeError, match=r"nn\.Conv2d"):
+        FusedConv2dReLU.from_conv(conv)
+
+
+def test_backend_for_and_last_backend():
+    layer = FusedConv2dReLU(1, 1, 1)
+    assert layer.last_backend is None
+    assert FusedConv2dReLU.backend_for("cpu") is torchkit.select_backend("cpu")
+    with torchkit.force_backend("torch"):
+        assert FusedConv2dReLU.backend_for(torch.device("cpu")) is Backend.TORCH
+        layer(torch.randn(1, 1, 2, 2))
+    assert layer.last_backend is Backend.TORCH
+
+
+BAD_CONSTRUCTOR_ARGS = {
+    "in-not-divisible": ((3, 4, 3), {"groups": 2}, ValueError, "in_channels=3 is not divisible"),
+    "out-not-divisible": ((4, 3, 3), {"groups": 2}, ValueError, "out_channels=3 is not divisible"),
+    "groups-zero": ((4, 4, 3), {"groups": 0}, ValueError, "groups must be positive, got 0"),
+    "padding-mode": ((1, 1, 3), {"padding_mode": "mirror"}, ValueError, "'mirror'"),
+    "padding-string": ((1, 1, 3), {"padding": "full"}, ValueError, "'full'"),
+    "padding-negative": ((1, 1, 3), {"padding": -1}, ValueError, "padding must be >= 0"),
+    "stride-zero": ((1, 1, 3), {"stride": 0}, ValueError, "stride must be positive, got 0"),
+    "stride-negative": ((1, 1, 3), {"stride": (1, -2)}, ValueError, r"stride .* \(1, -2\)"),
+    "dilation-zero": ((1, 1, 3), {"dilation": 0}, ValueError, "dilation must be positive"),
+    "kernel-zero": ((1, 1, 0), {}, ValueError, "kernel_size must be positive"),
+    "same-strided": ((1, 1, 3), {"padding": "same", "stride": 2}, ValueError, "stride 1"),
+    "stride-float": ((1, 1, 3), {"stride": 1.5}, TypeError, "stride must be an int"),
+    "stride-triple": ((1, 1, 3), {"stride": (1, 1, 1)}, TypeError, "pair of ints"),
+    "channels-zero": ((0, 1, 3), {}, ValueError, "in_channels must be positive"),
+}
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "match"),
+    BAD_CONSTRUCTOR_ARGS.values(),
+    ids=BAD_CONSTRUCTOR_ARGS.keys(),
+)
+def test_constructor_validation(args, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        FusedConv2dReLU(*args, **kwargs)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_wrong_input_is_reported(backend):
+    layer = FusedConv2dReLU(4, 2, 3)
+    with torchkit.force_backend(backend):
+        with pytest.raises(ValueError, match="input has 3 channels but 4 were expected"):
+            layer(torch.randn(1, 3, 8, 8))
+        with pytest.raises(ValueError, match=r"\(C, H, W\), got shape \(8, 8\)"):
+            layer(torch.randn(8, 8))
+
+
+BAD_FUNCTIONAL_ARGS = {
+    "stride-zero": ({"stride": 0}, ValueError, "stride must be positive"),
+    "padding-mode-string": ({"padding": "reflect"}, ValueError, "'reflect'"),
+    "same-strided": ({"padding": "same", "stride": 2}, ValueError, "stride 1"),
+    "groups-mismatch": ({"groups": 2}, ValueError, "input has 4 channels but 8 were expected"),
+    "bias-shape": ({"bias": torch.zeros(3)}, ValueError, r"bias must have shape \(2,\)"),
+}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"), BAD_FUNCTIONAL_ARGS.values(), ids=BAD_FUNCTIONAL_ARGS.keys()
+)
+def test_functional_validation(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        conv2d_relu(torch.randn(1, 4, 5, 5), torch.randn(2, 4, 3, 3), **kwargs)
