@@ -88,10 +88,6 @@ def interpreter_enabled() -> bool:
 _override = threading.local()
 
 
-def _forced() -> Backend | None:
-    return getattr(_override, "backend", None)
-
-
 def _usable(backend: Backend, device: torch.device) -> str | None:
     """``None`` when ``backend`` can run on ``device``, else the reason it cannot."""
     if backend is Backend.TORCH:
@@ -111,22 +107,27 @@ def _usable(backend: Backend, device: torch.device) -> str | None:
 def select_backend(device: torch.device | str) -> Backend:
     """Return the backend a fused op uses for tensors on ``device``.
 
+    This runs on every forward and optimizer step, so the common case reads the device type
+    and the environment once each.
+
     Args:
         device: the device of the op's tensors.
 
     Raises:
         RuntimeError: a backend pinned with :func:`force_backend` cannot run on ``device``.
     """
-    device = torch.device(device)
-    forced = _forced()
+    if not isinstance(device, torch.device):
+        device = torch.device(device)
+    forced = getattr(_override, "backend", None)
     if forced is not None:
         reason = _usable(forced, device)
         if reason is not None:
             raise RuntimeError(f"backend {forced.value!r} was forced but cannot run: {reason}")
         return forced
-    if device.type == "cuda" and _usable(Backend.TRITON, device) is None:
-        return Backend.TRITON
-    if device.type == "cpu" and _usable(Backend.TRITON_INTERPRETER, device) is None:
+    kind = device.type
+    if kind == "cuda":
+        return Backend.TRITON if triton_available() else Backend.TORCH
+    if kind == "cpu" and interpreter_enabled() and triton_available():
         return Backend.TRITON_INTERPRETER
     return Backend.TORCH
 
@@ -147,7 +148,7 @@ def force_backend(backend: Backend | str) -> Iterator[Backend]:
     except ValueError:
         valid = ", ".join(repr(b.value) for b in Backend)
         raise ValueError(f"unknown backend {backend!r}; expected one of {valid}") from None
-    previous = _forced()
+    previous = getattr(_override, "backend", None)
     _override.backend = chosen
     try:
         yield chosen
