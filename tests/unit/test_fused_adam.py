@@ -1,0 +1,669 @@
+"""FusedAdam / FusedAdamW against torch.optim.Adam / AdamW.
+
+Every trajectory test trains the same small model twice, once with torch's optimizer (the
+reference, its default single-tensor path on CPU) and once with torchkit's, on two param
+groups with different hyperparameters, and compares parameters and optimizer state. Each runs
+on the stock path (``force_backend("torch")``: torch's fused CPU kernel) and on the Triton
+kernel under the interpreter, where a launch counter proves the kernel ran. Tensors stay
+small: the interpreter runs every program instance through numpy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+from _helpers import assert_tensors_close
+from torch import nn
+
+import torchkit
+from torchkit.backend import Backend, interpreter_enabled, triton_available
+from torchkit.optim import AdamLaunch, FusedAdam, FusedAdamW, fused_adam, fused_adam_from
+
+KERNEL = "_adam_multi_tensor_kernel"
+
+
+@pytest.fixture
+def kernel_launches(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the Triton kernels the interpreter launches during the test."""
+    if not triton_available():
+        pytest.skip("triton is not installed")
+    from triton.runtime.interpreter import InterpretedFunction
+
+    launched: list[str] = []
+    original = InterpretedFunction.run
+
+    def counting_run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        launched.append(self.fn.__name__)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(InterpretedFunction, "run", counting_run)
+    return launched
+
+
+BACKENDS = [
+    pytest.param(Backend.TORCH, id="torch"),
+    pytest.param(Backend.TRITON_INTERPRETER, id="interpreter", marks=pytest.mark.interpreter),
+]
+
+
+@contextlib.contextmanager
+def running_on(backend: Backend, launches: list[str]) -> Iterator[None]:
+    """Pin ``backend``; afterwards check the Triton kernel ran exactly when it should have."""
+    if backend is Backend.TRITON_INTERPRETER and not interpreter_enabled():
+        pytest.skip("TRITON_INTERPRET=1 is not set")
+    before = launches.count(KERNEL)
+    with torchkit.force_backend(backend):
+        yield
+    ran = launches.count(KERNEL) - before
+    if backend is Backend.TORCH:
+        assert ran == 0, f"the Triton kernel ran {ran} times on the torch backend"
+    else:
+        assert ran > 0, "the Triton kernel never ran on the interpreter backend"
+
+
+def make_model(dtype: torch.dtype = torch.float32, seed: int = 0) -> nn.Module:
+    """A 2-layer MLP (4 tensors, 6*10 + 10 + 10*3 + 3 elements)."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, 10), nn.Tanh(), nn.Linear(10, 3)).to(dtype)
+
+
+def two_groups(model: nn.Module) -> list[dict[str, Any]]:
+    """Weights and biases as two groups that differ in every hyperparameter."""
+    weights = [p for n, p in model.named_parameters() if n.endswith("weight")]
+    biases = [p for n, p in model.named_parameters() if n.endswith("bias")]
+    return [
+        {"params": weights},
+        {"params": biases, "lr": 3e-3, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.05},
+    ]
+
+
+def batches(steps: int, seed: int = 1) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(16, 6, generator=gen) for _ in range(steps)]
+
+
+def train(model: nn.Module, opt: torch.optim.Optimizer, xs: list[torch.Tensor]) -> None:
+    """``opt.step()`` once per batch on the loss ``mean(model(x)**2) + 0.1 * sum(model(x))``."""
+    for x in xs:
+        opt.zero_grad()
+        y = model(x.to(next(model.parameters()).dtype))
+        (y.pow(2).mean() + 0.1 * y.sum()).backward()
+        opt.step()
+
+
+def assert_same_training(
+    model: nn.Module, opt: torch.optim.Optimizer, ref_model: nn.Module, ref: torch.optim.Optimizer
+) -> None:
+    """Parameters and every state tensor agree (fp32 defaults of assert_close)."""
+    for (name, p), q in zip(model.named_parameters(), ref_model.parameters(), strict=True):
+        assert_tensors_close(p, q, name=name)
+    state, ref_state = opt.state_dict()["state"], ref.state_dict()["state"]
+    assert state.keys() == ref_state.keys()
+    for i in ref_state:
+        assert state[i].keys() == ref_state[i].keys()
+        for key, expected in ref_state[i].items():
+            assert_tensors_close(state[i][key], expected, name=f"state[{i}][{key!r}]")
+
+
+# (torchkit class, torch class, constructor kwargs); ids read as the options.
+OPTION_CASES = [
+    pytest.param(FusedAdam, torch.optim.Adam, {}, id="adam-defaults"),
+    pytest.param(FusedAdam, torch.optim.Adam, {"amsgrad": True}, id="adam-amsgrad"),
+    pytest.param(FusedAdam, torch.optim.Adam, {"maximize": True}, id="adam-maximize"),
+    pytest.param(FusedAdam, torch.optim.Adam, {"weight_decay": 0.1}, id="adam-weight_decay"),
+    pytest.param(
+        FusedAdam,
+        torch.optim.Adam,
+        {"weight_decay": 0.1, "decoupled_weight_decay": True},
+        id="adam-decoupled_weight_decay",
+    ),
+    pytest.param(
+        FusedAdam,
+        torch.optim.Adam,
+        {"amsgrad": True, "maximize": True, "weight_decay": 0.1},
+        id="adam-amsgrad-maximize-weight_decay",
+    ),
+    pytest.param(FusedAdam, torch.optim.Adam, {"lr": torch.tensor(0.01)}, id="adam-tensor_lr"),
+    # beta1 < 0.5 takes the other branch of torch's lerp formula.
+    pytest.param(FusedAdam, torch.optim.Adam, {"betas": (0.3, 0.6)}, id="adam-small_betas"),
+    pytest.param(FusedAdamW, torch.optim.AdamW, {}, id="adamw-defaults"),
+    pytest.param(
+        FusedAdamW,
+        torch.optim.AdamW,
+        {"amsgrad": True, "maximize": True, "weight_decay": 0.2},
+        id="adamw-amsgrad-maximize",
+    ),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(("cls", "torch_cls", "kwargs"), OPTION_CASES)
+def test_matches_torch_for_20_steps(
+    backend: Backend,
+    cls: type[FusedAdam],
+    torch_cls: type[torch.optim.Adam],
+    kwargs: dict[str, Any],
+    kernel_launches: list[str],
+) -> None:
+    model, ref_model = make_model(), make_model()
+    opt = cls(two_groups(model), **kwargs)
+    ref = torch_cls(two_groups(ref_model), **kwargs)
+    xs = batches(20)
+    train(ref_model, ref, xs)
+    with running_on(backend, kernel_launches):
+        train(model, opt, xs)
+    assert_same_training(model, opt, ref_model, ref)
+    assert opt.last_backend is backend
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("amsgrad", [False, True], ids=["plain", "amsgrad"])
+def test_low_precision_against_fp32_reference(
+    backend: Backend, dtype: torch.dtype, amsgrad: bool, kernel_launches: list[str]
+) -> None:
+    """Each step from the same (rounded) low-precision state: one fp32 Adam step on upcast
+    copies, rounded once, must match the fused step within the dtype's tolerances."""
+    model = make_model(dtype)
+    opt = FusedAdamW(two_groups(model), lr=1e-2, amsgrad=amsgrad)
+    ref_model = make_model(torch.float32)
+    ref = torch.optim.AdamW(two_groups(ref_model), lr=1e-2, amsgrad=amsgrad)
+    for x in batches(4):
+        opt.zero_grad()
+        model(x.to(dtype)).pow(2).mean().backward()
+        with torch.no_grad():
+            for p, q in zip(model.parameters(), ref_model.parameters(), strict=True):
+                q.copy_(p)
+                q.grad = p.grad.float()
+        if opt.state:  # load_state_dict casts the low-precision state to the fp32 params
+            ref.load_state_dict(copy.deepcopy(opt.state_dict()))  # steps would be shared
+        ref.step()
+        with running_on(backend, kernel_launches):
+            opt.step()
+        for (name, p), q in zip(model.named_parameters(), ref_model.parameters(), strict=True):
+            assert p.dtype == dtype
+            assert_tensors_close(p, q.to(dtype), name=name)
+            for key, expected in ref.state[q].items():
+                assert opt.state[p][key].dtype == (torch.float32 if key == "step" else dtype)
+                assert_tensors_close(opt.state[p][key], expected.to(dtype), name=f"{name} {key}")
+
+
+@pytest.mark.interpreter
+def test_one_launch_per_step_for_all_groups(kernel_launches: list[str]) -> None:
+    model, ref_model = make_model(), make_model()
+    groups = two_groups(model)
+    groups.append({"params": [], "lr": 0.5})  # an empty group changes nothing
+    opt = FusedAdam(groups, lr=1e-2)
+    ref = torch.optim.Adam(two_groups(ref_model), lr=1e-2)
+    xs = batches(3)
+    train(ref_model, ref, xs)
+    with running_on(Backend.TRITON_INTERPRETER, kernel_launches):
+        for x in xs:
+            before = kernel_launches.count(KERNEL)
+            train(model, opt, [x])
+            assert kernel_launches.count(KERNEL) - before == 1
+    assert opt.last_launches == [
+        AdamLaunch(torch.device("cpu"), torch.float32, Backend.TRITON_INTERPRETER, 1)
+    ]
+    assert_same_training(model, opt, ref_model, ref)
+
+
+@pytest.mark.interpreter
+def test_one_launch_per_dtype_and_per_option_combination(kernel_launches: list[str]) -> None:
+    half = nn.Parameter(torch.randn(5, dtype=torch.float16))
+    full = nn.Parameter(torch.randn(7))
+    ams = nn.Parameter(torch.randn(3))
+    opt = FusedAdam([{"params": [half, full]}, {"params": [ams], "amsgrad": True}])
+    for p in (half, full, ams):
+        p.grad = torch.ones_like(p)
+    with running_on(Backend.TRITON_INTERPRETER, kernel_launches):
+        opt.step()
+    assert kernel_launches.count(KERNEL) == 3
+    assert sorted((str(a.dtype), a.launches) for a in opt.last_launches) == [
+        ("torch.float16", 1),
+        ("torch.float32", 1),
+        ("torch.float32", 1),
+    ]
+
+
+def test_state_dict_has_torchs_structure() -> None:
+    model, ref_model = make_model(), make_model()
+    opt = FusedAdam(two_groups(model), amsgrad=True)
+    ref = torch.optim.Adam(two_groups(ref_model), amsgrad=True)
+    xs = batches(1)
+    with torchkit.force_backend("torch"):
+        train(model, opt, xs)
+    train(ref_model, ref, xs)
+    sd, ref_sd = opt.state_dict(), ref.state_dict()
+    assert sd["param_groups"] == ref_sd["param_groups"]
+    for i, state in ref_sd["state"].items():
+        assert sd["state"][i].keys() == state.keys()
+        for key, value in state.items():
+            got = sd["state"][i][key]
+            assert (got.dtype, got.device, got.shape) == (value.dtype, value.device, value.shape)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("direction", ["torch_to_fused", "fused_to_torch"])
+def test_state_dict_round_trip_continues_training(
+    backend: Backend, direction: str, kernel_launches: list[str]
+) -> None:
+    """Train 6 steps with one optimizer, move its state_dict to the other kind, train 6 more:
+    the result matches training 12 steps with the first one."""
+    kwargs = {"lr": 1e-2, "amsgrad": True, "weight_decay": 0.01}
+    first, second = (
+        (torch.optim.Adam, FusedAdam)
+        if direction == "torch_to_fused"
+        else (FusedAdam, torch.optim.Adam)
+    )
+    xs = batches(12)
+    ref_model = make_model()
+    ref = first(two_groups(ref_model), **kwargs)
+    model = make_model()
+    opt = first(two_groups(model), **kwargs)
+    with running_on(backend, kernel_launches):
+        train(ref_model, ref, xs)
+        train(model, opt, xs[:6])
+        moved = second(two_groups(model), **kwargs)
+        moved.load_state_dict(opt.state_dict())
+        train(model, moved, xs[6:])
+    assert_same_training(model, moved, ref_model, ref)
+    # And back again: the torch optimizer sees exactly its own group keys.
+    assert moved.state_dict()["param_groups"] == ref.state_dict()["param_groups"]
+
+
+def test_loads_a_fused_torch_checkpoint() -> None:
+    """torch's fused=True keeps step on the param device with fused=True in the groups; the
+    groups keep torch's choice for the way back and FusedAdam still runs its own path."""
+    model, ref_model = make_model(), make_model()
+    ref = torch.optim.Adam(two_groups(ref_model), fused=True)
+    xs = batches(4)
+    train(ref_model, ref, xs[:2])
+    model.load_state_dict(ref_model.state_dict())
+    opt = FusedAdam(two_groups(model))
+    opt.load_state_dict(copy.deepcopy(ref.state_dict()))  # both keep training: no sharing
+    with torchkit.force_backend("torch"):
+        train(model, opt, xs[2:])
+    train(ref_model, ref, xs[2:])
+    assert_same_training(model, opt, ref_model, ref)
+    assert all(g["fused"] is True for g in opt.state_dict()["param_groups"])
+
+
+@pytest.mark.parametrize(
+    ("torch_cls", "expected"),
+    [(torch.optim.Adam, FusedAdam), (torch.optim.AdamW, FusedAdamW)],
+    ids=["adam", "adamw"],
+)
+def test_fused_adam_from_continues_a_live_optimizer(
+    torch_cls: type[torch.optim.Adam], expected: type[FusedAdam]
+) -> None:
+    model, ref_model = make_model(), make_model()
+    adam = torch_cls(two_groups(model), lr=1e-2, amsgrad=True)
+    ref = torch_cls(two_groups(ref_model), lr=1e-2, amsgrad=True)
+    scheduler = torch.optim.lr_scheduler.StepLR(adam, step_size=2)
+    ref_scheduler = torch.optim.lr_scheduler.StepLR(ref, step_size=2)
+    xs = batches(8)
+    for x in xs:
+        train(ref_model, ref, [x])
+        ref_scheduler.step()
+    for x in xs[:4]:
+        train(model, adam, [x])
+        scheduler.step()
+    fused = fused_adam_from(adam)
+    assert type(fused) is expected
+    fused_scheduler = torch.optim.lr_scheduler.StepLR(fused, step_size=2)
+    fused_scheduler.load_state_dict(scheduler.state_dict())
+    with torchkit.force_backend("torch"):
+        for x in xs[4:]:
+            train(model, fused, [x])
+            fused_scheduler.step()
+    assert_same_training(model, fused, ref_model, ref)
+
+
+def test_fused_adam_from_rejects_other_optimizers() -> None:
+    sgd = torch.optim.SGD(make_model().parameters(), lr=0.1)
+    with pytest.raises(TypeError, match=r"torch\.optim\.Adam or AdamW, got SGD"):
+        fused_adam_from(sgd)
+    capturable = torch.optim.Adam(make_model().parameters(), capturable=True)
+    with pytest.raises(ValueError, match=r"capturable=True \(param group 0 of the Adam\)"):
+        fused_adam_from(capturable)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_grad_scaler_unscales_and_skips_inf_steps(
+    backend: Backend, kernel_launches: list[str]
+) -> None:
+    """With GradScaler: finite steps match torch's Adam on unscaled gradients; a step with an
+    inf gradient changes no parameter, no state and no step count."""
+    model, ref_model = make_model(), make_model()
+    opt = FusedAdam(two_groups(model), lr=1e-2)
+    ref = torch.optim.Adam(two_groups(ref_model), lr=1e-2)
+    assert opt._step_supports_amp_scaling
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    ref_scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    xs = batches(5)
+    with running_on(backend, kernel_launches):
+        for i, x in enumerate(xs):
+            for m, o, s in ((model, opt, scaler), (ref_model, ref, ref_scaler)):
+                o.zero_grad()
+                s.scale(m(x).pow(2).mean()).backward()
+                if i == 2:
+                    m[0].weight.grad[0, 0] = math.inf
+                before = ({k: v.clone() for k, v in st.items()} for st in o.state.values())
+                params_before = [p.detach().clone() for p in m.parameters()]
+                s.step(o)
+                s.update()
+                if i == 2:  # skipped: everything as before
+                    for p, q in zip(m.parameters(), params_before, strict=True):
+                        assert torch.equal(p, q)
+                    for st, old in zip(o.state.values(), before, strict=True):
+                        for key, value in old.items():
+                            assert torch.equal(st[key], value), key
+            if i != 2:  # like torch's fused Adam, the gradients are left unscaled
+                for p, q in zip(model.parameters(), ref_model.parameters(), strict=True):
+                    assert_tensors_close(p.grad, q.grad, name="unscaled grad")
+    assert scaler.get_scale() == ref_scaler.get_scale() == 512.0
+    assert_same_training(model, opt, ref_model, ref)
+    assert all(s["step"].item() == 4 for s in opt.state.values())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_scheduler_drives_lr(backend: Backend, kernel_launches: list[str]) -> None:
+    model, ref_model = make_model(), make_model()
+    opt = FusedAdam(two_groups(model), lr=5e-2)
+    ref = torch.optim.Adam(two_groups(ref_model), lr=5e-2)
+    schedulers = [torch.optim.lr_scheduler.StepLR(o, step_size=3, gamma=0.3) for o in (opt, ref)]
+    xs = batches(10)
+    with running_on(backend, kernel_launches):
+        for x in xs:
+            train(model, opt, [x])
+            train(ref_model, ref, [x])
+            for s in schedulers:
+                s.step()
+    assert [g["lr"] for g in opt.param_groups] == [g["lr"] for g in ref.param_groups]
+    assert_same_training(model, opt, ref_model, ref)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_complex_parameters_match_torch(backend: Backend, kernel_launches: list[str]) -> None:
+    gen = torch.Generator().manual_seed(0)
+    init = torch.randn(12, dtype=torch.complex64, generator=gen)
+    grads = [torch.randn(12, dtype=torch.complex64, generator=gen) for _ in range(5)]
+    p, q = nn.Parameter(init.clone()), nn.Parameter(init.clone())
+    opt = FusedAdam([p], lr=1e-2, amsgrad=True, weight_decay=0.1)
+    ref = torch.optim.Adam([q], lr=1e-2, amsgrad=True, weight_decay=0.1)
+    with running_on(backend, kernel_launches):
+        for g in grads:
+            p.grad, q.grad = g.clone(), g.clone()
+            opt.step()
+            ref.step()
+    assert_tensors_close(torch.view_as_real(p), torch.view_as_real(q))
+    for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+        assert_tensors_close(
+            torch.view_as_real(opt.state[p][key]), torch.view_as_real(ref.state[q][key])
+        )
+
+
+@pytest.mark.interpreter
+def test_gradient_with_other_strides_than_its_param(kernel_launches: list[str]) -> None:
+    """A channels_last parameter with a contiguous gradient: the kernel sees a copy laid out
+    like the parameter, and the unscaled gradient is written back to the original."""
+    init = torch.randn(2, 3, 4, 5).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(2, 3, 4, 5) * 8
+    p, q = nn.Parameter(init.clone()), nn.Parameter(init.clone())
+    p.grad, q.grad = grad.clone(), grad / 8
+    opt, ref = FusedAdam([p]), torch.optim.Adam([q])
+    opt.grad_scale = torch.tensor(8.0)
+    with running_on(Backend.TRITON_INTERPRETER, kernel_launches):
+        opt.step()
+    ref.step()
+    assert_tensors_close(p, q)
+    assert_tensors_close(p.grad, q.grad)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_functional_takes_per_tensor_hyperparameters(
+    backend: Backend, kernel_launches: list[str]
+) -> None:
+    params = [torch.ones(4), torch.ones(6)]
+    grads = [torch.full((4,), 0.5), torch.full((6,), -2.0)]
+    steps = [torch.tensor(0.0), torch.tensor(0.0)]
+    with running_on(backend, kernel_launches):
+        launches = fused_adam(
+            params,
+            grads,
+            [torch.zeros(4), torch.zeros(6)],
+            [torch.zeros(4), torch.zeros(6)],
+            [],
+            steps,
+            lr=[0.1, 0.01],
+            beta1=0.9,
+            beta2=0.999,
+            eps=1e-8,
+            weight_decay=0.0,
+            amsgrad=False,
+            maximize=False,
+            decoupled_weight_decay=False,
+        )
+    # The first Adam step moves every element by lr against the sign of its gradient.
+    assert_tensors_close(params[0], torch.full((4,), 0.9))
+    assert_tensors_close(params[1], torch.full((6,), 1.01))
+    assert [s.item() for s in steps] == [1.0, 1.0]
+    assert [a.backend for a in launches] == [backend]
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dtensor_params_update_their_local_shards(
+    backend: Backend, kernel_launches: list[str], tmp_path: Any
+) -> None:
+    """FSDP2 parameters are DTensors: the update runs on the local shards (a 1-rank mesh)."""
+    dist = pytest.importorskip("torch.distributed")
+    if not dist.is_available():
+        pytest.skip("torch.distributed is not available")
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import DTensor, Shard, distribute_tensor
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
+    try:
+        mesh = init_device_mesh("cpu", (1,))
+        init = torch.randn(8, 3)
+        p = nn.Parameter(distribute_tensor(init.clone(), mesh, [Shard(0)]))
+        q = nn.Parameter(init.clone())
+        opt = FusedAdam([p], lr=1e-2, weight_decay=0.1)
+        ref = torch.optim.Adam([q], lr=1e-2, weight_decay=0.1)
+        with running_on(backend, kernel_launches):
+            for i in range(3):
+                g = torch.full((8, 3), float(i + 1)) * torch.linspace(-1, 1, 3)
+                p.grad = distribute_tensor(g, mesh, [Shard(0)])
+                q.grad = g.clone()
+                opt.step()
+                ref.step()
+        assert isinstance(p, DTensor)
+        assert isinstance(opt.state[p]["exp_avg"], DTensor)
+        assert_tensors_close(p.to_local(), q.detach())
+        assert_tensors_close(opt.state[p]["exp_avg_sq"].to_local(), ref.state[q]["exp_avg_sq"])
+    finally:
+        dist.destroy_process_group()
+
+
+def test_backend_for_and_last_backend() -> None:
+    opt = FusedAdam(make_model().parameters())
+    assert opt.last_backend is None
+    with torchkit.force_backend("torch"):
+        assert FusedAdam.backend_for("cpu") is Backend.TORCH
+        assert FusedAdamW.backend_for(torch.device("cpu")) is Backend.TORCH
+        train(make_model(), FusedAdam(make_model().parameters()), batches(1))
+
+
+INVALID_ARGUMENTS = [
+    pytest.param({"lr": -1e-3}, ValueError, "lr must be >= 0, got -0.001", id="lr"),
+    pytest.param({"lr": torch.tensor([0.1, 0.2])}, ValueError, "lr as a Tensor", id="lr-tensor"),
+    pytest.param({"lr": "0.1"}, TypeError, "lr must be a float", id="lr-type"),
+    pytest.param(
+        {"betas": (1.0, 0.999)}, ValueError, r"betas\[0\] must be in \[0, 1\)", id="beta1"
+    ),
+    pytest.param({"betas": (0.9, -0.1)}, ValueError, r"betas\[1\] must be in \[0, 1\)", id="beta2"),
+    pytest.param({"betas": (0.9,)}, ValueError, "betas must be a pair", id="betas-length"),
+    pytest.param({"eps": -1.0}, ValueError, "eps must be >= 0, got -1.0", id="eps"),
+    pytest.param({"weight_decay": -0.1}, ValueError, "weight_decay must be >= 0", id="wd"),
+    pytest.param(
+        {"capturable": True}, ValueError, "capturable=True is not supported", id="capturable"
+    ),
+    pytest.param(
+        {"differentiable": True},
+        ValueError,
+        "differentiable=True is not supported",
+        id="differentiable",
+    ),
+    pytest.param({"foreach": True}, ValueError, "foreach=True", id="foreach"),
+    pytest.param({"fused": False}, ValueError, "fused=False", id="fused-false"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "error", "match"), INVALID_ARGUMENTS)
+@pytest.mark.parametrize("cls", [FusedAdam, FusedAdamW])
+def test_invalid_arguments_raise(
+    cls: type[FusedAdam], kwargs: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        cls(make_model().parameters(), **kwargs)
+
+
+def test_accepted_implementation_options_are_torchs_defaults_in_the_groups() -> None:
+    opt = FusedAdam(make_model().parameters(), foreach=False, fused=True)
+    ref = torch.optim.Adam(make_model().parameters())
+    assert opt.param_groups[0].keys() == ref.param_groups[0].keys()
+    assert (opt.defaults["foreach"], opt.defaults["fused"]) == (None, None)
+
+
+def test_invalid_param_group_raises_and_is_not_added() -> None:
+    model = make_model()
+    opt = FusedAdam([model[0].weight])
+    with pytest.raises(ValueError, match=r"lr \(param group 1\) must be >= 0"):
+        opt.add_param_group({"params": [model[0].bias], "lr": -1.0})
+    assert len(opt.param_groups) == 1
+
+
+def test_loaded_capturable_group_raises_at_step() -> None:
+    model = make_model()
+    opt = FusedAdam(model.parameters())
+    sd = torch.optim.Adam(model.parameters(), capturable=True).state_dict()
+    opt.load_state_dict(sd)
+    with pytest.raises(ValueError, match=r"capturable=True \(param group 0\)"):
+        train(model, opt, batches(1))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sparse_and_float64_raise(backend: Backend, kernel_launches: list[str]) -> None:
+    emb = nn.Embedding(10, 3, sparse=True)
+    emb(torch.tensor([1, 2])).sum().backward()
+    with torchkit.force_backend(backend), pytest.raises(RuntimeError, match="sparse gradients"):
+        FusedAdam(emb.parameters()).step()
+    p = nn.Parameter(torch.ones(3, dtype=torch.float64))
+    p.grad = torch.ones(3, dtype=torch.float64)
+    with torchkit.force_backend(backend), pytest.raises(TypeError, match=r"dtype torch\.float64"):
+        FusedAdam([p]).step()
+
+
+def test_functional_validates_its_arguments() -> None:
+    p = [torch.ones(2)]
+    common = {
+        "beta1": 0.9,
+        "beta2": 0.999,
+        "eps": 1e-8,
+        "weight_decay": 0.0,
+        "amsgrad": False,
+        "maximize": False,
+        "decoupled_weight_decay": False,
+    }
+    with pytest.raises(ValueError, match="grads has 0 entries but params has 1"):
+        fused_adam(
+            p, [], [torch.zeros(2)], [torch.zeros(2)], [], [torch.tensor(0.0)], lr=0.1, **common
+        )
+    with pytest.raises(ValueError, match="lr has 2 values for 1 parameters"):
+        fused_adam(
+            p, [torch.ones(2)], [torch.zeros(2)], [torch.zeros(2)], [], [torch.tensor(0.0)],
+            lr=[0.1, 0.2], **common,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match=r"beta1 must be in \[0, 1\), got 1.5"):
+        fused_adam(
+            p, [torch.ones(2)], [torch.zeros(2)], [torch.zeros(2)], [], [torch.tensor(0.0)],
+            lr=0.1, **{**common, "beta1": 1.5},
+        )  # fmt: skip
+
+
+@pytest.mark.interpreter
+def test_launcher_validates_layouts(kernel_launches: list[str]) -> None:
+    from torchkit.kernels.adam import AdamHyperparams, adam_multi_tensor
+
+    h = [AdamHyperparams(lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, step=1)]
+    p = torch.ones(4, 4)
+    options = {"amsgrad": False, "maximize": False, "decoupled_weight_decay": False}
+    with pytest.raises(ValueError, match=r"grads\[0\] must have params\[0\]'s"):
+        adam_multi_tensor(
+            [p], [torch.ones(4, 4).t()], [torch.zeros(4, 4)], [torch.zeros(4, 4)], [], h, **options
+        )
+    with pytest.raises(ValueError, match=r"params\[0\] is not dense"):
+        adam_multi_tensor(
+            [p[:, :2]],
+            [torch.ones(4, 2)],
+            [torch.zeros(4, 2)],
+            [torch.zeros(4, 2)],
+            [],
+            h,
+            **options,
+        )
+    with pytest.raises(ValueError, match="max_exp_avg_sqs must be empty"):
+        adam_multi_tensor([p], [p], [p], [p], [p], h, **options)
+    assert kernel_launches.count(KERNEL) == 0
+
+
+@pytest.mark.interpreter
+def test_state_saved_in_another_layout_is_loaded_in_the_params(kernel_launches: list[str]) -> None:
+    """A checkpoint saved before the model went channels_last still resumes on the kernel."""
+    init = torch.randn(2, 3, 4, 5)
+    grads = [torch.randn(2, 3, 4, 5) for _ in range(3)]
+    q = nn.Parameter(init.clone())
+    ref = torch.optim.Adam([q])
+    q.grad = grads[0].clone()
+    ref.step()
+    p = nn.Parameter(q.detach().contiguous(memory_format=torch.channels_last))
+    opt = FusedAdam([p])
+    opt.load_state_dict(copy.deepcopy(ref.state_dict()))
+    assert opt.state[p]["exp_avg"].stride() == p.stride()
+    with running_on(Backend.TRITON_INTERPRETER, kernel_launches):
+        for g in grads[1:]:
+            p.grad, q.grad = g.contiguous(memory_format=torch.channels_last), g.clone()
+            opt.step()
+            ref.step()
+    assert_tensors_close(p, q)
+    assert_tensors_close(opt.state[p]["exp_avg_sq"], ref.state[q]["exp_avg_sq"])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_grad_scaler_with_explicit_unscale_for_clipping(
+    backend: Backend, kernel_launches: list[str]
+) -> None:
+    """``scaler.unscale_(opt)`` before clipping: the scaler then hands over no grad_scale and
+    the step must not unscale a second time."""
+    model, ref_model = make_model(), make_model()
+    opt = FusedAdam(two_groups(model), lr=1e-2)
+    ref = torch.optim.Adam(two_groups(ref_model), lr=1e-2)
+    scalers = [torch.amp.GradScaler("cpu", init_scale=256.0) for _ in range(2)]
+    with running_on(backend, kernel_launches):
+        for x in batches(3):
+            for m, o, s in ((model, opt, scalers[0]), (ref_model, ref, scalers[1])):
+                o.zero_grad()
+                s.scale(m(x).pow(2).mean()).backward()
+                s.unscale_(o)
+                nn.utils.clip_grad_norm_(m.parameters(), max_norm=0.1)
+                s.step(o)
+                s.update()
+    assert_same_training(model, opt, ref_model, ref)
