@@ -26,7 +26,11 @@ from torchkit.backend import interpreter_enabled, select_backend, triton_version
 
 # Every fused op of the package, as "module:attribute"; each one has a classmethod
 # ``backend_for(device) -> Backend`` telling which path it takes for tensors on ``device``.
-FUSED_OPS: tuple[str, ...] = ()
+FUSED_OPS: tuple[str, ...] = (
+    "torchkit.nn:FusedConv2dReLU",
+    "torchkit.optim:FusedAdam",
+    "torchkit.optim:FusedAdamW",
+)
 
 
 def _devices() -> list[torch.device]:
@@ -108,6 +112,8 @@ def _kernels(archs: list[str] | None, as_json: bool) -> int:
         return 1
     # Compiling needs Triton's real JIT: @triton.jit reads this when kernel modules import.
     os.environ["TRITON_INTERPRET"] = "0"
+    # Triton 3.9 warns when this is unset; "1" is its current default (FMA contraction on).
+    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
     from torchkit import kernel_report
 
     try:

@@ -23,7 +23,7 @@ from typing import Any
 from torchkit.backend import interpreter_enabled
 
 # Modules of torchkit.kernels that define ``aot_specs()``.
-KERNEL_MODULES: tuple[str, ...] = ()
+KERNEL_MODULES: tuple[str, ...] = ("torchkit.kernels.adam", "torchkit.kernels.conv2d_relu")
 
 ARCHS: dict[str, int] = {"sm_80": 80, "sm_90": 90}
 # ptxas needs the arch-specific name for Hopper features that Triton emits for sm_90.
@@ -118,7 +118,9 @@ def compile_report(archs: list[str] | None = None) -> list[KernelResources]:
     for module_name in KERNEL_MODULES:
         module = importlib.import_module(module_name)
         for spec in module.aot_specs():
-            jit_fn = getattr(spec.kernel, "fn", spec.kernel)
+            # An autotuner wraps the JITFunction in .fn; a JITFunction's own .fn is plain Python.
+            autotuned = hasattr(spec.kernel, "configs")
+            jit_fn = spec.kernel.fn if autotuned else spec.kernel
             for config in _configs(spec):
                 constexprs = {**spec.constexprs, **config.kwargs}
                 signature = {**spec.signature, **dict.fromkeys(constexprs, "constexpr")}
