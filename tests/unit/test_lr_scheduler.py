@@ -1,0 +1,854 @@
+"""torchkit.optim.lr_scheduler: formulas, torch parity, chaining, closed form, resume, errors.
+
+Every expected value comes from a formula written out here or from stock torch run side by
+side; nothing is compared against torchkit's own helpers.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.optim import lr_scheduler as torch_sched
+
+from torchkit.optim.lr_scheduler import NoamLR, OneCycleLR, WarmupDecayLR, plot_schedule, preview
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def make_sgd(lrs=(0.1,), momentum=0.9):
+    """SGD with one 3-element parameter per group, group ``g`` at lr ``lrs[g]``."""
+    groups = [{"params": [torch.nn.Parameter(torch.ones(3))], "lr": lr} for lr in lrs]
+    return torch.optim.SGD(groups, lr=lrs[0], momentum=momentum)
+
+
+def make_adam(lrs=(0.1,)):
+    groups = [{"params": [torch.nn.Parameter(torch.ones(3))], "lr": lr} for lr in lrs]
+    return torch.optim.Adam(groups, lr=lrs[0], betas=(0.9, 0.999))
+
+
+def momenta_of(opt):
+    return [g["betas"][0] if "betas" in g else g["momentum"] for g in opt.param_groups]
+
+
+def run(opt, scheduler, steps):
+    """lrs and momenta at steps 0..steps-1 of a training loop (optimizer.step, then scheduler)."""
+    lrs, moms = [], []
+    for i in range(steps):
+        if i:
+            opt.step()
+            scheduler.step()
+        lrs.append([g["lr"] for g in opt.param_groups])
+        moms.append(
+            momenta_of(opt) if "momentum" in opt.defaults or "betas" in opt.defaults else []
+        )
+    return lrs, moms
+
+
+def assert_rel_close(actual, expected, rtol, atol=0.0, what="lr"):
+    a = torch.tensor(actual, dtype=torch.float64)
+    e = torch.tensor(expected, dtype=torch.float64)
+    torch.testing.assert_close(a, e, rtol=rtol, atol=atol, msg=lambda m: f"{what}: {m}")
+
+
+# ------------------------------------------------- transformers' schedules, written out
+
+
+def hf_linear(t, warmup, total):
+    """transformers.get_linear_schedule_with_warmup's lr_lambda."""
+    if t < warmup:
+        return float(t) / float(max(1, warmup))
+    return max(0.0, float(total - t) / float(max(1, total - warmup)))
+
+
+def hf_cosine(t, warmup, total, num_cycles=0.5):
+    """transformers.get_cosine_schedule_with_warmup's lr_lambda."""
+    if t < warmup:
+        return float(t) / float(max(1, warmup))
+    progress = float(t - warmup) / float(max(1, total - warmup))
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * float(num_cycles) * 2.0 * progress)))
+
+
+def hf_polynomial(t, warmup, total, lr_init, lr_end, power):
+    """transformers.get_polynomial_decay_schedule_with_warmup's lr_lambda."""
+    if t < warmup:
+        return float(t) / float(max(1, warmup))
+    if t > total:
+        return lr_end / lr_init
+    lr_range = lr_init - lr_end
+    decay_steps = total - warmup
+    pct_remaining = 1 - (t - warmup) / decay_steps
+    decay = lr_range * pct_remaining**power + lr_end
+    return decay / lr_init
+
+
+# Same formula evaluated in a different order: float64 rounding only.
+HF_RTOL, HF_ATOL = 1e-12, 1e-18
+
+
+@pytest.mark.parametrize("warmup", [0, 1, 7], ids=lambda w: f"warmup={w}")
+@pytest.mark.parametrize("decay", ["cosine", "linear"])
+def test_matches_transformers_cosine_and_linear(decay, warmup):
+    total, base = 40, 3e-4
+    opt = make_sgd([base])
+    sched = WarmupDecayLR(opt, warmup, total, decay=decay, warmup_start_factor=0.0, min_lr=0.0)
+    lrs, _ = run(opt, sched, total + 1)
+    reference = hf_cosine if decay == "cosine" else hf_linear
+    expected = [[base * reference(t, warmup, total)] for t in range(total + 1)]
+    assert_rel_close(lrs, expected, HF_RTOL, HF_ATOL)
+
+
+@pytest.mark.parametrize("power", [0.5, 1.0, 2.0], ids=lambda p: f"power={p}")
+@pytest.mark.parametrize("lr_end", [0.0, 1e-7], ids=lambda e: f"lr_end={e}")
+def test_matches_transformers_polynomial(power, lr_end):
+    warmup, total, base = 5, 30, 1e-3
+    opt = make_sgd([base])
+    sched = WarmupDecayLR(
+        opt,
+        warmup,
+        total,
+        decay="polynomial",
+        power=power,
+        warmup_start_factor=0.0,
+        min_lr=lr_end,
+    )
+    lrs, _ = run(opt, sched, total + 10)
+    expected = [
+        [base * hf_polynomial(t, warmup, total, base, lr_end, power)] for t in range(total + 10)
+    ]
+    assert_rel_close(lrs, expected, HF_RTOL, HF_ATOL)
+
+
+# ------------------------------------------------------ WarmupDecayLR against formulas
+
+
+def reference_warmup_decay(t, base, floor, W, T, warmup, sf, decay, power, gamma, step_size):
+    """The schedule of WarmupDecayLR's docstring, written independently."""
+    if t < W:
+        x = t / W
+        factor = {"linear": sf + (1 - sf) * x, "exponential": sf * (1 / sf) ** x, "constant": sf}
+        return base * factor[warmup]
+    if t >= T:
+        return floor
+    e, n = t - W, T - W
+    p = e / n
+    if decay == "cosine":
+        s = (1 + math.cos(math.pi * p)) / 2
+    elif decay == "linear":
+        s = 1 - p
+    elif decay == "polynomial":
+        s = (1 - p) ** power
+    elif decay == "constant":
+        s = 1.0
+    else:
+        if decay == "exponential":
+            r, r_end = gamma**e, gamma**n
+        elif decay == "step":
+            r, r_end = gamma ** (e // step_size), gamma ** math.ceil(n / step_size)
+        else:  # inverse_sqrt
+            tau = max(W, 1)
+            r, r_end = (tau / (tau + e)) ** 0.5, (tau / (tau + n)) ** 0.5
+        s = (r - r_end) / (1 - r_end)
+    return floor + (base - floor) * s
+
+
+DECAY_OPTIONS = {
+    "cosine": {},
+    "linear": {},
+    "polynomial": {"power": 2.0},
+    "exponential": {"gamma": 0.9},
+    "step": {"gamma": 0.5, "step_size": 7},
+    "inverse_sqrt": {},
+    "constant": {},
+}
+
+
+@pytest.mark.parametrize("decay", list(DECAY_OPTIONS))
+@pytest.mark.parametrize("warmup", ["linear", "exponential", "constant"])
+def test_warmup_decay_follows_its_formula_per_group(warmup, decay):
+    W, T = 6, 30
+    bases, floors, sf = [0.1, 0.02], [1e-3, 0.0], 0.2
+    opt = make_sgd(bases)
+    options = DECAY_OPTIONS[decay]
+    sched = WarmupDecayLR(
+        opt, W, T, warmup=warmup, decay=decay, warmup_start_factor=sf, min_lr=floors, **options
+    )
+    lrs, _ = run(opt, sched, T + 5)
+    expected = [
+        [
+            reference_warmup_decay(
+                t,
+                b,
+                f,
+                W,
+                T,
+                warmup,
+                sf,
+                decay,
+                options.get("power", 1.0),
+                options.get("gamma"),
+                options.get("step_size"),
+            )
+            for b, f in zip(bases, floors, strict=True)
+        ]
+        for t in range(T + 5)
+    ]
+    assert_rel_close(lrs, expected, 1e-12, 1e-18)  # same formulas, different order
+    # The milestones, exactly: warmup start, peak, end, and holding after the end.
+    assert lrs[0] == [b * sf for b in bases]
+    assert lrs[W] == bases
+    assert lrs[T] == lrs[T + 4] == floors
+
+
+def test_default_warmup_start_factor_is_the_line_through_zero_one_step_early():
+    W, base = 4, 0.5
+    opt = make_sgd([base])
+    sched = WarmupDecayLR(opt, W, 20)
+    assert sched.warmup_start_factor == 1 / (W + 1)
+    lrs, _ = run(opt, sched, W + 1)
+    assert_rel_close([lr[0] for lr in lrs], [base * (t + 1) / (W + 1) for t in range(W + 1)], 1e-15)
+
+
+def test_no_warmup_starts_at_the_base_lr():
+    opt = make_sgd([0.3])
+    sched = WarmupDecayLR(opt, 0, 10, decay="linear")
+    lrs, _ = run(opt, sched, 3)
+    assert lrs == [[0.3], [0.3 * 0.9], [0.3 * 0.8]]
+
+
+# ------------------------------------------------------------------------------ Noam
+
+
+def test_noam_matches_lambda_lr_and_the_paper_peak():
+    d_model, warmup = 512, 4000
+
+    def rate(step):  # the Annotated Transformer's rate()
+        step = max(step, 1)
+        return d_model ** (-0.5) * min(step ** (-0.5), step * warmup ** (-1.5))
+
+    opt, ref_opt = make_adam([1.0, 0.5]), make_adam([1.0, 0.5])
+    sched = NoamLR(opt, d_model=d_model, warmup_steps=warmup)
+    ref = torch_sched.LambdaLR(ref_opt, rate)
+    got, _ = run(opt, sched, 50)
+    expected, _ = run(ref_opt, ref, 50)
+    assert_rel_close(got, expected, 1e-15)
+    with pytest.warns(UserWarning, match="epoch parameter"):
+        sched.step(warmup)
+    assert opt.param_groups[0]["lr"] == pytest.approx(6.988e-4, rel=1e-4)
+    assert opt.param_groups[0]["lr"] == pytest.approx(rate(warmup), rel=1e-15)
+
+
+def test_noam_factor_scales():
+    opt = make_sgd([2.0])
+    NoamLR(opt, d_model=64, warmup_steps=10, factor=3.0)
+    assert opt.param_groups[0]["lr"] == pytest.approx(2.0 * 3.0 * 64**-0.5 * 10**-1.5, rel=1e-15)
+
+
+# ------------------------------------------------------------------ OneCycle vs torch
+
+ONE_CYCLE_CASES = {
+    "two-phase-cos": {"total_steps": 100},
+    "two-phase-linear": {"total_steps": 100, "anneal_strategy": "linear"},
+    "three-phase-cos": {"total_steps": 97, "three_phase": True, "pct_start": 0.25},
+    "three-phase-linear": {"total_steps": 97, "three_phase": True, "anneal_strategy": "linear"},
+    "epochs-x-steps": {"epochs": 3, "steps_per_epoch": 11, "pct_start": 0.4},
+    "no-momentum-cycle": {"total_steps": 50, "cycle_momentum": False},
+    "per-group-lists": {
+        "total_steps": 60,
+        "max_lr": [1.0, 0.3],
+        "base_momentum": [0.8, 0.85],
+        "max_momentum": [0.9, 0.99],
+        "div_factor": 10.0,
+        "final_div_factor": 100.0,
+    },
+}
+
+
+@pytest.mark.parametrize("optimizer", ["sgd-momentum", "adam-betas"])
+@pytest.mark.parametrize("case", list(ONE_CYCLE_CASES))
+def test_one_cycle_equals_torch_at_every_step(case, optimizer):
+    kwargs = {"max_lr": 0.5, **ONE_CYCLE_CASES[case]}
+    build = (
+        (lambda: make_sgd([0.1, 0.1]))
+        if optimizer == "sgd-momentum"
+        else (lambda: make_adam([0.1, 0.1]))
+    )
+    opt, ref_opt = build(), build()
+    sched = OneCycleLR(opt, **kwargs)
+    ref = torch_sched.OneCycleLR(ref_opt, **kwargs)
+    total = sched.total_steps
+    # Up to and including step total_steps, the last one torch allows.
+    got_lr, got_m = run(opt, sched, total + 1)
+    exp_lr, exp_m = run(ref_opt, ref, total + 1)
+    # Same expressions in the same order: the floats are identical (the issue asks <= 1e-12).
+    assert got_lr == exp_lr
+    assert got_m == exp_m
+    assert opt.param_groups[0].get("betas", (0, 0.999))[1] == 0.999 or optimizer == "sgd-momentum"
+
+
+def test_one_cycle_stepping_past_total_raises_like_torch():
+    opt, ref_opt = make_sgd(), make_sgd()
+    sched = OneCycleLR(opt, max_lr=1.0, total_steps=5)
+    ref = torch_sched.OneCycleLR(ref_opt, max_lr=1.0, total_steps=5)
+    run(opt, sched, 6)
+    run(ref_opt, ref, 6)
+    with pytest.raises(ValueError, match="Tried to step 6 times"):
+        ref.step()
+    with pytest.raises(
+        ValueError, match=r"Tried to step 6 times\. The specified number of total steps is 5"
+    ):
+        sched.step()
+
+
+def test_one_cycle_zero_length_phase_is_finished_where_torch_divides_by_zero():
+    opt = make_sgd()
+    # pct_start * total_steps == 1: the warmup phase ends at step 0.
+    sched = OneCycleLR(opt, max_lr=1.0, total_steps=10, pct_start=0.1)
+    assert opt.param_groups[0]["lr"] == 1.0
+    with pytest.raises(ZeroDivisionError):
+        torch_sched.OneCycleLR(make_sgd(), max_lr=1.0, total_steps=10, pct_start=0.1)
+    assert sched.get_last_lr() == [1.0]
+
+
+ONE_CYCLE_BAD = {
+    "total_steps=0": ({"total_steps": 0}, "total_steps"),
+    "total_steps=-3": ({"total_steps": -3}, "total_steps"),
+    "total_steps=float": ({"total_steps": 10.0}, "total_steps"),
+    "no-length": ({}, "total_steps"),
+    "epochs=0": ({"epochs": 0, "steps_per_epoch": 3}, "epochs"),
+    "steps_per_epoch=-1": ({"epochs": 2, "steps_per_epoch": -1}, "steps_per_epoch"),
+    "pct_start=-0.1": ({"total_steps": 10, "pct_start": -0.1}, "pct_start"),
+    "pct_start=1.5": ({"total_steps": 10, "pct_start": 1.5}, "pct_start"),
+    "pct_start=int": ({"total_steps": 10, "pct_start": 1}, "pct_start"),
+    "anneal=cosine": ({"total_steps": 10, "anneal_strategy": "cosine"}, "anneal_strategy"),
+    "max_lr-list-length": ({"total_steps": 10, "max_lr": [1.0, 2.0, 3.0]}, "max_lr"),
+    "base_momentum-length": ({"total_steps": 10, "base_momentum": [0.8]}, "base_momentum"),
+    "max_momentum-length": ({"total_steps": 10, "max_momentum": [0.9] * 3}, "max_momentum"),
+}
+
+
+@pytest.mark.parametrize("case", list(ONE_CYCLE_BAD))
+def test_one_cycle_rejects_what_torch_rejects(case):
+    kwargs, name = ONE_CYCLE_BAD[case]
+    kwargs = {"max_lr": 1.0, **kwargs}
+    with pytest.raises(ValueError):  # noqa: PT011 - torch's wording is not ours to check
+        torch_sched.OneCycleLR(make_sgd([0.1, 0.1]), **kwargs)
+    with pytest.raises(ValueError, match=name):
+        OneCycleLR(make_sgd([0.1, 0.1]), **kwargs)
+
+
+def test_one_cycle_needs_momentum_to_cycle_it():
+    opt = torch.optim.Adagrad([torch.nn.Parameter(torch.ones(1))])
+    with pytest.raises(ValueError, match="cycle_momentum"):
+        OneCycleLR(opt, max_lr=1.0, total_steps=10)
+    OneCycleLR(opt, max_lr=1.0, total_steps=10, cycle_momentum=False)  # fine without it
+
+
+@pytest.mark.parametrize("name", ["div_factor", "final_div_factor"])
+@pytest.mark.parametrize("value", [0.0, -2.0], ids=lambda v: f"value={v}")
+def test_one_cycle_rejects_non_positive_div_factors(name, value):
+    with pytest.raises(ValueError, match=f"{name} must be > 0, got {value}"):
+        OneCycleLR(make_sgd(), max_lr=1.0, total_steps=10, **{name: value})
+
+
+# -------------------------------------------------------------------------- chaining
+
+CHAIN_STEPS = 3000  # 0.98 ** 3000 ~ 4e-27: far beyond where drift would show
+
+
+def one_cycle_reference(steps, total):
+    opt = make_sgd()
+    ref = torch_sched.OneCycleLR(opt, max_lr=0.4, total_steps=total, three_phase=True)
+    return [lr[0] for lr in run(opt, ref, steps)[0]]
+
+
+@pytest.mark.parametrize("order", ["onecycle-first", "exponential-first"])
+@pytest.mark.parametrize("how", ["ChainedScheduler", "consecutive-steps"])
+def test_one_cycle_chained_with_exponential_multiplies(how, order):
+    opt = make_sgd()
+    one_cycle = OneCycleLR(opt, max_lr=0.4, total_steps=CHAIN_STEPS, three_phase=True)
+    exponential = torch_sched.ExponentialLR(opt, gamma=0.98)
+    members = [one_cycle, exponential] if order == "onecycle-first" else [exponential, one_cycle]
+    if how == "ChainedScheduler":
+        sched = torch_sched.ChainedScheduler(members)
+        lrs, _ = run(opt, sched, CHAIN_STEPS + 1)
+    else:
+        lrs = []
+        for t in range(CHAIN_STEPS + 1):
+            if t:
+                opt.step()
+                for member in members:
+                    member.step()
+            lrs.append(opt.param_groups[0]["lr"])
+        lrs = [[lr] for lr in lrs]
+    expected = [
+        [oc * 0.98**t] for t, oc in enumerate(one_cycle_reference(CHAIN_STEPS + 1, CHAIN_STEPS))
+    ]
+    assert_rel_close(lrs, expected, rtol=1e-9)
+
+
+def test_warmup_decay_chained_with_exponential_multiplies():
+    W, T, gamma = 10, 200, 0.99
+    opt, ref_opt = make_sgd([0.1, 0.05]), make_sgd([0.1, 0.05])
+    sched = torch_sched.ChainedScheduler(
+        [WarmupDecayLR(opt, W, T, min_lr=1e-4), torch_sched.ExponentialLR(opt, gamma)]
+    )
+    alone = WarmupDecayLR(ref_opt, W, T, min_lr=1e-4)
+    lrs, _ = run(opt, sched, T + 20)
+    reference, _ = run(ref_opt, alone, T + 20)
+    expected = [[lr * gamma**t for lr in row] for t, row in enumerate(reference)]
+    assert_rel_close(lrs, expected, rtol=1e-9)
+
+
+def test_chaining_through_a_zero_lr_keeps_the_last_measured_factor():
+    """Documented behaviour where the schedule is 0: the factor applied to 0 is lost."""
+    W, T, gamma = 5, 40, 0.9
+
+    def build(order):
+        opt = make_sgd()
+        warm = WarmupDecayLR(opt, W, T, warmup_start_factor=0.0, decay="linear")
+        exp = torch_sched.ExponentialLR(opt, gamma)
+        return opt, torch_sched.ChainedScheduler([warm, exp] if order == 0 else [exp, warm])
+
+    ref_opt = make_sgd()
+    alone = [
+        lr[0]
+        for lr in run(
+            ref_opt, WarmupDecayLR(ref_opt, W, T, warmup_start_factor=0.0, decay="linear"), T + 5
+        )[0]
+    ]
+    # torchkit first: nothing is lost, lr = v(t) * gamma**t.
+    opt, sched = build(0)
+    lrs = [lr[0] for lr in run(opt, sched, T + 5)[0]]
+    assert_rel_close(lrs, [v * gamma**t for t, v in enumerate(alone)], rtol=1e-12)
+    # ExponentialLR first: its step-1 factor multiplied the lr 0 of step 0 and is lost.
+    opt, sched = build(1)
+    lrs = [lr[0] for lr in run(opt, sched, T + 5)[0]]
+    expected = [0.0] + [v * gamma ** (t - 1) for t, v in enumerate(alone) if t]
+    assert_rel_close(lrs, expected, rtol=1e-12)
+    assert lrs[T:] == [0.0] * 5  # decayed to min_lr=0: the product is 0
+
+
+def test_chaining_keeps_a_factor_set_at_construction_by_an_earlier_scheduler():
+    opt, ref_opt = make_sgd(), make_sgd()
+    linear = torch_sched.LinearLR(opt, start_factor=0.25, total_iters=8)
+    noam = NoamLR(opt, d_model=16, warmup_steps=5)
+    sched = torch_sched.ChainedScheduler([linear, noam])
+    lrs, _ = run(opt, sched, 30)
+    alone, _ = run(ref_opt, NoamLR(ref_opt, d_model=16, warmup_steps=5), 30)
+    lin = [0.25 + 0.75 * min(t, 8) / 8 for t in range(30)]
+    assert_rel_close(lrs, [[a[0] * f] for a, f in zip(alone, lin, strict=True)], rtol=1e-12)
+
+
+def test_a_manual_lr_change_is_kept_as_a_factor():
+    ref_opt = make_sgd([0.2])
+    alone = [lr[0] for lr in run(ref_opt, WarmupDecayLR(ref_opt, 3, 50), 20)[0]]
+    opt = make_sgd([0.2])
+    sched = WarmupDecayLR(opt, 3, 50)
+    for _ in range(10):
+        opt.step()
+        sched.step()
+    opt.param_groups[0]["lr"] *= 0.5
+    for t in range(11, 20):
+        opt.step()
+        sched.step()
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.5 * alone[t], rel=1e-14)
+
+
+# ------------------------------------------------------------- closed form vs stepping
+
+SCHEDULERS = {
+    "warmup-cosine": lambda opt: WarmupDecayLR(opt, 10, 50, min_lr=[1e-3, 2e-3]),
+    "warmup-exp-step": lambda opt: WarmupDecayLR(
+        opt, 10, 50, warmup="exponential", decay="step", gamma=0.7, step_size=6
+    ),
+    "onecycle": lambda opt: OneCycleLR(opt, max_lr=[0.5, 0.2], total_steps=55, three_phase=True),
+    "noam": lambda opt: NoamLR(opt, d_model=64, warmup_steps=12),
+}
+
+
+@pytest.mark.filterwarnings("ignore:The epoch parameter")
+@pytest.mark.parametrize("name", list(SCHEDULERS))
+def test_closed_form_agrees_with_stepping(name):
+    opt = make_sgd([0.1, 0.05])
+    stepped, moms = run(opt, SCHEDULERS[name](opt), 56)
+    opt = make_sgd([0.1, 0.05])
+    sched = SCHEDULERS[name](opt)
+    opt.step()
+    for t in [37, 0, 9, 10, 11, 49, 50, 55, 3]:  # out of order on purpose
+        sched.step(t)
+        assert [g["lr"] for g in opt.param_groups] == stepped[t], f"step {t}"
+        assert momenta_of(opt) == moms[t], f"momentum at step {t}"
+
+
+@pytest.mark.filterwarnings("ignore:The epoch parameter")
+def test_closed_form_step_resets_the_chain_factor():
+    ref_opt = make_sgd([0.1])
+    alone = [lr[0] for lr in run(ref_opt, WarmupDecayLR(ref_opt, 4, 40), 22)[0]]
+    opt = make_sgd([0.1])
+    sched = WarmupDecayLR(opt, 4, 40)
+    opt.step()
+    sched.step()
+    opt.param_groups[0]["lr"] *= 3.0  # a factor from elsewhere
+    sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(3.0 * alone[2], rel=1e-14)
+    sched.step(20)  # the closed form: the schedule alone
+    assert opt.param_groups[0]["lr"] == alone[20]
+    sched.step()
+    assert opt.param_groups[0]["lr"] == alone[21]
+
+
+# -------------------------------------------------------------------------- resume
+
+
+def chained_one_cycle(opt):
+    return torch_sched.ChainedScheduler(
+        [OneCycleLR(opt, max_lr=0.3, total_steps=60), torch_sched.ExponentialLR(opt, 0.97)]
+    )
+
+
+RESUME_CASES = {
+    "warmup-decay-mid-warmup": (lambda opt: WarmupDecayLR(opt, 20, 60, min_lr=[1e-4, 0.0]), 7),
+    "warmup-decay-mid-decay": (
+        lambda opt: WarmupDecayLR(opt, 20, 60, decay="polynomial", power=3.0),
+        41,
+    ),
+    "onecycle-mid-cycle": (lambda opt: OneCycleLR(opt, max_lr=0.3, total_steps=60), 25),
+    "noam": (lambda opt: NoamLR(opt, d_model=32, warmup_steps=15), 9),
+    "chained-onecycle-exponential": (chained_one_cycle, 33),
+}
+
+
+def train(opt, sched, steps, params):
+    lrs = []
+    for _ in range(steps):
+        loss = sum((p**2).sum() for p in params)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        lrs.append(([g["lr"] for g in opt.param_groups], momenta_of(opt)))
+    return lrs
+
+
+def fresh(factory):
+    params = [torch.nn.Parameter(torch.linspace(-1, 1, 4)), torch.nn.Parameter(torch.ones(2))]
+    opt = torch.optim.SGD(
+        [{"params": [params[0]]}, {"params": [params[1]], "lr": 0.05}], lr=0.1, momentum=0.9
+    )
+    return opt, factory(opt), params
+
+
+@pytest.mark.parametrize("case", list(RESUME_CASES))
+def test_resume_from_torch_save_gives_the_uninterrupted_lrs(case):
+    factory, stop = RESUME_CASES[case]
+    total = 59
+    opt, sched, params = fresh(factory)
+    uninterrupted = train(opt, sched, total, params)
+
+    opt, sched, params = fresh(factory)
+    first = train(opt, sched, stop, params)
+    buffer = io.BytesIO()
+    torch.save(
+        {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "params": params},
+        buffer,
+    )
+    buffer.seek(0)
+    checkpoint = torch.load(buffer, weights_only=True)  # no lambdas, no callables in state
+    opt, sched, params = fresh(factory)
+    with torch.no_grad():
+        for p, saved in zip(params, checkpoint["params"], strict=True):
+            p.copy_(saved)
+    opt.load_state_dict(checkpoint["optimizer"])
+    sched.load_state_dict(checkpoint["scheduler"])
+    second = train(opt, sched, total - stop, params)
+    assert first + second == uninterrupted
+
+
+def test_legacy_resume_through_last_epoch_continues_the_schedule():
+    """torch's older resume path: load the optimizer, then build with ``last_epoch=k``."""
+    opt = make_sgd([0.1, 0.05])
+    uninterrupted, _ = run(opt, WarmupDecayLR(opt, 5, 30, min_lr=1e-3), 30)
+    opt = make_sgd([0.1, 0.05])
+    run(opt, WarmupDecayLR(opt, 5, 30, min_lr=1e-3), 12)  # steps 0..11
+    resumed = make_sgd([0.1, 0.05])
+    resumed.load_state_dict(opt.state_dict())
+    sched = WarmupDecayLR(resumed, 5, 30, min_lr=1e-3, last_epoch=11)
+    # As with torch's schedulers, the constructor takes one step: from 11 to 12.
+    assert sched.last_epoch == 12
+    lrs, _ = run(resumed, sched, 18)
+    assert_rel_close(lrs, uninterrupted[12:], rtol=1e-15)
+
+
+def test_inside_sequential_lr_it_starts_at_its_own_step_zero():
+    opt, ref_opt = make_sgd([0.1]), make_sgd([0.1])
+    hold = torch_sched.ConstantLR(opt, factor=0.5, total_iters=3)
+    warmup_decay = WarmupDecayLR(opt, 2, 10, decay="linear")
+    sched = torch_sched.SequentialLR(opt, [hold, warmup_decay], milestones=[3])
+    lrs = [lr[0] for lr in run(opt, sched, 15)[0]]
+    alone = [lr[0] for lr in run(ref_opt, WarmupDecayLR(ref_opt, 2, 10, decay="linear"), 12)[0]]
+    assert lrs[:3] == [0.05] * 3
+    assert_rel_close(lrs[3:], alone, rtol=1e-15)
+
+
+def state_types(value):
+    if isinstance(value, dict):
+        return set().union(*(state_types(v) for v in value.values())) | {dict}
+    if isinstance(value, (list, tuple)):
+        return set().union(*(state_types(v) for v in value), {type(value)})
+    return {type(value)}
+
+
+@pytest.mark.parametrize("name", list(SCHEDULERS))
+def test_state_dict_holds_only_plain_data(name):
+    sched = SCHEDULERS[name](make_sgd([0.1, 0.05]))
+    assert state_types(sched.state_dict()) <= {dict, list, tuple, str, int, float, bool, type(None)}
+
+
+# ------------------------------------------------------------------- bad arguments
+
+WARMUP_DECAY_BAD = {
+    "warmup_steps=-1": ({"warmup_steps": -1}, "warmup_steps must be an integer >= 0, got -1"),
+    "warmup_steps=2.5": ({"warmup_steps": 2.5}, "warmup_steps must be an integer >= 0, got 2.5"),
+    "total_steps=0": (
+        {"warmup_steps": 0, "total_steps": 0},
+        "total_steps must be an integer >= 1, got 0",
+    ),
+    "total<warmup": ({"warmup_steps": 10, "total_steps": 5}, "total_steps=5 and warmup_steps=10"),
+    "total=warmup": ({"warmup_steps": 10, "total_steps": 10}, "greater than warmup_steps"),
+    "warmup=cosine": (
+        {"warmup": "cosine"},
+        "warmup must be one of 'linear', 'exponential', 'constant'; got 'cosine'",
+    ),
+    "decay=cos": (
+        {"decay": "cos"},
+        "decay must be one of 'cosine', 'linear', 'polynomial', 'exponential', 'step', "
+        "'inverse_sqrt', 'constant'; got 'cos'",
+    ),
+    "start_factor=-0.1": (
+        {"warmup_start_factor": -0.1},
+        r"warmup_start_factor must be in \[0, 1\], got -0.1",
+    ),
+    "start_factor=1.5": (
+        {"warmup_start_factor": 1.5},
+        r"warmup_start_factor must be in \[0, 1\], got 1.5",
+    ),
+    "start_factor=0-exponential": (
+        {"warmup": "exponential", "warmup_start_factor": 0.0},
+        "warmup_start_factor must be > 0 for warmup='exponential'",
+    ),
+    "min_lr=-1e-3": ({"min_lr": -1e-3}, "min_lr must be >= 0, got -0.001"),
+    "min_lr>base": ({"min_lr": 0.5}, "min_lr=0.5 is greater than the base lr 0.1 of param group 0"),
+    "min_lr-list-length": (
+        {"min_lr": [0.0, 0.0, 0.0]},
+        "min_lr has 3 values but the optimizer has 2 param groups",
+    ),
+    "min_lr[1]>base": (
+        {"min_lr": [0.0, 0.06]},
+        r"min_lr\[1\]=0.06 is greater than the base lr 0.05 of param group 1",
+    ),
+    "min_lr=nan": ({"min_lr": float("nan")}, "min_lr must be a finite real number, got nan"),
+    "power=0": ({"decay": "polynomial", "power": 0.0}, "power must be > 0, got 0.0"),
+    "exponential-no-gamma": ({"decay": "exponential"}, "decay='exponential' needs gamma"),
+    "gamma=1": ({"decay": "exponential", "gamma": 1.0}, r"gamma must be in \(0, 1\), got 1.0"),
+    "gamma=0": (
+        {"decay": "step", "gamma": 0.0, "step_size": 2},
+        r"gamma must be in \(0, 1\), got 0.0",
+    ),
+    "gamma-with-cosine": (
+        {"gamma": 0.5},
+        "gamma is only used by decay='exponential' or 'step', got gamma=0.5 with decay='cosine'",
+    ),
+    "step-no-step_size": ({"decay": "step", "gamma": 0.5}, "decay='step' needs step_size"),
+    "step_size=0": (
+        {"decay": "step", "gamma": 0.5, "step_size": 0},
+        "step_size must be an integer >= 1, got 0",
+    ),
+    "step_size-with-linear": (
+        {"decay": "linear", "step_size": 3},
+        "step_size is only used by decay='step', got step_size=3",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(WARMUP_DECAY_BAD))
+def test_warmup_decay_rejects_bad_arguments(case):
+    kwargs, message = WARMUP_DECAY_BAD[case]
+    kwargs = {"warmup_steps": 5, "total_steps": 50, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        WarmupDecayLR(make_sgd([0.1, 0.05]), **kwargs)
+
+
+NOAM_BAD = {
+    "d_model=0": ({"d_model": 0}, "d_model must be an integer >= 1, got 0"),
+    "d_model=-512": ({"d_model": -512}, "d_model must be an integer >= 1, got -512"),
+    "warmup_steps=0": ({"warmup_steps": 0}, "warmup_steps must be an integer >= 1, got 0"),
+    "factor=0": ({"factor": 0.0}, "factor must be > 0, got 0.0"),
+    "factor=inf": ({"factor": math.inf}, "factor must be a finite real number, got inf"),
+}
+
+
+@pytest.mark.parametrize("case", list(NOAM_BAD))
+def test_noam_rejects_bad_arguments(case):
+    kwargs, message = NOAM_BAD[case]
+    with pytest.raises(ValueError, match=message):
+        NoamLR(make_sgd(), **{"d_model": 512, "warmup_steps": 4000, **kwargs})
+
+
+@pytest.mark.parametrize("cls", [WarmupDecayLR, OneCycleLR, NoamLR])
+def test_schedulers_want_an_optimizer(cls):
+    args = {WarmupDecayLR: (1, 10), OneCycleLR: (1.0, 10), NoamLR: (512, 4000)}[cls]
+    with pytest.raises(TypeError, match=r"optimizer must be a torch\.optim\.Optimizer, got list"):
+        cls([torch.zeros(1)], *args)
+
+
+# -------------------------------------------------------------- preview / plotting
+
+
+def test_preview_does_not_touch_the_optimizer_or_scheduler():
+    opt = make_sgd([0.1, 0.05])
+    sched = OneCycleLR(opt, max_lr=[0.4, 0.2], total_steps=30)
+    for _ in range(5):
+        opt.step()
+        sched.step()
+    before_groups = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+    before_state = sched.state_dict()
+    before_param = opt.param_groups[0]["params"][0].detach().clone()
+
+    seen = preview(sched, 26)  # steps 5..30
+
+    assert [
+        {k: v for k, v in g.items() if k != "params"} for g in opt.param_groups
+    ] == before_groups
+    assert sched.state_dict() == before_state
+    assert torch.equal(opt.param_groups[0]["params"][0], before_param)
+    lrs, moms = run(opt, sched, 26)
+    assert seen["lr"] == [list(col) for col in zip(*lrs, strict=True)]
+    assert seen["momentum"] == [list(col) for col in zip(*moms, strict=True)]
+
+
+def test_preview_works_with_torch_schedulers_and_chains():
+    opt = make_sgd([0.1])
+    sched = torch_sched.ChainedScheduler(
+        [torch_sched.LinearLR(opt, 0.5, total_iters=4), torch_sched.ExponentialLR(opt, 0.5)]
+    )
+    expected = [0.1 * (0.5 + 0.5 * min(t, 4) / 4) * 0.5**t for t in range(6)]
+    assert_rel_close(preview(sched, 6)["lr"][0], expected, rtol=1e-14)
+    assert opt.param_groups[0]["lr"] == 0.05
+
+
+def test_preview_of_a_factory():
+    multipliers = preview(lambda opt: WarmupDecayLR(opt, 2, 4, decay="linear"), 5)
+    assert_rel_close(multipliers["lr"], [[1 / 3, 2 / 3, 1.0, 0.5, 0.0]], rtol=1e-15)
+    assert multipliers["momentum"] == [[0.9] * 5]
+    adam = make_adam([1e-3])
+    values = preview(lambda opt: NoamLR(opt, 8, 2), 3, optimizer=adam)
+    assert_rel_close(
+        values["lr"],
+        [[1e-3 * 8**-0.5 * 2**-1.5, 1e-3 * 8**-0.5 * 2**-1.5, 1e-3 * 8**-0.5 * 2**-0.5]],
+        rtol=1e-15,
+    )
+    assert adam.param_groups[0]["lr"] == 1e-3
+    assert "initial_lr" not in adam.param_groups[0]
+
+
+def test_preview_rejects_bad_arguments():
+    opt = make_sgd()
+    with pytest.raises(ValueError, match="steps must be an integer >= 1, got 0"):
+        preview(WarmupDecayLR(opt, 1, 5), 0)
+    with pytest.raises(ValueError, match="ReduceLROnPlateau"):
+        preview(torch_sched.ReduceLROnPlateau(opt), 3)
+    with pytest.raises(ValueError, match="optimizer is only used with a factory"):
+        preview(WarmupDecayLR(opt, 1, 5), 3, optimizer=opt)
+    with pytest.raises(TypeError, match="scheduler_or_factory must be an LRScheduler"):
+        preview(0.1, 3)
+    with pytest.raises(TypeError, match="the factory must return an LRScheduler"):
+        preview(lambda opt: None, 3)
+
+
+def test_plot_schedule_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    opt = make_sgd([0.1, 0.05])
+    path = plot_schedule(
+        {
+            "one cycle": OneCycleLR(opt, max_lr=0.3, total_steps=40),
+            "warmup + cosine": lambda o: WarmupDecayLR(o, 5, 40),
+        },
+        40,
+        tmp_path / "lr.png",
+        momentum=True,
+        title="test",
+    )
+    assert path == tmp_path / "lr.png"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --------------------------------------------------------------- property tests
+
+DECAYS = st.sampled_from(list(DECAY_OPTIONS))
+WARMUPS = st.sampled_from(["linear", "exponential", "constant"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    warmup=WARMUPS,
+    decay=DECAYS,
+    W=st.integers(0, 20),
+    span=st.integers(1, 40),
+    sf=st.floats(0.01, 1.0),
+    floor_fraction=st.floats(0.0, 1.0),
+)
+def test_warmup_decay_is_bounded_and_monotone_per_phase(warmup, decay, W, span, sf, floor_fraction):
+    base, T = 0.1, W + span
+    floor = base * floor_fraction
+    opt = make_sgd([base])
+    sched = WarmupDecayLR(
+        opt,
+        W,
+        T,
+        warmup=warmup,
+        decay=decay,
+        warmup_start_factor=sf,
+        min_lr=floor,
+        **DECAY_OPTIONS[decay],
+    )
+    lrs = [lr[0] for lr in run(opt, sched, T + 3)[0]]
+    slack = 1e-15  # one rounding of a product of two float64 values
+    warm, rest = lrs[:W], lrs[W:]
+    assert all(base * sf * (1 - slack) <= lr <= base * (1 + slack) for lr in warm)
+    assert all(floor * (1 - slack) <= lr <= base * (1 + slack) for lr in rest)
+    assert all(a <= b * (1 + slack) for a, b in itertools.pairwise(warm))
+    assert all(b <= a * (1 + slack) for a, b in itertools.pairwise(rest))
+    assert rest[0] == base
+    assert lrs[T:] == [floor] * 3
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    total=st.integers(8, 80),
+    pct_start=st.floats(0.15, 0.45),
+    three_phase=st.booleans(),
+    anneal=st.sampled_from(["cos", "linear"]),
+)
+def test_one_cycle_stays_between_min_and_max(total, pct_start, three_phase, anneal):
+    opt = make_sgd()
+    sched = OneCycleLR(
+        opt,
+        max_lr=1.0,
+        total_steps=total,
+        pct_start=pct_start,
+        three_phase=three_phase,
+        anneal_strategy=anneal,
+    )
+    lrs, moms = run(opt, sched, total)  # steps 0..total-1, where the cycle is defined
+    low = 1.0 / 25.0 / 1e4
+    assert all(low * (1 - 1e-12) <= lr[0] <= 1.0 + 1e-12 for lr in lrs)
+    assert all(0.85 - 1e-12 <= m[0] <= 0.95 + 1e-12 for m in moms)
+    peak = max(range(total), key=lambda t: lrs[t][0])
+    rising = [lr[0] for lr in lrs[: peak + 1]]
+    assert rising == sorted(rising)
