@@ -1,0 +1,1 @@
+"""The docs-driven conformance harness (see ``docs/conformance.md``)."""
