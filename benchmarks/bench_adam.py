@@ -61,7 +61,7 @@ def _time_steps(opt: torch.optim.Optimizer, steps: int) -> float:
 
 def cpu_rows(quick: bool) -> list[dict]:
     """FusedAdam (CPU: torch's fused kernel) against torch Adam default and fused=True."""
-    rounds, steps = (7, 2) if quick else (21, 3)
+    rounds, steps = (7, 2) if quick else (41, 5)
     rows = []
     factories: dict[str, Callable] = {
         "fusedadam": FusedAdam,

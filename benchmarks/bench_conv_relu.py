@@ -111,7 +111,7 @@ def run_cpu(quick: bool) -> list[dict[str, Any]]:
         print("cpu: skipped: TRITON_INTERPRET=1 would time the Triton interpreter")
         return []
     layers = [layer for layer in LAYERS if not quick or layer.name in QUICK_LAYERS]
-    repeats = 7 if quick else 25
+    repeats = 7 if quick else 31
     rows = []
     for layer in layers:
         torch.manual_seed(0)
@@ -156,8 +156,9 @@ def run_cuda(quick: bool) -> list[dict[str, Any]]:
             fused = FusedConv2dReLU.from_conv(conv)
             x = layer.input(layer.batch, device="cuda", dtype=dtype)
             x = x.contiguous(memory_format=memory_format)
-            if fused.backend_for(x.device) is not Backend.TRITON:
-                raise RuntimeError(f"expected the Triton backend on CUDA, got {fused.backend_for}")
+            backend = fused.backend_for(x.device)
+            if backend is not Backend.TRITON:
+                raise RuntimeError(f"expected the Triton backend on CUDA, got {backend}")
             args = (conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
             with torch.no_grad():
                 fused(x)  # autotune outside the timed region

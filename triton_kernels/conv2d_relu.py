@@ -26,8 +26,9 @@ from typing import NamedTuple
 import torch
 import triton
 import triton.language as tl
+from torchkit.kernels._aot import KernelSpec
 
-__all__ = ["INTERPRETER_BLOCKS", "Conv2dReLUBlocks", "conv2d_relu_fwd"]
+__all__ = ["INTERPRETER_BLOCKS", "Conv2dReLUBlocks", "aot_specs", "conv2d_relu_fwd"]
 
 _KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _MAX_GROUPS = 65535  # groups are the grid's second axis, limited to 2**16 - 1 on CUDA
@@ -58,27 +59,39 @@ class Conv2dReLUBlocks(NamedTuple):
 INTERPRETER_BLOCKS = Conv2dReLUBlocks(block_m=64, block_n=32, block_k=32, group_m=8)
 
 
+# The tilings tried on GPUs, (block_m, block_n, block_k, num_warps, num_stages). Each one
+# compiles without register spills for every aot_specs() variant (fp32 TF32 and IEEE, fp16,
+# bf16) on sm_80 and sm_90; `python -m torchkit kernels` prints the table and
+# tests/unit/test_kernel_report.py keeps it spill-free. The limit is the gather, not the
+# accumulator: each thread computes an address and a mask for each of its input- and
+# weight-tile elements, so registers grow with tile elements per thread. ptxas numbers
+# (registers, spill bytes) that shaped the list, before -> after:
+# * 128x128 and 256x64 tiles: 255 registers and 80-268 B of spills on 8 warps, and 16 warps
+#   cap a thread at 128 registers and spill as much: dropped; 8192-element tiles use 8 warps
+#   (128x64x32: fp32 IEEE 238 / 214 on sm_80 / sm_90, fp16 159 / 167).
+# * 64x64x32 on 4 warps, fp32 IEEE: 255 and 24 B spilled on sm_80 -> BLOCK_K 16: 186.
+# * 128x32x32 on 4 warps: 255 and 440-644 B -> 128x32x16 on 8 warps: at most 122.
+# * 128x16x32 on 4 warps, bf16 sm_90: 254 -> BLOCK_K 16: 153.
+_TILES: tuple[tuple[int, int, int, int, int], ...] = (
+    (128, 64, 32, 8, 3),
+    (64, 128, 32, 8, 3),
+    (64, 64, 16, 4, 3),
+    (128, 32, 16, 8, 3),
+    (64, 32, 32, 4, 3),
+    (32, 32, 32, 4, 3),
+    (128, 16, 16, 4, 3),  # narrow layers: few output channels per group
+)
+
+
 def _autotune_configs() -> list[triton.Config]:
-    """The tilings tried on GPUs: square-ish tiles for wide layers, thin ones for narrow."""
-    tiles = [
-        # (block_m, block_n, block_k, num_warps, num_stages)
-        (128, 128, 32, 8, 3),
-        (128, 64, 32, 4, 4),
-        (64, 128, 32, 4, 4),
-        (128, 32, 32, 4, 4),
-        (64, 64, 32, 4, 4),
-        (64, 32, 32, 4, 5),
-        (256, 64, 32, 8, 3),
-        (32, 32, 64, 4, 3),
-        (128, 16, 32, 4, 4),
-    ]
+    """One ``triton.Config`` per entry of ``_TILES``, all with ``GROUP_M = 8``."""
     return [
         triton.Config(
             {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8},
             num_warps=warps,
             num_stages=stages,
         )
-        for bm, bn, bk, warps, stages in tiles
+        for bm, bn, bk, warps, stages in _TILES
     ]
 
 
@@ -172,14 +185,20 @@ def _conv2d_relu_fwd_kernel(
             c_kh = offs_k // KW
             kh = c_kh % KH
             c_in = c_kh // KH
-        ih = ih0[:, None] + (kh * dil_h)[None, :]
-        iw = iw0[:, None] + (kw * dil_w)[None, :]
-        x_mask = mask_m[:, None] & mask_k[None, :] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-        x_tile = tl.load(
-            x_rows[:, None] + (c_in * stride_xc)[None, :] + ih * stride_xh + iw * stride_xw,
+        # The input tile is gathered as (BLOCK_K, BLOCK_M) and transposed for tl.dot (a
+        # relabelling in shared memory). Gathered addresses carry no contiguity, so Triton
+        # lays a load out along its last axis; along M, each thread keeps BLOCK_M / 32 of the
+        # row vectors ih0, iw0, x_rows and mask_m live across the loop instead of
+        # BLOCK_M / num_warps of them (64x64x32 on 4 warps: 255 -> 166 registers on sm_80).
+        ih = ih0[None, :] + (kh * dil_h)[:, None]
+        iw = iw0[None, :] + (kw * dil_w)[:, None]
+        x_mask = mask_m[None, :] & mask_k[:, None] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+        x_tile_t = tl.load(
+            x_rows[None, :] + (c_in * stride_xc)[:, None] + ih * stride_xh + iw * stride_xw,
             mask=x_mask,
             other=0.0,
         )
+        x_tile = tl.trans(x_tile_t)
         w_offs = c_in * stride_wc + kh * stride_wh + kw * stride_ww
         w_tile = tl.load(
             w_cols[None, :] + w_offs[:, None],
@@ -375,3 +394,59 @@ def conv2d_relu_fwd(
         num_stages=b.num_stages,
     )
     return y
+
+
+# Strides a launch passes as 1 for each memory format; Triton's JIT compiles an int argument
+# equal to 1 as a constant, so the ahead-of-time variants do the same.
+_UNIT_STRIDES = {
+    "nchw": {"stride_xw": 1, "stride_ww": 1, "stride_yw": 1},
+    "channels_last": {"stride_xc": 1, "stride_wc": 1, "stride_yc": 1},
+}
+
+
+def aot_specs() -> list[KernelSpec]:
+    """The variants ``python -m torchkit kernels`` compiles, each for every autotune config.
+
+    fp32 with TF32 (cuDNN's default, ``torch.backends.cudnn.allow_tf32``) and with IEEE
+    products, both contiguous; fp16 channels_last (the layout of mixed-precision training);
+    bf16 contiguous without bias. Convolution stride, dilation and padding stay runtime
+    arguments (the general case); unit memory strides are constants, as in a real launch.
+
+    Example:
+        >>> sorted(spec.name for spec in aot_specs())[0]
+        'bf16,nchw,no bias'
+    """
+    variants = (
+        # (dtype, memory format, INPUT_PRECISION, HAS_BIAS)
+        ("fp32", "nchw", "tf32", True),
+        ("fp32", "nchw", "ieee", True),
+        ("fp16", "channels_last", "ieee", True),
+        ("bf16", "nchw", "ieee", False),
+    )
+    tunable = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")  # set by each autotune config
+    specs = []
+    for dtype, layout, precision, has_bias in variants:
+        constexprs = {
+            **_UNIT_STRIDES[layout],
+            "HAS_BIAS": has_bias,
+            "CHANNELS_INNER": layout == "channels_last",
+            "ACC_DTYPE": tl.float32,
+            "INPUT_PRECISION": precision,
+            "UPCAST_DOT": False,
+        }
+        signature = {
+            name: f"*{dtype}" if name.endswith("_ptr") else "i32"
+            for name in _conv2d_relu_fwd_kernel.arg_names
+            if name not in constexprs and name not in tunable
+        }
+        label = [dtype, *([precision] if dtype == "fp32" else []), layout]
+        label += [] if has_bias else ["no bias"]
+        specs.append(
+            KernelSpec(
+                name=",".join(label),
+                kernel=_conv2d_relu_fwd_kernel_autotuned,
+                signature=signature,
+                constexprs=constexprs,
+            )
+        )
+    return specs

@@ -94,6 +94,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--arch", action="append", choices=["sm_80", "sm_90"], help="repeatable; default: both"
     )
     kernels.add_argument("--json", action="store_true", help="print a JSON list of rows")
+    kernels.add_argument(
+        "--jobs",
+        type=int,
+        default=min(4, os.cpu_count() or 1),
+        help="compiler processes in parallel (default: up to 4, one per CPU core)",
+    )
     args = parser.parse_args(argv)
 
     if args.command == "info":
@@ -103,10 +109,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             _print_info(report)
         return 0
-    return _kernels(args.arch, args.json)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be positive, got {args.jobs}")
+    return _kernels(args.arch, args.json, args.jobs)
 
 
-def _kernels(archs: list[str] | None, as_json: bool) -> int:
+def _kernels(archs: list[str] | None, as_json: bool, jobs: int) -> int:
     if "triton" in sys.modules and interpreter_enabled():
         print("error: triton was imported with TRITON_INTERPRET=1; run without it", file=sys.stderr)
         return 1
@@ -117,7 +125,7 @@ def _kernels(archs: list[str] | None, as_json: bool) -> int:
     from torchkit import kernel_report
 
     try:
-        rows = kernel_report.compile_report(archs)
+        rows = kernel_report.compile_report(archs, jobs=jobs)
     except RuntimeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

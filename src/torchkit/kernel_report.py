@@ -1,17 +1,31 @@
 """Compile every Triton kernel of torchkit for GPU targets, without a GPU, and read its resources.
 
 For each kernel variant (:class:`torchkit.kernels._aot.KernelSpec`), each of its autotune configs
-and each target arch, :func:`compile_report` builds PTX with ``triton.compile`` for a
-``GPUTarget("cuda", cc, 32)`` and runs the ``ptxas-blackwell`` binary shipped in the Triton wheel
-(``-v``) to read registers and spills. Triton's compiled metadata gives the shared memory.
+and each target arch, :func:`compile_report` builds the kernel with ``triton.compile`` for a
+``GPUTarget("cuda", cc, 32)`` and runs ``ptxas -v`` on its PTX to read registers and spills;
+Triton's compiled metadata gives the shared memory. The compile is the one a launch on that GPU
+would do: pointer arguments are 16-byte aligned (as the JIT assumes for torch's allocations) and
+ints equal to 1 are constants where the spec says so. ``ptxas`` is the binary Triton itself runs
+for that arch (for Triton 3.9: the CUDA 12.9 ``ptxas`` for sm_80, ``ptxas-blackwell`` from
+sm_90 on, both shipped in the Triton wheel), with the register-allocation flag Triton passes,
+so the counts are those of the cubin Triton would load.
 
 This runs only with Triton's compiler, i.e. with ``TRITON_INTERPRET`` unset: under the interpreter
 ``@triton.jit`` yields interpreted functions that cannot be compiled.
+
+Example:
+    From a shell (``TRITON_INTERPRET`` unset or ``0``)::
+
+        python -m torchkit kernels --arch sm_90 --json
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import hashlib
 import importlib
+import json
+import multiprocessing
 import os
 import re
 import subprocess
@@ -28,6 +42,13 @@ KERNEL_MODULES: tuple[str, ...] = ("torchkit.kernels.adam", "torchkit.kernels.co
 ARCHS: dict[str, int] = {"sm_80": 80, "sm_90": 90}
 # ptxas needs the arch-specific name for Hopper features that Triton emits for sm_90.
 _PTXAS_ARCH = {80: "sm_80", 90: "sm_90a"}
+# Both sm_80 and sm_90 have 64K 32-bit registers and at most 64 resident warps per SM; ptxas
+# allocates registers per thread in units of 8.
+_REGISTERS_PER_SM = 65536
+_MAX_WARPS_PER_SM = 64
+# Triton 3.9 passes this to ptxas for every cubin (it works around a ptxas 13 bug); it changes
+# register allocation, so the report passes it too.
+_PTXAS_FLAGS = ("--regAllocOptLevel=2",)
 
 
 @dataclass(frozen=True)
@@ -46,6 +67,13 @@ class KernelResources:
     shared_mem: int
     ptx_bytes: int
 
+    @property
+    def resident_warps(self) -> int:
+        """Warps an SM can hold at once as far as registers allow (whole CTAs, at most 64)."""
+        per_thread = -(-self.registers // 8) * 8
+        ctas = _REGISTERS_PER_SM // (per_thread * 32 * self.num_warps)
+        return min(ctas * self.num_warps, _MAX_WARPS_PER_SM)
+
 
 def ptxas_path() -> Path | None:
     """The ``ptxas-blackwell`` binary inside the Triton wheel, or ``None`` when absent."""
@@ -57,24 +85,59 @@ def ptxas_path() -> Path | None:
     return path if path.is_file() and os.access(path, os.X_OK) else None
 
 
-def _ptxas_stats(ptx: str, cc: int, ptxas: Path) -> tuple[int, int, int]:
+def _ptxas_for(cc: int) -> Path:
+    """The ptxas binary Triton's NVIDIA backend runs when it builds a cubin for ``cc``."""
+    try:
+        from triton.backends.nvidia.compiler import get_ptxas
+    except ImportError:  # a Triton without per-arch ptxas: the wheel's newest one
+        path = ptxas_path()
+        if path is None:
+            raise RuntimeError(
+                "the ptxas-blackwell binary of the triton wheel was not found"
+            ) from None
+        return path
+    return Path(get_ptxas(cc).path)
+
+
+def _ptxas_stats(ptx: str, cc: int) -> tuple[int, int, int]:
+    """``(registers, spill store bytes, spill load bytes)`` of ``ptx`` compiled for ``cc``.
+
+    The counts are kept in Triton's on-disk cache, keyed by the PTX, the ptxas binary and its
+    flags, so a repeated report reruns neither Triton's compiler nor ptxas.
+    """
+    from triton.runtime.cache import get_cache_manager
+
+    ptxas = _ptxas_for(cc)
+    command = [str(ptxas), "-v", *_PTXAS_FLAGS, f"--gpu-name={_PTXAS_ARCH[cc]}"]
+    binary = ptxas.stat()
+    identity = [ptx, *command, str(binary.st_size), str(binary.st_mtime_ns)]
+    cache = get_cache_manager(hashlib.sha256("\0".join(identity).encode()).hexdigest())
+    cached = cache.get_file("ptxas-v.json")
+    if cached is not None:
+        registers, spill_stores, spill_loads = json.loads(Path(cached).read_text())
+        return int(registers), int(spill_stores), int(spill_loads)
+
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "kernel.ptx"
         source.write_text(ptx)
         done = subprocess.run(
-            [str(ptxas), "-v", f"--gpu-name={_PTXAS_ARCH[cc]}", str(source), "-o", os.devnull],
-            capture_output=True,
-            text=True,
-            check=False,
+            [*command, str(source), "-o", os.devnull], capture_output=True, text=True, check=False
         )
     out = done.stdout + done.stderr
     if done.returncode != 0:
-        raise RuntimeError(f"ptxas failed for sm_{cc}:\n{out}")
+        raise RuntimeError(f"{ptxas.name} failed for sm_{cc}:\n{out}")
     registers = re.search(r"Used (\d+) registers", out)
     spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", out)
     if registers is None or spills is None:
-        raise RuntimeError(f"could not read registers/spills from ptxas output:\n{out}")
-    return int(registers.group(1)), int(spills.group(1)), int(spills.group(2))
+        raise RuntimeError(f"could not read registers/spills from {ptxas.name}'s output:\n{out}")
+    stats = int(registers.group(1)), int(spills.group(1)), int(spills.group(2))
+    cache.put(json.dumps(stats), "ptxas-v.json", binary=False)
+    return stats
+
+
+def _jit_function(kernel: Any) -> Any:
+    """The ``JITFunction`` of a spec's kernel: an autotuner wraps it in ``.fn``."""
+    return kernel.fn if hasattr(kernel, "configs") else kernel
 
 
 def _configs(spec: Any) -> list[Any]:
@@ -84,77 +147,130 @@ def _configs(spec: Any) -> list[Any]:
     return configs
 
 
-def _config_label(config: Any) -> str:
+def config_label(config: Any) -> str:
+    """A ``triton.Config`` as the report labels it: ``"BLOCK=512,warps=4,stages=3"``."""
     params = ",".join(f"{k}={v}" for k, v in sorted(config.kwargs.items()))
-    return f"{params},warps={config.num_warps},stages={config.num_stages}"
+    prefix = f"{params}," if params else ""
+    return f"{prefix}warps={config.num_warps},stages={config.num_stages}"
 
 
-def compile_report(archs: list[str] | None = None) -> list[KernelResources]:
+def _uncovered_kernels(module: Any, specs: list[Any]) -> list[str]:
+    """Names of ``@triton.jit`` functions defined in ``module`` that no spec compiles."""
+    from triton.runtime.jit import JITFunction
+
+    defined = {
+        value.__name__
+        for value in vars(module).values()
+        if isinstance(value, JITFunction) and value.__module__ == module.__name__
+    }
+    return sorted(defined - {_jit_function(spec.kernel).__name__ for spec in specs})
+
+
+def _jobs(archs: list[str]) -> list[tuple[str, int, int, str]]:
+    """Every ``(module, spec index, config index, arch)`` to compile, in report order."""
+    jobs = []
+    for module_name in KERNEL_MODULES:
+        module = importlib.import_module(module_name)
+        specs = module.aot_specs()
+        uncovered = _uncovered_kernels(module, specs)
+        if uncovered:
+            raise RuntimeError(
+                f"{module_name} defines @triton.jit kernels without a variant in aot_specs(): "
+                f"{', '.join(uncovered)}"
+            )
+        for s, spec in enumerate(specs):
+            for c in range(len(_configs(spec))):
+                jobs += [(module_name, s, c, arch) for arch in archs]
+    return jobs
+
+
+def _compile_one(
+    module_name: str, spec_index: int, config_index: int, arch: str
+) -> KernelResources:
+    """Compile one (variant, config, arch) and read its resources (runs in a worker process)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    spec = importlib.import_module(module_name).aot_specs()[spec_index]
+    config = _configs(spec)[config_index]
+    jit_fn = _jit_function(spec.kernel)
+    constexprs = {**spec.constexprs, **config.kwargs}
+    signature = {**spec.signature, **dict.fromkeys(constexprs, "constexpr")}
+    missing = [name for name in jit_fn.arg_names if name not in signature]
+    if missing:
+        raise RuntimeError(f"{jit_fn.__name__}[{spec.name}]: no type or value for {missing}")
+    # torch's allocations are 16-byte aligned and the JIT specialises pointers on it.
+    attrs = {
+        (jit_fn.arg_names.index(name),): [["tt.divisibility", 16]]
+        for name, kind in signature.items()
+        if kind.startswith("*")
+    }
+    source = ASTSource(fn=jit_fn, signature=signature, constexprs=constexprs, attrs=attrs)
+    cc = ARCHS[arch]
+    options = {"num_warps": config.num_warps, "num_stages": config.num_stages}
+    try:
+        compiled = triton.compile(source, target=GPUTarget("cuda", cc, 32), options=options)
+    except Exception as error:
+        raise RuntimeError(
+            f"{jit_fn.__name__}[{spec.name}] failed to compile for {arch} "
+            f"with {config_label(config)}: {error}"
+        ) from error
+    ptx = compiled.asm["ptx"]
+    registers, spill_stores, spill_loads = _ptxas_stats(ptx, cc)
+    return KernelResources(
+        kernel=jit_fn.__name__,
+        variant=spec.name,
+        arch=arch,
+        config=config_label(config),
+        num_warps=config.num_warps,
+        num_stages=config.num_stages,
+        registers=registers,
+        spill_stores=spill_stores,
+        spill_loads=spill_loads,
+        shared_mem=int(compiled.metadata.shared),
+        ptx_bytes=len(ptx.encode()),
+    )
+
+
+def compile_report(archs: list[str] | None = None, *, jobs: int = 1) -> list[KernelResources]:
     """Compile every kernel variant for every config and arch; return one row each.
 
     Args:
         archs: target names from :data:`ARCHS` (default: all of them).
+        jobs: worker processes compiling in parallel (``1``: in this process). Triton caches
+            compiled kernels and ptxas' counts on disk, so a repeated report is quick.
 
     Raises:
-        ValueError: an unknown arch.
-        RuntimeError: the Triton interpreter is enabled, Triton or ptxas is missing, or a kernel
-            fails to compile.
+        ValueError: an unknown arch, or ``jobs < 1``.
+        RuntimeError: the Triton interpreter is enabled, Triton or ptxas is missing, a kernel
+            module defines a ``@triton.jit`` kernel no ``aot_specs()`` variant covers, or a
+            kernel fails to compile.
+
+    Example:
+        >>> rows = compile_report(["sm_90"])  # doctest: +SKIP
+        >>> max(row.spill_stores for row in rows)  # doctest: +SKIP
+        0
     """
     archs = list(archs or ARCHS)
     unknown = [a for a in archs if a not in ARCHS]
     if unknown:
         raise ValueError(f"unknown arch {unknown[0]!r}; expected one of {sorted(ARCHS)}")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive int, got {jobs!r}")
     if interpreter_enabled():
         raise RuntimeError("kernels cannot be compiled while TRITON_INTERPRET=1 is set")
-    ptxas = ptxas_path()
-    if ptxas is None:
+    if ptxas_path() is None:
         raise RuntimeError("the ptxas-blackwell binary of the triton wheel was not found")
 
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    rows = []
-    for module_name in KERNEL_MODULES:
-        module = importlib.import_module(module_name)
-        for spec in module.aot_specs():
-            # An autotuner wraps the JITFunction in .fn; a JITFunction's own .fn is plain Python.
-            autotuned = hasattr(spec.kernel, "configs")
-            jit_fn = spec.kernel.fn if autotuned else spec.kernel
-            for config in _configs(spec):
-                constexprs = {**spec.constexprs, **config.kwargs}
-                signature = {**spec.signature, **dict.fromkeys(constexprs, "constexpr")}
-                source = ASTSource(fn=jit_fn, signature=signature, constexprs=constexprs)
-                for arch in archs:
-                    cc = ARCHS[arch]
-                    options = {"num_warps": config.num_warps, "num_stages": config.num_stages}
-                    try:
-                        compiled = triton.compile(
-                            source, target=GPUTarget("cuda", cc, 32), options=options
-                        )
-                    except Exception as error:
-                        raise RuntimeError(
-                            f"{jit_fn.__name__}[{spec.name}] failed to compile for {arch} "
-                            f"with {_config_label(config)}: {error}"
-                        ) from error
-                    ptx = compiled.asm["ptx"]
-                    registers, spill_stores, spill_loads = _ptxas_stats(ptx, cc, ptxas)
-                    rows.append(
-                        KernelResources(
-                            kernel=jit_fn.__name__,
-                            variant=spec.name,
-                            arch=arch,
-                            config=_config_label(config),
-                            num_warps=config.num_warps,
-                            num_stages=config.num_stages,
-                            registers=registers,
-                            spill_stores=spill_stores,
-                            spill_loads=spill_loads,
-                            shared_mem=int(compiled.metadata.shared),
-                            ptx_bytes=len(ptx.encode()),
-                        )
-                    )
-    return rows
+    work = _jobs(archs)
+    if jobs == 1 or len(work) == 1:
+        return [_compile_one(*job) for job in work]
+    # "spawn": fresh interpreters, nothing inherited from a parent that may hold threads.
+    context = multiprocessing.get_context("spawn")
+    workers = min(jobs, len(work))
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        return list(pool.map(_compile_one, *zip(*work, strict=True)))
 
 
 def as_dicts(rows: list[KernelResources]) -> list[dict[str, Any]]:
@@ -163,15 +279,42 @@ def as_dicts(rows: list[KernelResources]) -> list[dict[str, Any]]:
 
 
 def format_table(rows: list[KernelResources]) -> str:
-    """Rows as a Markdown table."""
+    """Rows as a Markdown table, with the warps per SM their register use allows."""
     header = (
         "| kernel | variant | arch | config | registers | spill stores (B) | spill loads (B) "
-        "| shared mem (B) | PTX (B) |"
+        "| shared mem (B) | resident warps/SM | PTX (B) |"
     )
-    lines = [header, "|" + " --- |" * 9]
+    lines = [header, "|" + " --- |" * 4 + " ---: |" * 6]
     for r in rows:
         lines.append(
             f"| `{r.kernel}` | {r.variant} | {r.arch} | `{r.config}` | {r.registers} "
-            f"| {r.spill_stores} | {r.spill_loads} | {r.shared_mem} | {r.ptx_bytes} |"
+            f"| {r.spill_stores} | {r.spill_loads} | {r.shared_mem} | {r.resident_warps} "
+            f"| {r.ptx_bytes} |"
         )
     return "\n".join(lines)
+
+
+def format_summary(rows: list[KernelResources]) -> str:
+    """One Markdown row per kernel, variant and arch: the range over its configs."""
+    groups: dict[tuple[str, str, str], list[KernelResources]] = {}
+    for r in rows:
+        groups.setdefault((r.kernel, r.variant, r.arch), []).append(r)
+    lines = [
+        "| kernel | variant | arch | configs | registers | spilled bytes (max) "
+        "| shared mem (B, max) | resident warps/SM |",
+        "|" + " --- |" * 3 + " ---: |" * 5,
+    ]
+    for (kernel, variant, arch), group in groups.items():
+        regs = sorted(r.registers for r in group)
+        warps = sorted(r.resident_warps for r in group)
+        spilled = max(r.spill_stores + r.spill_loads for r in group)
+        shared = max(r.shared_mem for r in group)
+        lines.append(
+            f"| `{kernel}` | {variant} | {arch} | {len(group)} | {_span(regs)} | {spilled} "
+            f"| {shared} | {_span(warps)} |"
+        )
+    return "\n".join(lines)
+
+
+def _span(values: list[int]) -> str:
+    return str(values[0]) if values[0] == values[-1] else f"{values[0]}-{values[-1]}"
