@@ -6,6 +6,8 @@ side; nothing is compared against torchkit's own helpers.
 
 from __future__ import annotations
 
+import copy
+import doctest
 import io
 import itertools
 import math
@@ -16,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.optim import lr_scheduler as torch_sched
 
+from torchkit.optim import _schedules, lr_scheduler
 from torchkit.optim.lr_scheduler import NoamLR, OneCycleLR, WarmupDecayLR, plot_schedule, preview
 
 # ----------------------------------------------------------------------------- helpers
@@ -346,6 +349,7 @@ def test_one_cycle_needs_momentum_to_cycle_it():
     opt = torch.optim.Adagrad([torch.nn.Parameter(torch.ones(1))])
     with pytest.raises(ValueError, match="cycle_momentum"):
         OneCycleLR(opt, max_lr=1.0, total_steps=10)
+    assert "initial_lr" not in opt.param_groups[0]  # checked before anything is written
     OneCycleLR(opt, max_lr=1.0, total_steps=10, cycle_momentum=False)  # fine without it
 
 
@@ -536,12 +540,25 @@ def train(opt, sched, steps, params):
     return lrs
 
 
-def fresh(factory):
+def fresh_optimizer():
     params = [torch.nn.Parameter(torch.linspace(-1, 1, 4)), torch.nn.Parameter(torch.ones(2))]
     opt = torch.optim.SGD(
         [{"params": [params[0]]}, {"params": [params[1]], "lr": 0.05}], lr=0.1, momentum=0.9
     )
+    return opt, params
+
+
+def fresh(factory):
+    opt, params = fresh_optimizer()
     return opt, factory(opt), params
+
+
+def through_a_file(checkpoint):
+    """``checkpoint`` after ``torch.save`` and ``torch.load(weights_only=True)``."""
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)  # no lambdas, no callables in state
 
 
 @pytest.mark.parametrize("case", list(RESUME_CASES))
@@ -553,13 +570,9 @@ def test_resume_from_torch_save_gives_the_uninterrupted_lrs(case):
 
     opt, sched, params = fresh(factory)
     first = train(opt, sched, stop, params)
-    buffer = io.BytesIO()
-    torch.save(
-        {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "params": params},
-        buffer,
+    checkpoint = through_a_file(
+        {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "params": params}
     )
-    buffer.seek(0)
-    checkpoint = torch.load(buffer, weights_only=True)  # no lambdas, no callables in state
     opt, sched, params = fresh(factory)
     with torch.no_grad():
         for p, saved in zip(params, checkpoint["params"], strict=True):
@@ -608,6 +621,307 @@ def state_types(value):
 def test_state_dict_holds_only_plain_data(name):
     sched = SCHEDULERS[name](make_sgd([0.1, 0.05]))
     assert state_types(sched.state_dict()) <= {dict, list, tuple, str, int, float, bool, type(None)}
+
+
+# ------------------------------------------------------------ resume: load order
+
+# The schedulers that are alone on their optimizer (a chain is resumed exactly by this order
+# only when the torchkit scheduler is the last to change the lr: see the tests below).
+ALONE = [case for case in RESUME_CASES if not case.startswith("chained")]
+
+
+def resume_optimizer_first(factory, stop, total=59):
+    """The uninterrupted run, and a run resumed at ``stop`` in the other common order:
+    load the optimizer, build the scheduler on it (which writes step 0's lr and momentum),
+    load the scheduler."""
+    opt, sched, params = fresh(factory)
+    uninterrupted = train(opt, sched, total, params)
+    opt, sched, params = fresh(factory)
+    first = train(opt, sched, stop, params)
+    checkpoint = through_a_file(
+        {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "params": params}
+    )
+    opt, params = fresh_optimizer()
+    with torch.no_grad():
+        for p, saved in zip(params, checkpoint["params"], strict=True):
+            p.copy_(saved)
+    opt.load_state_dict(checkpoint["optimizer"])
+    sched = factory(opt)
+    sched.load_state_dict(checkpoint["scheduler"])
+    return uninterrupted, first + train(opt, sched, total - stop, params)
+
+
+@pytest.mark.parametrize("case", ALONE)
+def test_resume_with_the_optimizer_loaded_first_gives_the_uninterrupted_run(case):
+    """Loading restores the interrupted step's lr and momentum, which the constructor had
+    overwritten: every lr and momentum, the first resumed step's included, is exact. (torch's
+    OneCycleLR runs the first resumed step at step 0's lr and momentum.)"""
+    uninterrupted, resumed = resume_optimizer_first(*RESUME_CASES[case])
+    assert resumed == uninterrupted
+
+
+def test_resume_with_the_optimizer_loaded_first_is_exact_with_torchkit_last_in_a_chain():
+    def chained(opt):
+        return torch_sched.ChainedScheduler(
+            [torch_sched.ExponentialLR(opt, 0.97), OneCycleLR(opt, max_lr=0.3, total_steps=60)]
+        )
+
+    uninterrupted, resumed = resume_optimizer_first(chained, 33)
+    assert resumed == uninterrupted
+
+
+def test_resume_with_the_optimizer_loaded_first_loses_a_later_scheduler_factor_once():
+    """Documented limit: with ExponentialLR chained *after* the torchkit scheduler, loading
+    restores the torchkit part of the interrupted step's lr; the gamma that ExponentialLR
+    applied at that step is lost, so every later lr is the uninterrupted one / gamma."""
+    uninterrupted, resumed = resume_optimizer_first(chained_one_cycle, 33)
+    assert resumed[:33] == uninterrupted[:33]
+    lrs = [lr for lr, _ in resumed[33:]]
+    expected = [[v / 0.97 for v in lr] for lr, _ in uninterrupted[33:]]
+    assert_rel_close(lrs, expected, rtol=1e-12)
+    assert [m for _, m in resumed] == [m for _, m in uninterrupted]  # momentum: not chained
+
+
+def sequential(opt):
+    return torch_sched.SequentialLR(
+        opt,
+        [torch_sched.ConstantLR(opt, factor=0.5, total_iters=3), WarmupDecayLR(opt, 2, 40)],
+        milestones=[3],
+    )
+
+
+@pytest.mark.parametrize("stop", [2, 20], ids=["in-ConstantLR", "in-WarmupDecayLR"])
+def test_inside_sequential_lr_resume_in_torchs_order_is_exact(stop):
+    opt, sched, params = fresh(sequential)
+    uninterrupted = train(opt, sched, 40, params)
+    opt, sched, params = fresh(sequential)
+    first = train(opt, sched, stop, params)
+    checkpoint = through_a_file(
+        {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "params": params}
+    )
+    opt, sched, params = fresh(sequential)  # build everything, then load
+    with torch.no_grad():
+        for p, saved in zip(params, checkpoint["params"], strict=True):
+            p.copy_(saved)
+    opt.load_state_dict(checkpoint["optimizer"])
+    sched.load_state_dict(checkpoint["scheduler"])
+    assert first + train(opt, sched, 40 - stop, params) == uninterrupted
+
+
+@pytest.mark.parametrize("case", list(RESUME_CASES))
+def test_loading_keeps_an_lr_set_after_the_scheduler_was_built(case):
+    """In torch's documented order the optimizer's loaded lr wins: here it is not what the
+    scheduler wrote last (the user halved it before saving), and the resumed run continues
+    with the user's factor as the uninterrupted run does."""
+    factory, stop = RESUME_CASES[case]
+
+    def halve_at_stop(opt, sched, params):
+        lrs = train(opt, sched, stop, params)
+        for group in opt.param_groups:
+            group["lr"] *= 0.5
+        return lrs
+
+    opt, sched, params = fresh(factory)
+    uninterrupted = halve_at_stop(opt, sched, params) + train(opt, sched, 10, params)
+
+    opt, sched, params = fresh(factory)
+    first = halve_at_stop(opt, sched, params)
+    saved_lrs = [group["lr"] for group in opt.param_groups]
+    checkpoint = through_a_file({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()})
+    opt, sched, params2 = fresh(factory)
+    with torch.no_grad():
+        for p, q in zip(params2, params, strict=True):
+            p.copy_(q)
+    opt.load_state_dict(checkpoint["optimizer"])
+    sched.load_state_dict(checkpoint["scheduler"])
+    assert [group["lr"] for group in opt.param_groups] == saved_lrs
+    assert first + train(opt, sched, 10, params2) == uninterrupted
+
+
+def test_loading_restores_a_tensor_lr_in_place():
+    def build():
+        param = torch.nn.Parameter(torch.ones(3))
+        opt = torch.optim.SGD([{"params": [param], "lr": torch.tensor(0.1)}], lr=0.1)
+        return opt, param
+
+    opt, _ = build()
+    sched = WarmupDecayLR(opt, 4, 20)
+    for _ in range(6):
+        opt.step()
+        sched.step()
+    checkpoint = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
+    expected = opt.param_groups[0]["lr"].clone()
+    resumed, _ = build()
+    resumed.load_state_dict(checkpoint["optimizer"])
+    lr_tensor = resumed.param_groups[0]["lr"]
+    WarmupDecayLR(resumed, 4, 20).load_state_dict(checkpoint["scheduler"])
+    assert resumed.param_groups[0]["lr"] is lr_tensor
+    torch.testing.assert_close(lr_tensor, expected, rtol=0.0, atol=0.0)
+
+
+# ----------------------------------------------------------- resume: what is loaded
+
+
+def chained_with_exponential(name):
+    """A scheduler of SCHEDULERS whose chain factors change at every step."""
+
+    def factory(opt):
+        return torch_sched.ChainedScheduler(
+            [SCHEDULERS[name](opt), torch_sched.ExponentialLR(opt, 0.9)]
+        )
+
+    return factory
+
+
+@pytest.mark.parametrize("name", list(SCHEDULERS))
+def test_state_dict_names_the_class_and_is_a_snapshot(name):
+    opt = make_sgd([0.1, 0.05])
+    sched = chained_with_exponential(name)(opt)
+    run(opt, sched, 4)
+    state = sched.state_dict()
+    member = state["_schedulers"][0]
+    assert (
+        member["_scheduler_class"]
+        == f"torchkit.optim.lr_scheduler.{type(sched._schedulers[0]).__name__}"
+    )
+    taken = copy.deepcopy(state)
+    run(opt, sched, 4)  # the chain factors change at every step
+    assert state == taken
+    assert sched.state_dict() != taken
+
+
+@pytest.mark.parametrize("name", list(SCHEDULERS))
+def test_load_state_dict_neither_changes_nor_keeps_its_argument(name):
+    opt = make_sgd([0.1, 0.05])
+    sched = chained_with_exponential(name)(opt)
+    run(opt, sched, 4)
+    state = sched.state_dict()["_schedulers"][0]
+    taken = copy.deepcopy(state)
+    other_opt = make_sgd([0.1, 0.05])
+    other = chained_with_exponential(name)(other_opt)
+    other._schedulers[0].load_state_dict(state)
+    assert state == taken  # the class name is still there
+    run(other_opt, other, 4)
+    assert state == taken
+
+
+def test_a_state_dict_without_the_class_name_still_loads():
+    """A state saved before torchkit recorded the class loads when its keys are this
+    class's, and resumes exactly."""
+    factory, stop = RESUME_CASES["warmup-decay-mid-decay"]
+    opt, sched, params = fresh(factory)
+    uninterrupted = train(opt, sched, stop + 10, params)
+    opt, sched, params = fresh(factory)
+    first = train(opt, sched, stop, params)
+    old_style = sched.state_dict()
+    del old_style["_scheduler_class"]
+    checkpoint = through_a_file(
+        {"optimizer": opt.state_dict(), "scheduler": old_style, "params": params}
+    )
+    opt, sched, params = fresh(factory)
+    with torch.no_grad():
+        for p, saved in zip(params, checkpoint["params"], strict=True):
+            p.copy_(saved)
+    opt.load_state_dict(checkpoint["optimizer"])
+    sched.load_state_dict(checkpoint["scheduler"])
+    assert first + train(opt, sched, 10, params) == uninterrupted
+
+
+def bad_state(edit):
+    """A WarmupDecayLR state_dict (2 param groups, 6 steps) changed by ``edit``."""
+
+    def make():
+        opt = make_sgd([0.1, 0.05])
+        sched = SCHEDULERS["warmup-cosine"](opt)
+        run(opt, sched, 7)
+        state = sched.state_dict()
+        edit(state)
+        return state
+
+    return make
+
+
+def _noam_state_without_class():
+    opt = make_sgd([0.1, 0.05])
+    state = NoamLR(opt, d_model=16, warmup_steps=4).state_dict()
+    del state["_scheduler_class"]
+    return state
+
+
+BAD_STATES = {
+    "not-a-mapping": (
+        lambda: [("last_epoch", 3)],
+        TypeError,
+        "state_dict must be a dict, got list",
+    ),
+    "another-class": (
+        bad_state(lambda s: s.update(_scheduler_class="torchkit.optim.lr_scheduler.NoamLR")),
+        ValueError,
+        "saved by 'torchkit.optim.lr_scheduler.NoamLR' into "
+        "'torchkit.optim.lr_scheduler.WarmupDecayLR': the scheduler classes differ",
+    ),
+    "another-class-without-its-name": (
+        _noam_state_without_class,
+        ValueError,
+        r"does not fit WarmupDecayLR: missing keys \[.*'decay'.*\], unexpected keys "
+        r"\['d_model', 'factor'\] \(is it the state of another scheduler class\?\)",
+    ),
+    "missing-key": (
+        bad_state(lambda s: s.pop("last_epoch")),
+        ValueError,
+        r"missing keys \['last_epoch'\], unexpected keys \[\]",
+    ),
+    "unexpected-key": (
+        bad_state(lambda s: s.update(momentum=0.9)),
+        ValueError,
+        r"missing keys \[\], unexpected keys \['momentum'\]",
+    ),
+    "per-group-entry-not-a-list": (
+        bad_state(lambda s: s.update(base_lrs=0.1)),
+        ValueError,
+        r"state_dict\['base_lrs'\] must be a list with one entry per param group, got float",
+    ),
+    "per-group-entry-length": (
+        bad_state(lambda s: s["min_lrs"].append(0.0)),
+        ValueError,
+        r"saved with 3 param groups \('min_lrs' has 3 entries\) but the optimizer has 2",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_STATES))
+def test_load_state_dict_refuses_what_does_not_fit_and_changes_nothing(case):
+    make_state, error, message = BAD_STATES[case]
+    opt, ref_opt = make_sgd([0.1, 0.05]), make_sgd([0.1, 0.05])
+    sched, ref = SCHEDULERS["warmup-cosine"](opt), SCHEDULERS["warmup-cosine"](ref_opt)
+    run(opt, sched, 3)
+    run(ref_opt, ref, 3)
+    with pytest.raises(error, match=message):
+        sched.load_state_dict(make_state())
+    assert sched.state_dict() == ref.state_dict()
+    assert run(opt, sched, 5) == run(ref_opt, ref, 5)
+
+
+def test_one_cycle_refuses_a_state_that_cycles_a_momentum_the_optimizer_lacks():
+    adam = make_adam([0.1])
+    adam_state = OneCycleLR(adam, max_lr=0.5, total_steps=20).state_dict()  # cycles beta1
+    opt, ref_opt = make_sgd([0.1]), make_sgd([0.1])
+    sched = OneCycleLR(opt, max_lr=0.5, total_steps=20)
+    ref = OneCycleLR(ref_opt, max_lr=0.5, total_steps=20)
+    with pytest.raises(ValueError, match="cycles 'betas' but param group 0 of SGD has no 'betas'"):
+        sched.load_state_dict(adam_state)
+    assert sched.state_dict() == ref.state_dict()
+    assert run(opt, sched, 5) == run(ref_opt, ref, 5)
+
+
+# ------------------------------------------------------------------- docstrings
+
+
+@pytest.mark.parametrize("module", [lr_scheduler, _schedules], ids=lambda m: m.__name__)
+def test_docstring_examples(module):
+    failed, attempted = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert attempted > 0
+    assert failed == 0
 
 
 # ------------------------------------------------------------------- bad arguments
@@ -705,6 +1019,58 @@ def test_schedulers_want_an_optimizer(cls):
     args = {WarmupDecayLR: (1, 10), OneCycleLR: (1.0, 10), NoamLR: (512, 4000)}[cls]
     with pytest.raises(TypeError, match=r"optimizer must be a torch\.optim\.Optimizer, got list"):
         cls([torch.zeros(1)], *args)
+
+
+# --------------------------------------------------------------- failed construction
+
+FAILING_CONSTRUCTIONS = {
+    **{
+        f"WarmupDecayLR-{case}": lambda opt, c=case: WarmupDecayLR(
+            opt, **{"warmup_steps": 5, "total_steps": 50, **WARMUP_DECAY_BAD[c][0]}
+        )
+        for case in WARMUP_DECAY_BAD
+    },
+    **{
+        f"OneCycleLR-{case}": lambda opt, c=case: OneCycleLR(
+            opt, **{"max_lr": 1.0, **ONE_CYCLE_BAD[c][0]}
+        )
+        for case in ONE_CYCLE_BAD
+    },
+    **{
+        f"NoamLR-{case}": lambda opt, c=case: NoamLR(
+            opt, **{"d_model": 512, "warmup_steps": 4000, **NOAM_BAD[c][0]}
+        )
+        for case in NOAM_BAD
+    },
+}
+
+
+def hyperparameters(opt):
+    return [{k: v for k, v in group.items() if k != "params"} for group in opt.param_groups]
+
+
+@pytest.mark.parametrize("case", list(FAILING_CONSTRUCTIONS))
+def test_a_failed_construction_leaves_the_optimizer_as_it_was(case):
+    """Every argument is checked before the optimizer is touched (torch's OneCycleLR writes
+    initial_lr before checking the momenta)."""
+    opt = make_sgd([0.1, 0.05])
+    before = copy.deepcopy(hyperparameters(opt))
+    with pytest.raises(ValueError):  # noqa: PT011 - the messages are checked above
+        FAILING_CONSTRUCTIONS[case](opt)
+    assert hyperparameters(opt) == before
+
+
+@pytest.mark.parametrize("last_epoch", [-2, 1.5, "0"], ids=lambda v: f"last_epoch={v!r}")
+@pytest.mark.parametrize("cls", [WarmupDecayLR, OneCycleLR, NoamLR])
+def test_last_epoch_must_be_an_integer_from_minus_one(cls, last_epoch):
+    args = {WarmupDecayLR: (1, 10), OneCycleLR: (1.0, 10), NoamLR: (512, 4000)}[cls]
+    opt = make_sgd([0.1])
+    before = copy.deepcopy(hyperparameters(opt))
+    with pytest.raises(
+        ValueError, match=f"last_epoch must be an integer >= -1, got {last_epoch!r}"
+    ):
+        cls(opt, *args, last_epoch=last_epoch)
+    assert hyperparameters(opt) == before
 
 
 # -------------------------------------------------------------- preview / plotting

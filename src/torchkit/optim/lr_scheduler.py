@@ -26,6 +26,13 @@ that another scheduler applied to that zero lr is lost (put torchkit's scheduler
 others in the step order and nothing is lost). ``step(epoch)`` sets the closed form and
 resets ``c_g`` to 1.
 
+Resuming. ``state_dict()`` is plain data that ``torch.load(weights_only=True)`` reads, and
+names the scheduler's class. ``load_state_dict()`` refuses, before writing anything, a state
+of another class or of another number of param groups; it also restores the lr (and
+OneCycleLR's momentum) of the interrupted step into the param groups that still hold what
+the scheduler wrote, so that loading the optimizer *before* building the scheduler resumes
+exactly too (see :meth:`WarmupDecayLR.load_state_dict` for where that stops).
+
 Example:
     >>> import torch
     >>> from torchkit.optim.lr_scheduler import WarmupDecayLR
@@ -100,6 +107,21 @@ def _choice(name: str, value: object, choices: tuple[str, ...]) -> str:
     return value
 
 
+def _check_per_group_entry(state: Mapping[str, Any], key: str, groups: int) -> None:
+    """``state[key]`` must be a list with one entry per param group."""
+    value = state[key]
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(
+            f"state_dict[{key!r}] must be a list with one entry per param group, "
+            f"got {type(value).__name__}"
+        )
+    if len(value) != groups:
+        raise ValueError(
+            f"the state_dict was saved with {len(value)} param groups ({key!r} has "
+            f"{len(value)} entries) but the optimizer has {groups} param groups"
+        )
+
+
 def _warn_get_lr_outside_step() -> None:
     warnings.warn(
         "To get the last learning rate computed by the scheduler, use `get_last_lr()`.",
@@ -112,17 +134,40 @@ def _warn_get_lr_outside_step() -> None:
 
 _GROUP_LR = operator.itemgetter("lr")
 
+# The state_dict entry naming the class that saved it (a plain string, so that
+# ``torch.load(weights_only=True)`` reads it). It is never an attribute.
+_CLASS_KEY = "_scheduler_class"
+# Attributes that torch's LRScheduler puts in ``__dict__`` in some releases only (``verbose``
+# in older ones, the flags of its step context managers once they have run): a state_dict
+# may have them or not.
+_OPTIONAL_STATE_KEYS = frozenset({"verbose", "_is_initial", "_get_lr_called_within_step"})
+
+
+def _class_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _set_group_value(group: dict[str, Any], key: str, value: Any) -> None:
+    """Write ``value`` into ``group[key]``, in place when it holds a tensor (as torch does)."""
+    if isinstance(group[key], torch.Tensor):
+        group[key].fill_(value)
+    else:
+        group[key] = value
+
 
 class _ChainableLR(LRScheduler):
     """The chaining rule shared by torchkit's schedulers (see the module docstring).
 
     Subclasses set their attributes and call ``self._init_chain(n_groups)``, then call
     ``super().__init__`` last, and implement :meth:`_schedule` (the closed form, a pure
-    function of the step bound to per-group constants).
+    function of the step bound to per-group constants). They list their per-group state
+    entries in ``_per_group_state`` so that :meth:`load_state_dict` checks their lengths.
     """
 
     _chain_factors: list[float]
     _unchained: bool  # all chain factors are exactly 1
+    # State entries holding one value per param group.
+    _per_group_state: tuple[str, ...] = ("base_lrs", "_last_lr", "_chain_factors")
 
     def _schedule(self, step: int) -> list[float]:
         """This scheduler's own lr for every param group at ``step`` (no chaining)."""
@@ -208,6 +253,131 @@ class _ChainableLR(LRScheduler):
         self._init_chain(len(self.optimizer.param_groups))
         return self._schedule(self.last_epoch)
 
+    # ------------------------------------------------------------------ state_dict
+
+    def state_dict(self) -> dict[str, Any]:
+        """The scheduler's state: a copy of its attributes (as torch's) and its class name.
+
+        Returns:
+            Plain data that ``torch.load(weights_only=True)`` reads: every attribute but the
+            optimizer, deep-copied (stepping on does not change a state_dict already taken),
+            plus ``"_scheduler_class"``, the qualified class name that
+            :meth:`load_state_dict` checks.
+
+        Example:
+            >>> import torch
+            >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+            >>> NoamLR(opt, d_model=16, warmup_steps=4).state_dict()["_scheduler_class"]
+            'torchkit.optim.lr_scheduler.NoamLR'
+        """
+        state = copy.deepcopy(super().state_dict())
+        state[_CLASS_KEY] = _class_name(type(self))
+        return state
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Load a state from :meth:`state_dict`, after checking that it fits this scheduler.
+
+        The state must come from the same class (its ``"_scheduler_class"``) and from an
+        optimizer with as many param groups as this one's, and hold the same entries;
+        otherwise a ``ValueError`` (a ``TypeError`` for a non-mapping) is raised before
+        anything is written, so the scheduler and its optimizer are left as they were. A
+        state_dict without ``"_scheduler_class"`` (saved by torchkit before it recorded the
+        class) is accepted when its entries are exactly this class's.
+
+        Loading also restores the lr of the interrupted step into every param group that
+        still holds the lr this scheduler wrote last, that is, whose lr nobody has set
+        since: when the optimizer's state was loaded *before* this scheduler was built, its
+        constructor overwrote the loaded lr with the lr of step 0, and the restored lr lets
+        the run continue as if uninterrupted (without it, the next step would take the lr
+        of step 0 for another scheduler's chain factor and scale every later lr by it). A
+        group whose lr was set since by someone else is left alone: by an optimizer state
+        loaded after this scheduler was built (torch's documented order, exact in every
+        case), by another scheduler, or by the user. So "load the optimizer, then build and
+        load the scheduler" is exact for a torchkit scheduler used alone or last in a
+        ``ChainedScheduler``. With schedulers that change the lr after this one (in a
+        ``ChainedScheduler`` or in step order), only this scheduler's part of the
+        interrupted step's lr is restored and their factor for that step is lost for the
+        rest of the run; inside ``SequentialLR``, whose constructor resets the lrs, nothing
+        is restored. There, build everything first, then load.
+
+        Args:
+            state_dict: A state returned by :meth:`state_dict` (it is not modified).
+
+        Example:
+            >>> import torch
+            >>> params = [torch.zeros(1, requires_grad=True)]
+            >>> opt = torch.optim.SGD(params, lr=0.1)
+            >>> sched = WarmupDecayLR(opt, warmup_steps=2, total_steps=6)
+            >>> for _ in range(3):
+            ...     opt.step()
+            ...     sched.step()
+            >>> checkpoint = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
+            >>> opt = torch.optim.SGD(params, lr=0.1)
+            >>> opt.load_state_dict(checkpoint["optimizer"])
+            >>> sched = WarmupDecayLR(opt, warmup_steps=2, total_steps=6)  # writes step 0's lr
+            >>> sched.load_state_dict(checkpoint["scheduler"])  # restores step 3's
+            >>> sched.last_epoch, opt.param_groups[0]["lr"] == sched.get_last_lr()[0]
+            (3, True)
+            >>> round(opt.param_groups[0]["lr"], 4)
+            0.0854
+            >>> noam = NoamLR(opt, d_model=16, warmup_steps=4)
+            >>> noam.load_state_dict(checkpoint["scheduler"])  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            ValueError: cannot load a state_dict saved by '...WarmupDecayLR' into '...NoamLR': ...
+        """
+        state = self._checked_state(state_dict)
+        keep = self._groups_holding_last_lr()
+        self.__dict__.update(state)
+        self._factors_changed()
+        for group, lr, restore in zip(self.optimizer.param_groups, self._last_lr, keep):  # noqa: B905
+            if restore:
+                _set_group_value(group, "lr", lr)
+
+    def _groups_holding_last_lr(self) -> list[bool]:
+        """For every param group: does it still hold the lr this scheduler wrote last?"""
+        last = self._last_lr
+        return [
+            i < len(last) and bool(group["lr"] == last[i])
+            for i, group in enumerate(self.optimizer.param_groups)
+        ]
+
+    def _checked_state(self, state_dict: Mapping[str, Any]) -> dict[str, Any]:
+        """A deep copy of ``state_dict`` without the class name, once it is known to fit."""
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
+        mine = _class_name(type(self))
+        saved = state_dict.get(_CLASS_KEY, mine)
+        if saved != mine:
+            raise ValueError(
+                f"cannot load a state_dict saved by {saved!r} into {mine!r}: the scheduler "
+                "classes differ"
+            )
+        state = {k: v for k, v in state_dict.items() if k != _CLASS_KEY}
+
+        expected = set(super().state_dict())
+        missing = sorted(expected - _OPTIONAL_STATE_KEYS - state.keys())
+        unexpected = sorted(state.keys() - expected - _OPTIONAL_STATE_KEYS)
+        if missing or unexpected:
+            origin = (
+                "is it the state of another scheduler class?"
+                if _CLASS_KEY not in state_dict
+                else "was it saved by another version of torchkit?"
+            )
+            raise ValueError(
+                f"the state_dict does not fit {type(self).__name__}: missing keys {missing}, "
+                f"unexpected keys {unexpected} ({origin})"
+            )
+
+        groups = len(self.optimizer.param_groups)
+        for key in self._per_group_state:
+            _check_per_group_entry(state, key, groups)
+        self._check_loaded_state(state)
+        return copy.deepcopy(state)
+
+    def _check_loaded_state(self, state: dict[str, Any]) -> None:
+        """Subclass hook: more checks on a state whose class, keys and lengths fit."""
+
 
 # -------------------------------------------------------------------- WarmupDecayLR
 
@@ -267,6 +437,8 @@ class WarmupDecayLR(_ChainableLR):
         The lr at milestone steps of each decay is tabulated, and executed as a test, in
         ``docs/schedulers.md``.
     """
+
+    _per_group_state = (*_ChainableLR._per_group_state, "min_lrs")
 
     def __init__(
         self,
@@ -347,6 +519,7 @@ class WarmupDecayLR(_ChainableLR):
                     f"group {i}; the decay would raise the lr"
                 )
         self._timescale = max(self.warmup_steps, 1)
+        last_epoch = _check_int("last_epoch", last_epoch, -1)
         self._init_chain(len(optimizer.param_groups))
         super().__init__(optimizer, last_epoch)
 
@@ -426,6 +599,14 @@ class OneCycleLR(_ChainableLR):
         [0.04, 0.52, 1.0, 0.95, 0.812, 0.611, 0.389, 0.188, 0.05, 0.0]
     """
 
+    _per_group_state = (
+        *_ChainableLR._per_group_state,
+        "max_lrs",
+        "initial_lrs",
+        "min_lrs",
+        "_lr_points",
+    )
+
     def __init__(
         self,
         optimizer: Optimizer,
@@ -489,9 +670,6 @@ class OneCycleLR(_ChainableLR):
                 [a, b, c]
                 for a, b, c in zip(self.initial_lrs, self.max_lrs, self.min_lrs, strict=True)
             ]
-        if last_epoch == -1:
-            for group, start in zip(optimizer.param_groups, self.initial_lrs, strict=True):
-                group["initial_lr"] = start
 
         self.cycle_momentum = bool(cycle_momentum)
         self.use_beta1 = "betas" in optimizer.defaults
@@ -510,7 +688,14 @@ class OneCycleLR(_ChainableLR):
             for high, low in zip(self.max_momentums, self.base_momentums, strict=True):
                 points = [high, low, high, high] if self.three_phase else [high, low, high]
                 self._momentum_points.append(points)
-            if last_epoch == -1:
+        last_epoch = _check_int("last_epoch", last_epoch, -1)
+
+        # Everything is checked: only now touch the optimizer (torch writes initial_lr before
+        # it checks the momenta, so a failed construction leaves it changed).
+        if last_epoch == -1:
+            for group, start in zip(optimizer.param_groups, self.initial_lrs, strict=True):
+                group["initial_lr"] = start
+            if self.cycle_momentum:
                 for group, points in zip(
                     optimizer.param_groups, self._momentum_points, strict=True
                 ):
@@ -523,6 +708,65 @@ class OneCycleLR(_ChainableLR):
 
     def _chain_start(self, index: int, lr: float) -> float:
         return 1.0
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Load a state from :meth:`state_dict`, after checking that it fits this scheduler.
+
+        The checks and the lr restore are those of :meth:`WarmupDecayLR.load_state_dict`;
+        a state that cycles momentum (or ``beta1``) must also find it in every param group.
+        The momentum of the interrupted step is restored like the lr: into every param group
+        that still holds the momentum this scheduler wrote last.
+
+        Args:
+            state_dict: A state returned by :meth:`state_dict` (it is not modified).
+
+        Example:
+            >>> import torch
+            >>> params = [torch.zeros(1, requires_grad=True)]
+            >>> opt = torch.optim.SGD(params, lr=0.1, momentum=0.9)
+            >>> sched = OneCycleLR(opt, max_lr=1.0, total_steps=10)
+            >>> for _ in range(3):
+            ...     opt.step()
+            ...     sched.step()
+            >>> checkpoint = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
+            >>> opt = torch.optim.SGD(params, lr=0.1, momentum=0.9)
+            >>> opt.load_state_dict(checkpoint["optimizer"])
+            >>> sched = OneCycleLR(opt, max_lr=1.0, total_steps=10)  # writes step 0's
+            >>> sched.load_state_dict(checkpoint["scheduler"])  # restores step 3's
+            >>> [round(opt.param_groups[0][key], 4) for key in ("lr", "momentum")]
+            [0.9505, 0.855]
+        """
+        keep = self._groups_holding_last_momentum()
+        super().load_state_dict(state_dict)
+        if self.cycle_momentum and any(keep):
+            phase, pct = _schedules.one_cycle_phase(self.last_epoch, self._phase_ends)
+            self._write_momenta(phase, pct, _ANNEALS[self.anneal_strategy], only=keep)
+
+    def _groups_holding_last_momentum(self) -> list[bool]:
+        """For every param group: does it still hold the momentum this scheduler wrote last?"""
+        groups = self.optimizer.param_groups
+        if not self.cycle_momentum or len(self._momentum_points) != len(groups):
+            return [False] * len(groups)
+        phase, pct = _schedules.one_cycle_phase(self.last_epoch, self._phase_ends)
+        anneal = _ANNEALS[self.anneal_strategy]
+        return [
+            _momentum_of(group) == anneal(m[phase], m[phase + 1], pct)
+            for group, m in zip(groups, self._momentum_points, strict=True)
+        ]
+
+    def _check_loaded_state(self, state: dict[str, Any]) -> None:
+        if not state["cycle_momentum"]:
+            return
+        groups = self.optimizer.param_groups
+        for key in ("max_momentums", "base_momentums", "_momentum_points"):
+            _check_per_group_entry(state, key, len(groups))
+        needed = "betas" if state["use_beta1"] else "momentum"
+        for i, group in enumerate(groups):
+            if needed not in group:
+                raise ValueError(
+                    f"the state_dict cycles {needed!r} but param group {i} of "
+                    f"{type(self.optimizer).__name__} has no {needed!r}"
+                )
 
     def _schedule(self, step: int) -> list[float]:
         phase, pct = _schedules.one_cycle_phase(step, self._phase_ends)
@@ -576,15 +820,22 @@ class OneCycleLR(_ChainableLR):
         )
 
     def _write_momenta(
-        self, phase: int, pct: float, anneal: Callable[[float, float, float], float]
+        self,
+        phase: int,
+        pct: float,
+        anneal: Callable[[float, float, float], float],
+        only: list[bool] | None = None,
     ) -> None:
+        """Write the momenta at (``phase``, ``pct``), into the groups flagged in ``only``."""
         groups = self.optimizer.param_groups
-        if self.use_beta1:
-            for group, m in zip(groups, self._momentum_points, strict=True):
-                group["betas"] = (anneal(m[phase], m[phase + 1], pct), *group["betas"][1:])
-        else:
-            for group, m in zip(groups, self._momentum_points, strict=True):
-                group["momentum"] = anneal(m[phase], m[phase + 1], pct)
+        for i, (group, m) in enumerate(zip(groups, self._momentum_points, strict=True)):
+            if only is not None and not only[i]:
+                continue
+            momentum = anneal(m[phase], m[phase + 1], pct)
+            if self.use_beta1:
+                group["betas"] = (momentum, *group["betas"][1:])
+            else:
+                group["momentum"] = momentum
 
 
 # --------------------------------------------------------------------------- NoamLR
@@ -628,6 +879,7 @@ class NoamLR(_ChainableLR):
         self.factor = _as_float("factor", factor)
         if self.factor <= 0.0:
             raise ValueError(f"factor must be > 0, got {factor!r}")
+        last_epoch = _check_int("last_epoch", last_epoch, -1)
         self._init_chain(len(optimizer.param_groups))
         super().__init__(optimizer, last_epoch)
 
