@@ -19,8 +19,11 @@ A program loads its row of each table, turns the pointers back into typed pointe
 ``p, g, m, v`` once and writes ``p, m, v`` once (plus ``v_max`` with AMSGrad, and ``g`` when a
 gradient scale is folded in), doing the arithmetic in float32 whatever the storage dtype.
 
-This module holds the kernel and its launcher only; the optimizer classes, the state and the
-choice of backend live in :mod:`torchkit.optim.adam`.
+The launcher works in two phases: :func:`plan_adam_multi_tensor` checks every tensor and
+collects the pointers without writing anything, :func:`launch_adam_plan` fills in the
+hyperparameters and launches (:func:`adam_multi_tensor` does both), so a caller can check all
+its launches before it changes any state. This module holds the kernel and its launcher only;
+the optimizer classes, the state and the choice of backend live in :mod:`torchkit.optim.adam`.
 """
 
 from __future__ import annotations
@@ -35,7 +38,15 @@ import triton
 import triton.language as tl
 from torchkit.kernels._aot import KernelSpec
 
-__all__ = ["AdamHyperparams", "AdamTiling", "adam_multi_tensor", "aot_specs"]
+__all__ = [
+    "AdamHyperparams",
+    "AdamLaunchPlan",
+    "AdamTiling",
+    "adam_multi_tensor",
+    "aot_specs",
+    "launch_adam_plan",
+    "plan_adam_multi_tensor",
+]
 
 _KERNEL_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
 
@@ -231,6 +242,198 @@ def _same_dense_layout(t: torch.Tensor, ref: torch.Tensor) -> bool:
     return all(a == b for a, b, n in dims if n > 1) and _is_dense(t)
 
 
+class AdamLaunchPlan(NamedTuple):
+    """The checked tensors of one launch and their rows of the tensor table, minus hyperparameters.
+
+    Built by :func:`plan_adam_multi_tensor`, which validates every tensor and writes nothing;
+    :func:`launch_adam_plan` then only launches. A caller that must not change anything unless
+    the whole update can run (an optimizer step over several launches) plans every launch first.
+
+    Args:
+        tensors: the lists the plan was made from (params, grads, exp_avgs, exp_avg_sqs,
+            max_exp_avg_sqs); held so that the data pointers in ``rows`` stay valid.
+        rows: one row per tensor: five data pointers (0 for ``max_exp_avg_sq`` without
+            AMSGrad) and the element count.
+        numels: the element counts, the key of the chunk table.
+        device: the tensors' device.
+        dtype: their storage dtype.
+        amsgrad: whether ``max_exp_avg_sqs`` are part of the update.
+    """
+
+    tensors: tuple[Sequence[torch.Tensor], ...]
+    rows: list[list[int]]
+    numels: tuple[int, ...]
+    device: torch.device
+    dtype: torch.dtype
+    amsgrad: bool
+
+
+def plan_adam_multi_tensor(
+    params: Sequence[torch.Tensor],
+    grads: Sequence[torch.Tensor],
+    exp_avgs: Sequence[torch.Tensor],
+    exp_avg_sqs: Sequence[torch.Tensor],
+    max_exp_avg_sqs: Sequence[torch.Tensor],
+    *,
+    amsgrad: bool,
+) -> AdamLaunchPlan:
+    """Check the tensors of one :func:`adam_multi_tensor` launch; launch nothing, write nothing.
+
+    Args:
+        params: parameters, all of one dtype (float32, float16 or bfloat16) and device, each
+            non-overlapping and dense (any memory format).
+        grads: one gradient per parameter, with the parameter's shape, dtype and strides.
+        exp_avgs: first moments, laid out like the parameters.
+        exp_avg_sqs: second moments, laid out like the parameters.
+        max_exp_avg_sqs: running maxima of the second moments when ``amsgrad``, else empty.
+        amsgrad: whether the update uses ``max_exp_avg_sqs``.
+
+    Returns:
+        The plan :func:`launch_adam_plan` launches.
+
+    Raises:
+        ValueError: lists of different lengths, or tensors whose dtype, device or layout do
+            not fit.
+
+    Example:
+        >>> p, m, v = torch.ones(4, 4), torch.zeros(4, 4), torch.zeros(4, 4)
+        >>> plan_adam_multi_tensor([p], [torch.ones(4, 4)], [m], [v], [], amsgrad=False).numels
+        (16,)
+        >>> try:  # a gradient in another layout than its parameter
+        ...     plan_adam_multi_tensor([p], [torch.ones(4, 4).t()], [m], [v], [], amsgrad=False)
+        ... except ValueError as error:
+        ...     print(str(error)[:45])
+        grads[0] must have params[0]'s dtype, device,
+    """
+    n = len(params)
+    lists = {"grads": grads, "exp_avgs": exp_avgs, "exp_avg_sqs": exp_avg_sqs}
+    if amsgrad:
+        lists["max_exp_avg_sqs"] = max_exp_avg_sqs
+    elif len(max_exp_avg_sqs) != 0:
+        raise ValueError(
+            f"max_exp_avg_sqs must be empty when amsgrad=False, got {len(max_exp_avg_sqs)} tensors"
+        )
+    for name, values in lists.items():
+        if len(values) != n:
+            raise ValueError(f"{name} has {len(values)} entries but params has {n}")
+    tensors = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs)
+    if n == 0:
+        return AdamLaunchPlan(tensors, [], (), torch.device("cpu"), torch.float32, amsgrad)
+    device, dtype = params[0].device, params[0].dtype
+    if dtype not in _KERNEL_DTYPES:
+        raise ValueError(f"params have dtype {dtype}; the kernel supports {list(_KERNEL_DTYPES)}")
+
+    rows: list[list[int]] = []
+    numels: list[int] = []
+    for i, p in enumerate(params):
+        if p.dtype != dtype or p.device != device:
+            raise ValueError(
+                f"params[{i}] is {p.dtype} on {p.device} but params[0] is {dtype} on {device}; "
+                "one launch takes one dtype and device"
+            )
+        if not _is_dense(p):
+            raise ValueError(f"params[{i}] is not dense (strides {p.stride()})")
+        state = [grads[i], exp_avgs[i], exp_avg_sqs[i]]
+        state.append(max_exp_avg_sqs[i] if amsgrad else p)
+        for name, t in zip(_STATE_NAMES, state, strict=True):
+            if t.dtype != dtype or t.device != device or not _same_dense_layout(t, p):
+                raise ValueError(
+                    f"{name}[{i}] must have params[{i}]'s dtype, device, shape and strides "
+                    f"({dtype}, {device}, {tuple(p.shape)}, {p.stride()}), got {t.dtype}, "
+                    f"{t.device}, {tuple(t.shape)}, {t.stride()}"
+                )
+        ptrs = [p.data_ptr(), *(t.data_ptr() for t in state)]
+        if not amsgrad:
+            ptrs[4] = 0
+        numels.append(p.numel())
+        rows.append([*ptrs, p.numel()])
+    return AdamLaunchPlan(tensors, rows, tuple(numels), device, dtype, amsgrad)
+
+
+def launch_adam_plan(
+    plan: AdamLaunchPlan,
+    hyperparams: Sequence[AdamHyperparams],
+    *,
+    maximize: bool,
+    decoupled_weight_decay: bool,
+    grad_scale: torch.Tensor | None = None,
+    tiling: AdamTiling | None = None,
+) -> int:
+    """Launch the Adam step a :func:`plan_adam_multi_tensor` plan describes (one kernel).
+
+    Args:
+        plan: the checked tensors.
+        hyperparams: one :class:`AdamHyperparams` per parameter of the plan.
+        maximize: maximise the objective (negate the gradients).
+        decoupled_weight_decay: AdamW's decay ``p *= 1 - lr * wd`` instead of ``g += wd * p``.
+        grad_scale: a one-element tensor on the plan's device; gradients are divided by it.
+        tiling: block and chunk sizes; ``None`` picks :data:`INTERPRETER_TILING` on CPU tensors
+            and ``AdamTiling()`` otherwise.
+
+    Returns:
+        The number of kernel launches (0 when there is nothing to update, else 1).
+
+    Raises:
+        ValueError: ``hyperparams`` of another length than the plan's tensors, a ``grad_scale``
+            that is not one element on the plan's device, or an invalid ``tiling``.
+
+    Example:
+        >>> import os
+        >>> os.environ["TRITON_INTERPRET"] == "1"  # CPU tensors need the interpreter
+        True
+        >>> p, g, m, v = torch.ones(3), torch.full((3,), 0.5), torch.zeros(3), torch.zeros(3)
+        >>> plan = plan_adam_multi_tensor([p], [g], [m], [v], [], amsgrad=False)
+        >>> h = AdamHyperparams(lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, step=1)
+        >>> launch_adam_plan(plan, [h], maximize=False, decoupled_weight_decay=False)
+        1
+        >>> p
+        tensor([0.9000, 0.9000, 0.9000])
+    """
+    n = len(plan.rows)
+    if len(hyperparams) != n:
+        raise ValueError(f"hyperparams has {len(hyperparams)} entries but params has {n}")
+    if n == 0:
+        return 0
+    device = plan.device
+    if grad_scale is not None and (grad_scale.numel() != 1 or grad_scale.device != device):
+        raise ValueError(
+            f"grad_scale must be a one-element tensor on {device}, got shape "
+            f"{tuple(grad_scale.shape)} on {grad_scale.device}"
+        )
+    tiling = tiling or (INTERPRETER_TILING if device.type == "cpu" else AdamTiling())
+    if tiling.block <= 0 or tiling.block & (tiling.block - 1) or tiling.chunk % tiling.block:
+        raise ValueError(
+            f"tiling.block must be a power of two dividing tiling.chunk, got {tiling.block} "
+            f"and {tiling.chunk}"
+        )
+
+    hyper = [_hyper_row(h, decoupled_weight_decay) for h in hyperparams]
+    table = torch.empty((n, _ROW), dtype=torch.int64)
+    table[:, : _PTR_COLUMNS + 1] = torch.tensor(plan.rows, dtype=torch.int64)
+    table[:, _PTR_COLUMNS + 1 :].view(torch.float32).copy_(torch.tensor(hyper))
+    table = table.to(device, non_blocking=True)
+    chunks = _chunk_table(device, plan.numels, tiling.chunk)
+    if chunks.shape[0] == 0:  # every tensor is empty
+        return 0
+    _adam_multi_tensor_kernel[(chunks.shape[0],)](
+        table,
+        table.view(torch.float32),
+        chunks,
+        grad_scale if grad_scale is not None else table,  # never read without HAS_GRAD_SCALE
+        DTYPE=_KERNEL_DTYPES[plan.dtype],
+        AMSGRAD=plan.amsgrad,
+        MAXIMIZE=maximize,
+        DECOUPLED=decoupled_weight_decay,
+        HAS_GRAD_SCALE=grad_scale is not None,
+        ROW=_ROW,
+        HYPER=_HYPER_OFFSET,
+        BLOCK=tiling.block,
+        CHUNK=tiling.chunk,
+        num_warps=tiling.num_warps,
+    )
+    return 1
+
+
 def adam_multi_tensor(
     params: Sequence[torch.Tensor],
     grads: Sequence[torch.Tensor],
@@ -249,6 +452,8 @@ def adam_multi_tensor(
 
     Updates ``params``, ``exp_avgs``, ``exp_avg_sqs`` (and ``max_exp_avg_sqs``) in place; step
     counters are the caller's business (``hyperparams[i].step`` is the count after this step).
+    Everything is checked before the launch: an error leaves every tensor as it was. This is
+    :func:`plan_adam_multi_tensor` followed by :func:`launch_adam_plan`.
 
     Args:
         params: parameters, all of one dtype (float32, float16 or bfloat16) and device, each
@@ -286,86 +491,19 @@ def adam_multi_tensor(
         >>> p  # the first Adam step moves every element by lr
         tensor([0.9000, 0.9000, 0.9000])
     """
-    n = len(params)
-    lists = {"grads": grads, "exp_avgs": exp_avgs, "exp_avg_sqs": exp_avg_sqs}
-    lists["hyperparams"] = hyperparams  # type: ignore[assignment]
-    if amsgrad:
-        lists["max_exp_avg_sqs"] = max_exp_avg_sqs
-    elif len(max_exp_avg_sqs) != 0:
-        raise ValueError(
-            f"max_exp_avg_sqs must be empty when amsgrad=False, got {len(max_exp_avg_sqs)} tensors"
-        )
-    for name, values in lists.items():
-        if len(values) != n:
-            raise ValueError(f"{name} has {len(values)} entries but params has {n}")
-    if n == 0:
-        return 0
-    device, dtype = params[0].device, params[0].dtype
-    if dtype not in _KERNEL_DTYPES:
-        raise ValueError(f"params have dtype {dtype}; the kernel supports {list(_KERNEL_DTYPES)}")
-    if grad_scale is not None and (grad_scale.numel() != 1 or grad_scale.device != device):
-        raise ValueError(
-            f"grad_scale must be a one-element tensor on {device}, got shape "
-            f"{tuple(grad_scale.shape)} on {grad_scale.device}"
-        )
-    tiling = tiling or (INTERPRETER_TILING if device.type == "cpu" else AdamTiling())
-    if tiling.block <= 0 or tiling.block & (tiling.block - 1) or tiling.chunk % tiling.block:
-        raise ValueError(
-            f"tiling.block must be a power of two dividing tiling.chunk, got {tiling.block} "
-            f"and {tiling.chunk}"
-        )
-
-    rows: list[list[int]] = []
-    hyper: list[list[float]] = []
-    numels: list[int] = []
-    for i, p in enumerate(params):
-        if p.dtype != dtype or p.device != device:
-            raise ValueError(
-                f"params[{i}] is {p.dtype} on {p.device} but params[0] is {dtype} on {device}; "
-                "one launch takes one dtype and device"
-            )
-        if not _is_dense(p):
-            raise ValueError(f"params[{i}] is not dense (strides {p.stride()})")
-        state = [grads[i], exp_avgs[i], exp_avg_sqs[i]]
-        state.append(max_exp_avg_sqs[i] if amsgrad else p)
-        for name, t in zip(_STATE_NAMES, state, strict=True):
-            if t.dtype != dtype or t.device != device or not _same_dense_layout(t, p):
-                raise ValueError(
-                    f"{name}[{i}] must have params[{i}]'s dtype, device, shape and strides "
-                    f"({dtype}, {device}, {tuple(p.shape)}, {p.stride()}), got {t.dtype}, "
-                    f"{t.device}, {tuple(t.shape)}, {t.stride()}"
-                )
-        ptrs = [p.data_ptr(), *(t.data_ptr() for t in state)]
-        if not amsgrad:
-            ptrs[4] = 0
-        numels.append(p.numel())
-        rows.append([*ptrs, p.numel()])
-        hyper.append(_hyper_row(hyperparams[i], decoupled_weight_decay))
-
-    table = torch.empty((n, _ROW), dtype=torch.int64)
-    table[:, : _PTR_COLUMNS + 1] = torch.tensor(rows, dtype=torch.int64)
-    table[:, _PTR_COLUMNS + 1 :].view(torch.float32).copy_(torch.tensor(hyper))
-    table = table.to(device, non_blocking=True)
-    chunks = _chunk_table(device, tuple(numels), tiling.chunk)
-    if chunks.shape[0] == 0:  # every tensor is empty
-        return 0
-    _adam_multi_tensor_kernel[(chunks.shape[0],)](
-        table,
-        table.view(torch.float32),
-        chunks,
-        grad_scale if grad_scale is not None else table,  # never read without HAS_GRAD_SCALE
-        DTYPE=_KERNEL_DTYPES[dtype],
-        AMSGRAD=amsgrad,
-        MAXIMIZE=maximize,
-        DECOUPLED=decoupled_weight_decay,
-        HAS_GRAD_SCALE=grad_scale is not None,
-        ROW=_ROW,
-        HYPER=_HYPER_OFFSET,
-        BLOCK=tiling.block,
-        CHUNK=tiling.chunk,
-        num_warps=tiling.num_warps,
+    if len(hyperparams) != len(params):
+        raise ValueError(f"hyperparams has {len(hyperparams)} entries but params has {len(params)}")
+    plan = plan_adam_multi_tensor(
+        params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, amsgrad=amsgrad
     )
-    return 1
+    return launch_adam_plan(
+        plan,
+        hyperparams,
+        maximize=maximize,
+        decoupled_weight_decay=decoupled_weight_decay,
+        grad_scale=grad_scale,
+        tiling=tiling,
+    )
 
 
 def aot_specs() -> list[KernelSpec]:

@@ -275,13 +275,6 @@ def test_bad_forward_input(case: BadCall, backend: Backend) -> None:
 
 
 @pytest.mark.interpreter
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,  # the message does not match
-    reason="nn/conv.py: _check_input (line 78) does not compare the input's device with the "
-    "weight's; the kernel path fails later in _autocast (line 98) with torch's 'unknown device "
-    "type for autocast', which names neither tensor nor device",
-)
 def test_bad_forward_input_on_another_device() -> None:
     """An input on another device than the weights: the kernel path must say so. (Stock
     ``F.conv2d`` accepts a meta input with CPU weights and returns a meta result, and so does
@@ -746,16 +739,7 @@ def _forward_forced(layer: FusedConv2dReLU, backend: str) -> torch.Tensor:
 
 # Known bugs in other modules, reported to their owners: the rows state the correct behaviour
 # and fail until the fix lands (strict: a fix turns them into XPASS failures, so the marks go).
-KNOWN_BUGS = {
-    "adam-step-forced-triton-on-cpu": "optim/adam.py fused_adam: the step counters are "
-    "incremented (lines 293-297) before select_backend (line 300) can raise, so a failed step "
-    "still counts",
-    "one_cycle-max_momentum-per-group-length": "optim/lr_scheduler.py OneCycleLR.__init__ writes "
-    "group['initial_lr'] (line 494) before validating the momentum arguments (lines 502-508); "
-    "a scheduler built next on the optimizer then takes max_lr / div_factor as its base lr "
-    "(torch's OneCycleLR has the same order)",
-    "one_cycle-cycle_momentum-without-momentum": "as one_cycle-max_momentum-per-group-length",
-}
+KNOWN_BUGS: dict[str, str] = {}
 
 
 @pytest.mark.parametrize(

@@ -34,31 +34,6 @@ from torchkit.backend import Backend, interpreter_enabled
 from torchkit.optim import FusedAdam, FusedAdamW
 from torchkit.optim.lr_scheduler import NoamLR, OneCycleLR, WarmupDecayLR
 
-# Known bugs in other modules, reported to their owners: the tests state the correct behaviour
-# and fail until the fix lands (strict: a fix turns them into XPASS failures, so the marks go).
-SCHEDULER_LOAD_NOT_CHECKED = pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,  # "DID NOT RAISE"
-    reason="torchkit.optim.lr_scheduler._ChainableLR has no load_state_dict: torch's "
-    "LRScheduler.load_state_dict (torch/optim/lr_scheduler.py:199) is "
-    "self.__dict__.update(state_dict), which accepts any dict and loads it half-way",
-)
-SCHEDULER_LOAD_KEEPS_CONSTRUCTION_LR = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="lr_scheduler.py _ChainableLR._chained (line 151) / _remeasure_chain (line 193): "
-    "after load_state_dict the groups still hold the lr the constructor wrote, which differs "
-    "from the loaded _last_lr, so it is taken as another scheduler's factor for good",
-)
-FUSED_ADAM_LOAD_HALF_WAY = pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="adam.py FusedAdam.load_state_dict: super().load_state_dict (line 537) replaces the "
-    "state first, then torch.empty_like(p).copy_(value) (line 546) raises a broadcast "
-    "RuntimeError for moments of another shape",
-)
-
-
 # ----------------------------------------------------------------------------- helpers
 
 
@@ -298,16 +273,7 @@ LOAD_ORDER_CASES = {
 }
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param(
-            name,
-            marks=() if name.startswith("torch-") else SCHEDULER_LOAD_KEEPS_CONSTRUCTION_LR,
-        )
-        for name in LOAD_ORDER_CASES
-    ],
-)
+@pytest.mark.parametrize("case", list(LOAD_ORDER_CASES))
 def test_scheduler_resume_with_the_optimizer_loaded_first(case: str) -> None:
     """The other common order: load the optimizer, then build the scheduler on it and load
     the scheduler. Building writes the lr of step 0 into the param groups, so with torch's
@@ -384,7 +350,6 @@ CLASS_PAIRS = [
 ]
 
 
-@SCHEDULER_LOAD_NOT_CHECKED
 @pytest.mark.parametrize(("target", "source"), CLASS_PAIRS)
 def test_scheduler_class_mismatch_is_an_error_and_loads_nothing(target: str, source: str) -> None:
     """Another scheduler class's state_dict must be refused with a message naming the
@@ -396,7 +361,6 @@ def test_scheduler_class_mismatch_is_an_error_and_loads_nothing(target: str, sou
     _assert_unchanged_and_working(scheduler, target, groups=2, steps=3)
 
 
-@SCHEDULER_LOAD_NOT_CHECKED
 @pytest.mark.parametrize(("saved", "target"), [(2, 1), (1, 2)], ids=["2-into-1", "1-into-2"])
 @pytest.mark.parametrize("name", list(SCHEDULER_FACTORIES))
 def test_scheduler_param_group_mismatch_is_an_error_and_loads_nothing(
@@ -471,7 +435,6 @@ def _assert_optimizer_unchanged_and_working(
             torch.testing.assert_close(p, q, rtol=0.0, atol=0.0)
 
 
-@FUSED_ADAM_LOAD_HALF_WAY
 def test_fused_adam_state_of_other_shapes_is_an_error_and_loads_nothing() -> None:
     """A checkpoint whose moments have another shape than their parameter (a model changed
     between save and load): FusedAdam.load_state_dict re-lays out moments whose strides differ

@@ -398,6 +398,50 @@ def test_wrong_input_is_reported(backend):
             layer(torch.randn(8, 8))
 
 
+# where the meta tensor is -> (the call, what the message names); the weights are on the CPU.
+OTHER_DEVICE_CALLS = {
+    "module-input": (
+        lambda layer, x, meta: layer(x.to(meta)),
+        r"input on meta, weight on cpu, bias on cpu",
+    ),
+    "functional-bias": (
+        lambda layer, x, meta: conv2d_relu(x, layer.weight, layer.bias.to(meta), padding=1),
+        r"input on cpu, weight on cpu, bias on meta",
+    ),
+    "functional-input-no-bias": (
+        lambda layer, x, meta: conv2d_relu(x.to(meta), layer.weight, padding=1),
+        r"input on meta, weight on cpu$",
+    ),
+}
+
+
+@pytest.mark.interpreter
+@pytest.mark.parametrize(
+    ("call", "match"), OTHER_DEVICE_CALLS.values(), ids=OTHER_DEVICE_CALLS.keys()
+)
+def test_tensors_on_another_device_are_an_error_on_the_kernel_path(call, match, kernel_launches):
+    layer = FusedConv2dReLU(4, 6, 3, padding=1)
+    x = torch.randn(1, 4, 8, 8)
+    with (
+        torchkit.force_backend("triton-interpreter"),
+        pytest.raises(RuntimeError, match="backend needs its tensors on one device, got " + match),
+    ):
+        call(layer, x, torch.device("meta"))
+    assert kernel_launches == []
+    assert layer.last_backend is None
+
+
+def test_stock_path_takes_a_meta_input_like_conv2d():
+    """nn.Conv2d with CPU weights turns a meta input into a meta output (shape inference);
+    the stock path does the same."""
+    layer = FusedConv2dReLU(4, 6, 3, padding=1)
+    x = torch.randn(1, 4, 8, 8, device="meta")
+    with torchkit.force_backend("torch"):
+        out = layer(x)
+    expected = F.relu(nn.Conv2d(4, 6, 3, padding=1)(x))
+    assert (out.device, out.shape) == (expected.device, expected.shape)
+
+
 BAD_FUNCTIONAL_ARGS = {
     "stride-zero": ({"stride": 0}, ValueError, "stride must be positive"),
     "padding-mode-string": ({"padding": "reflect"}, ValueError, "'reflect'"),

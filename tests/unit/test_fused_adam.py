@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -544,11 +545,19 @@ def test_accepted_implementation_options_are_torchs_defaults_in_the_groups() -> 
 
 
 def test_invalid_param_group_raises_and_is_not_added() -> None:
+    """Checked before torch's add_param_group fills in the defaults: neither the optimizer
+    nor the caller's dict changes."""
     model = make_model()
     opt = FusedAdam([model[0].weight])
+    group = {"params": [model[0].bias], "lr": -1.0}
     with pytest.raises(ValueError, match=r"lr \(param group 1\) must be >= 0"):
-        opt.add_param_group({"params": [model[0].bias], "lr": -1.0})
+        opt.add_param_group(group)
     assert len(opt.param_groups) == 1
+    assert group == {"params": [model[0].bias], "lr": -1.0}
+    with pytest.raises(ValueError, match=r"capturable=True \(param group 1\)"):
+        opt.add_param_group({"params": [model[0].bias], "capturable": True})
+    opt.add_param_group({"params": [model[0].bias], "lr": 0.5})
+    assert [g["lr"] for g in opt.param_groups] == [1e-3, 0.5]
 
 
 def test_loaded_capturable_group_raises_at_step() -> None:
@@ -623,6 +632,226 @@ def test_launcher_validates_layouts(kernel_launches: list[str]) -> None:
     with pytest.raises(ValueError, match="max_exp_avg_sqs must be empty"):
         adam_multi_tensor([p], [p], [p], [p], [p], h, **options)
     assert kernel_launches.count(KERNEL) == 0
+
+
+# --- a step or load that raises changes nothing ----------------------------------------------
+
+
+def _snapshot(opt: FusedAdam) -> tuple[dict[str, Any], list[torch.Tensor]]:
+    params = [p.detach().clone() for g in opt.param_groups for p in g["params"]]
+    return copy.deepcopy(opt.state_dict()), params
+
+
+def assert_unchanged(opt: FusedAdam, before: tuple[dict[str, Any], list[torch.Tensor]]) -> None:
+    """Parameters, param groups and every state tensor exactly as in ``before``."""
+    state_dict, params = before
+    now = opt.state_dict()
+    assert now["param_groups"] == state_dict["param_groups"]
+    assert now["state"].keys() == state_dict["state"].keys()
+    for i, state in state_dict["state"].items():
+        assert now["state"][i].keys() == state.keys()
+        for key, value in state.items():
+            torch.testing.assert_close(now["state"][i][key], value, rtol=0.0, atol=0.0)
+    for p, q in zip([p for g in opt.param_groups for p in g["params"]], params, strict=True):
+        torch.testing.assert_close(p.detach(), q, rtol=0.0, atol=0.0)
+
+
+@pytest.mark.parametrize("steps_before", [0, 2], ids=["fresh", "after-2-steps"])
+def test_step_on_a_backend_that_cannot_run_changes_nothing(steps_before: int) -> None:
+    """A forced backend that cannot run raises before any state is created or counted; the
+    next step is the one an untouched torch.optim.Adam takes."""
+    model, ref_model = make_model(), make_model()
+    opt = FusedAdam(two_groups(model), lr=1e-2)
+    ref = torch.optim.Adam(two_groups(ref_model), lr=1e-2)
+    xs = batches(steps_before + 1)
+    with torchkit.force_backend("torch"):
+        train(model, opt, xs[:steps_before])
+    train(ref_model, ref, xs[:steps_before])
+    before = _snapshot(opt)
+    with (
+        torchkit.force_backend("triton"),
+        pytest.raises(RuntimeError, match="compiled Triton kernels need CUDA"),
+    ):
+        train(model, opt, xs[steps_before:])
+    assert_unchanged(opt, before)
+    assert len(opt.state) == len(ref.state)  # no state created for the failed first step
+    with torchkit.force_backend("torch"):
+        opt.step()  # the gradients of the failed step are still there
+    train(ref_model, ref, xs[steps_before:])
+    assert_same_training(model, opt, ref_model, ref)
+
+
+def test_step_checks_every_option_combination_before_updating_any() -> None:
+    """Groups with different amsgrad run as separate launches; a float64 parameter in the
+    second one must stop the step before the first one is updated."""
+    good = nn.Parameter(torch.ones(3))
+    bad = nn.Parameter(torch.ones(2, dtype=torch.float64))
+    opt = FusedAdam([{"params": [good]}, {"params": [bad], "amsgrad": True}])
+    good.grad, bad.grad = torch.ones(3), torch.ones(2, dtype=torch.float64)
+    before = _snapshot(opt)
+    with torchkit.force_backend("torch"), pytest.raises(TypeError, match=r"torch\.float64"):
+        opt.step()
+    assert_unchanged(opt, before)
+    assert len(opt.state) == 0
+
+
+@pytest.mark.interpreter
+def test_functional_checks_every_bucket_before_updating_any() -> None:
+    """Two devices, one of which the forced backend cannot run on: nothing is updated."""
+    if not interpreter_enabled():
+        pytest.skip("TRITON_INTERPRET=1 is not set")
+    tensors = {
+        "params": [torch.ones(3), torch.ones(3, device="meta")],
+        "grads": [torch.ones(3), torch.ones(3, device="meta")],
+        "exp_avgs": [torch.zeros(3), torch.zeros(3, device="meta")],
+        "exp_avg_sqs": [torch.zeros(3), torch.zeros(3, device="meta")],
+        "max_exp_avg_sqs": [],
+        "state_steps": [torch.tensor(0.0), torch.tensor(0.0)],
+    }
+    with (
+        torchkit.force_backend("triton-interpreter"),
+        pytest.raises(RuntimeError, match="interpreter runs on CPU tensors, got device meta"),
+    ):
+        fused_adam(**tensors, lr=0.1, **FUNCTIONAL_OPTIONS)
+    assert_tensors_close(tensors["params"][0], torch.ones(3))
+    assert [s.item() for s in tensors["state_steps"]] == [0.0, 0.0]
+
+
+FUNCTIONAL_OPTIONS = {
+    "beta1": 0.9,
+    "beta2": 0.999,
+    "eps": 1e-8,
+    "weight_decay": 0.0,
+    "amsgrad": False,
+    "maximize": False,
+    "decoupled_weight_decay": False,
+}
+
+# (what is wrong, the functional's tensor lists for one (2, 3) param, error regex); torch's own
+# CPU kernel accepts the first two and reads past or across the gradient.
+MISFIT_TENSORS = {
+    "grad-fewer-elements": (
+        {"grads": [torch.ones(4)]},
+        r"grads\[0\] must have the shape, dtype and device of params\[0\] \(\(2, 3\), "
+        r"torch.float32, cpu\), got \(4,\), torch.float32, cpu",
+    ),
+    "exp_avg-transposed": ({"exp_avgs": [torch.zeros(3, 2)]}, r"exp_avgs\[0\] .* got \(3, 2\)"),
+    "exp_avg_sq-float16": (
+        {"exp_avg_sqs": [torch.zeros(2, 3, dtype=torch.float16)]},
+        r"exp_avg_sqs\[0\] .* got \(2, 3\), torch.float16",
+    ),
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(("overrides", "match"), MISFIT_TENSORS.values(), ids=MISFIT_TENSORS.keys())
+def test_functional_rejects_tensors_that_do_not_fit_their_param(
+    overrides: dict[str, list[torch.Tensor]], match: str, backend: Backend
+) -> None:
+    if backend is Backend.TRITON_INTERPRETER and not interpreter_enabled():
+        pytest.skip("TRITON_INTERPRET=1 is not set")
+    tensors = {
+        "params": [torch.ones(2, 3)],
+        "grads": [torch.ones(2, 3)],
+        "exp_avgs": [torch.zeros(2, 3)],
+        "exp_avg_sqs": [torch.zeros(2, 3)],
+        "max_exp_avg_sqs": [],
+        "state_steps": [torch.tensor(0.0)],
+        **overrides,
+    }
+    with torchkit.force_backend(backend), pytest.raises(ValueError, match=match):
+        fused_adam(**tensors, lr=0.1, **FUNCTIONAL_OPTIONS)
+    assert_tensors_close(tensors["params"][0], torch.ones(2, 3))
+    assert tensors["state_steps"][0].item() == 0.0
+
+
+@pytest.mark.interpreter
+def test_functional_checks_the_kernels_layouts_before_counting_the_step(
+    kernel_launches: list[str],
+) -> None:
+    """A moment in another layout than its parameter: the kernel backend refuses it before
+    the step counter moves (the torch backend, which handles any strides, takes it)."""
+    if not interpreter_enabled():
+        pytest.skip("TRITON_INTERPRET=1 is not set")
+    p, step = torch.ones(4, 4), torch.tensor(0.0)
+    lists = ([p], [torch.ones(4, 4)], [torch.zeros(4, 4).t()], [torch.zeros(4, 4)], [], [step])
+    with (
+        torchkit.force_backend("triton-interpreter"),
+        pytest.raises(ValueError, match=r"exp_avgs\[0\] must have params\[0\]'s .* strides"),
+    ):
+        fused_adam(*lists, lr=0.1, **FUNCTIONAL_OPTIONS)
+    assert (step.item(), kernel_launches.count(KERNEL)) == (0.0, 0)
+    assert_tensors_close(p, torch.ones(4, 4))
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "match"),
+    [
+        pytest.param(
+            "grad_scale", torch.ones(2), "grad_scale must be a one-element", id="grad_scale"
+        ),
+        pytest.param(
+            "found_inf", torch.zeros(2), "found_inf must be a one-element", id="found_inf"
+        ),
+    ],
+)
+def test_functional_checks_the_amp_tensors(name: str, value: torch.Tensor, match: str) -> None:
+    p, step = torch.ones(3), torch.tensor(0.0)
+    lists = ([p], [torch.ones(3)], [torch.zeros(3)], [torch.zeros(3)], [], [step])
+    with torchkit.force_backend("torch"), pytest.raises(ValueError, match=match):
+        fused_adam(*lists, lr=0.1, **FUNCTIONAL_OPTIONS, **{name: value})
+    assert step.item() == 0.0
+    assert_tensors_close(p, torch.ones(3))
+
+
+# (saved shape of one state tensor of parameter 1, whose shape is (2, 3)); every one used to
+# fail half-way (broadcast RuntimeError), with a bare zip() error, or load and fail at step().
+MISFIT_STATE = {
+    "transposed": ("exp_avg", (3, 2)),
+    "flattened": ("exp_avg_sq", (6,)),
+    "same-strides-fewer-rows": ("max_exp_avg_sq", (1, 3)),
+}
+
+
+@pytest.mark.parametrize(("key", "shape"), MISFIT_STATE.values(), ids=MISFIT_STATE.keys())
+def test_load_state_dict_rejects_state_of_other_shapes_and_loads_nothing(
+    key: str, shape: tuple[int, ...]
+) -> None:
+    def trained() -> FusedAdam:
+        torch.manual_seed(0)
+        params = [nn.Parameter(torch.randn(4)), nn.Parameter(torch.randn(2, 3))]
+        opt = FusedAdam(params, amsgrad=True)
+        for p in params:
+            p.grad = torch.ones_like(p)
+        with torchkit.force_backend("torch"):
+            opt.step()
+        return opt
+
+    opt = trained()
+    before = _snapshot(opt)
+    saved = trained().state_dict()
+    saved["state"][1][key] = torch.zeros(shape)
+    message = (
+        rf"state of parameter 1 \(param group 0\): '{key}' has shape {re.escape(str(shape))}, "
+        r"the parameter \(2, 3\)"
+    )
+    with pytest.raises(ValueError, match=message):
+        opt.load_state_dict(saved)
+    assert_unchanged(opt, before)
+
+
+def test_load_state_dict_rejects_a_step_of_several_elements() -> None:
+    p = nn.Parameter(torch.ones(3))
+    opt = FusedAdam([p])
+    saved = copy.deepcopy(opt.state_dict())
+    saved["state"][0] = {
+        "step": torch.ones(3),
+        "exp_avg": torch.zeros(3),
+        "exp_avg_sq": torch.zeros(3),
+    }
+    with pytest.raises(ValueError, match=r"parameter 0 .* 'step' must have one element"):
+        opt.load_state_dict(saved)
+    assert len(opt.state) == 0
 
 
 @pytest.mark.interpreter

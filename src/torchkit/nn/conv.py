@@ -183,6 +183,15 @@ def _conv2d_relu(
     if backend is Backend.TORCH:
         return F.conv2d(input, weight, bias, stride, padding, dilation, groups).relu_()
 
+    # F.conv2d reports (or, for meta inputs, accepts) mixed devices itself; the kernel cannot
+    # take them, and must say so before autocast is asked about the input's device.
+    if input.device != weight.device or (bias is not None and bias.device != weight.device):
+        devices = f"input on {input.device}, weight on {weight.device}"
+        if bias is not None:
+            devices += f", bias on {bias.device}"
+        raise RuntimeError(
+            f"the {backend.value} backend needs its tensors on one device, got {devices}"
+        )
     unbatched = input.dim() == 3
     if unbatched:
         input = input.unsqueeze(0)

@@ -23,12 +23,15 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch import Tensor
 
 from torchkit.backend import Backend, select_backend
+
+if TYPE_CHECKING:  # importing the kernels imports triton
+    from torchkit.kernels.adam import AdamLaunchPlan
 
 __all__ = ["AdamLaunch", "FusedAdam", "FusedAdamW", "fused_adam", "fused_adam_from"]
 
@@ -162,6 +165,181 @@ def _per_tensor(name: str, value: PerTensor, n: int) -> list[float]:
     return values
 
 
+class _Bucket(NamedTuple):
+    """The tensors of one device and dtype in a checked step, and what will update them."""
+
+    device: torch.device
+    dtype: torch.dtype
+    backend: Backend
+    indices: list[int]  # positions in fused_adam's lists
+    tensors: list[tuple[Tensor, ...]]  # (p, g, m, v[, v_max]): local shards, real views
+    grad_scale: Tensor | None  # on ``device``, float32
+    plan: AdamLaunchPlan | None  # Triton backends (grads in the params' layout), else None
+    grad_copies: list[tuple[Tensor, Tensor]]  # (gradient, its copy in the param's layout)
+
+
+class _CheckedStep(NamedTuple):
+    """A :func:`fused_adam` call whose arguments all passed the checks: nothing changed yet."""
+
+    buckets: list[_Bucket]
+    state_steps: list[Tensor]
+    hyper: list[tuple[float, float, float, float, float]]  # (lr, beta1, beta2, eps, wd) per tensor
+    amsgrad: bool
+    maximize: bool
+    decoupled: bool
+
+
+_LIST_NAMES = ("grads", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs")
+
+
+def _check_step(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    exp_avgs: Sequence[Tensor],
+    exp_avg_sqs: Sequence[Tensor],
+    max_exp_avg_sqs: Sequence[Tensor],
+    state_steps: Sequence[Tensor],
+    *,
+    lr: PerTensor,
+    beta1: PerTensor,
+    beta2: PerTensor,
+    eps: PerTensor,
+    weight_decay: PerTensor,
+    amsgrad: bool,
+    maximize: bool,
+    decoupled_weight_decay: bool,
+    grad_scale: Tensor | None,
+) -> _CheckedStep:
+    """Everything of :func:`fused_adam` that can fail on its arguments, and nothing it writes:
+    list lengths, hyperparameters, tensors, the backend of each bucket, the kernel's layouts.
+    """
+    n = len(params)
+    for name, values in (("grads", grads), ("exp_avgs", exp_avgs), ("exp_avg_sqs", exp_avg_sqs)):
+        if len(values) != n:
+            raise ValueError(f"{name} has {len(values)} entries but params has {n}")
+    if len(state_steps) != n:
+        raise ValueError(f"state_steps has {len(state_steps)} entries but params has {n}")
+    if amsgrad and len(max_exp_avg_sqs) != n:
+        raise ValueError(f"amsgrad=True needs {n} max_exp_avg_sqs, got {len(max_exp_avg_sqs)}")
+    lrs = _per_tensor("lr", lr, n)
+    beta1s = _per_tensor("beta1", beta1, n)
+    beta2s = _per_tensor("beta2", beta2, n)
+    epss = _per_tensor("eps", eps, n)
+    wds = _per_tensor("weight_decay", weight_decay, n)
+    for name, values, upper in (
+        ("lr", lrs, math.inf),
+        ("beta1", beta1s, 1.0),
+        ("beta2", beta2s, 1.0),
+        ("eps", epss, math.inf),
+        ("weight_decay", wds, math.inf),
+    ):
+        for v in set(values):
+            if not 0.0 <= v < upper:
+                bounds = "in [0, 1)" if upper == 1.0 else ">= 0"
+                raise ValueError(f"{name} must be {bounds}, got {v}")
+    for i, s in enumerate(state_steps):
+        if not isinstance(s, Tensor) or s.numel() != 1:
+            raise ValueError(f"state_steps[{i}] must be a one-element tensor, got {s!r}")
+    if grad_scale is not None and (not isinstance(grad_scale, Tensor) or grad_scale.numel() != 1):
+        raise ValueError(f"grad_scale must be a one-element tensor, got {grad_scale!r}")
+
+    # Bucket by (device, real dtype), on local shards and real views. A parameter's gradient
+    # and state are DTensors (complex) exactly when the parameter is, so it is asked once.
+    dtensor = _dtensor_type()
+    by_key: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    local: list[tuple[Tensor, ...]] = []
+    for i, p in enumerate(params):
+        if amsgrad:
+            tensors = (p, grads[i], exp_avgs[i], exp_avg_sqs[i], max_exp_avg_sqs[i])
+        else:
+            tensors = (p, grads[i], exp_avgs[i], exp_avg_sqs[i])
+        if dtensor is not None and isinstance(p, dtensor):
+            tensors = tuple(t.to_local() if isinstance(t, dtensor) else t for t in tensors)
+        if tensors[1].is_sparse:
+            raise RuntimeError("FusedAdam does not support sparse gradients, use SparseAdam")
+        shape, dtype, device = tensors[0].shape, tensors[0].dtype, tensors[0].device
+        if dtype not in _SUPPORTED_DTYPES and dtype not in _SUPPORTED_COMPLEX:
+            raise TypeError(
+                f"params[{i}] has dtype {p.dtype}; FusedAdam supports float32, float16, bfloat16 "
+                "and complex64/complex32 parameters"
+            )
+        for name, t in zip(_LIST_NAMES, tensors[1:], strict=False):
+            if t.shape != shape or t.dtype != dtype or t.device != device:
+                raise ValueError(
+                    f"{name}[{i}] must have the shape, dtype and device of params[{i}] "
+                    f"({tuple(shape)}, {dtype}, {device}), got {tuple(t.shape)}, {t.dtype}, "
+                    f"{t.device}"
+                )
+        if dtype in _SUPPORTED_COMPLEX:
+            tensors = tuple(torch.view_as_real(t) for t in tensors)
+            dtype = tensors[0].dtype
+        local.append(tensors)
+        key = (device, dtype)
+        if key in by_key:
+            by_key[key].append(i)
+        else:
+            by_key[key] = [i]
+
+    buckets = []
+    for (device, dtype), indices in by_key.items():
+        backend = select_backend(device)
+        scale = None if grad_scale is None else grad_scale.to(device, torch.float32)
+        tensors = [local[i] for i in indices]
+        plan, copies = None, []
+        if backend is not Backend.TORCH:
+            from torchkit.kernels.adam import plan_adam_multi_tensor
+
+            dense_grads, copies = _dense_grads(tensors)
+            plan = plan_adam_multi_tensor(
+                [t[0] for t in tensors],
+                dense_grads,
+                [t[2] for t in tensors],
+                [t[3] for t in tensors],
+                [t[4] for t in tensors] if amsgrad else [],
+                amsgrad=amsgrad,
+            )
+        buckets.append(_Bucket(device, dtype, backend, indices, tensors, scale, plan, copies))
+    hyper = list(zip(lrs, beta1s, beta2s, epss, wds, strict=True))
+    return _CheckedStep(
+        buckets, list(state_steps), hyper, amsgrad, maximize, decoupled_weight_decay
+    )
+
+
+def _overflowed(found_inf: Tensor | None) -> bool:
+    """Whether ``GradScaler``'s ``found_inf`` says the gradients overflowed (one device read)."""
+    if found_inf is None:
+        return False
+    if not isinstance(found_inf, Tensor) or found_inf.numel() != 1:
+        raise ValueError(f"found_inf must be a one-element tensor, got {found_inf!r}")
+    return float(found_inf.item()) != 0.0
+
+
+def _take_step(step: _CheckedStep, skip: bool) -> list[AdamLaunch]:
+    """Count the step and update every bucket of a checked step (``skip``: change nothing)."""
+    if skip:
+        return [AdamLaunch(b.device, b.dtype, b.backend, 0) for b in step.buckets]
+    state_steps = step.state_steps
+    if state_steps and state_steps[0].is_cpu:
+        # With a Python number the CPU foreach fallback would wrap it once per tensor.
+        torch._foreach_add_(state_steps, _one(), alpha=1.0)
+    else:
+        torch._foreach_add_(state_steps, 1.0)
+    options = {"amsgrad": step.amsgrad, "maximize": step.maximize, "decoupled": step.decoupled}
+    report = []
+    for b in step.buckets:
+        hyper = [step.hyper[i] for i in b.indices]
+        if b.backend is Backend.TORCH:
+            steps = [state_steps[i] for i in b.indices]
+            launches = _run_torch(b.tensors, hyper, steps, b.grad_scale, **options)
+        else:
+            counts = [float(state_steps[i].item()) for i in b.indices]
+            launches = _run_triton(
+                b, hyper, counts, maximize=step.maximize, decoupled=step.decoupled
+            )
+        report.append(AdamLaunch(b.device, b.dtype, b.backend, launches))
+    return report
+
+
 def fused_adam(
     params: Sequence[Tensor],
     grads: Sequence[Tensor],
@@ -189,11 +367,13 @@ def fused_adam(
     update in one kernel launch. Tensors are bucketed by device and dtype; each bucket is one
     launch of the Triton kernel (or one call of torch's fused kernel per distinct set of
     hyperparameters on ``Backend.TORCH``). DTensors update through their local shards, complex
-    tensors through :func:`torch.view_as_real`.
+    tensors through :func:`torch.view_as_real`. Every argument, and the backend of every
+    bucket, is checked before anything is written: an error leaves all tensors and step
+    counters as they were.
 
     Args:
         params: parameters (float32, float16, bfloat16, complex64 or complex32), updated in place.
-        grads: their gradients (dense).
+        grads: their gradients (dense), with the parameters' shapes, dtypes and devices.
         exp_avgs: first moments, dtype and layout of the parameters; updated in place.
         exp_avg_sqs: second moments; updated in place.
         max_exp_avg_sqs: running maxima of the second moments (``amsgrad``), else empty.
@@ -216,9 +396,12 @@ def fused_adam(
         One :class:`AdamLaunch` per (device, dtype) bucket.
 
     Raises:
-        ValueError: lists of different lengths, or invalid hyperparameters.
+        ValueError: lists of different lengths, invalid hyperparameters, or a gradient or
+            state tensor whose shape, dtype or device differ from its parameter's (or, on the
+            Triton backends, whose layout does).
         TypeError: a parameter dtype the kernels do not support (float64).
-        RuntimeError: sparse gradients.
+        RuntimeError: sparse gradients, or a backend pinned with
+            :func:`torchkit.force_backend` that cannot run on the tensors' device.
 
     Example:
         >>> import torchkit
@@ -232,84 +415,24 @@ def fused_adam(
         >>> p, step
         (tensor([0.9000, 0.9000, 0.9000]), tensor(1.))
     """
-    n = len(params)
-    for name, values in (("grads", grads), ("exp_avgs", exp_avgs), ("exp_avg_sqs", exp_avg_sqs)):
-        if len(values) != n:
-            raise ValueError(f"{name} has {len(values)} entries but params has {n}")
-    if len(state_steps) != n:
-        raise ValueError(f"state_steps has {len(state_steps)} entries but params has {n}")
-    if amsgrad and len(max_exp_avg_sqs) != n:
-        raise ValueError(f"amsgrad=True needs {n} max_exp_avg_sqs, got {len(max_exp_avg_sqs)}")
-    lrs = _per_tensor("lr", lr, n)
-    beta1s = _per_tensor("beta1", beta1, n)
-    beta2s = _per_tensor("beta2", beta2, n)
-    epss = _per_tensor("eps", eps, n)
-    wds = _per_tensor("weight_decay", weight_decay, n)
-    for name, values, upper in (
-        ("lr", lrs, math.inf),
-        ("beta1", beta1s, 1.0),
-        ("beta2", beta2s, 1.0),
-        ("eps", epss, math.inf),
-        ("weight_decay", wds, math.inf),
-    ):
-        for v in set(values):
-            if not 0.0 <= v < upper:
-                bounds = "in [0, 1)" if upper == 1.0 else ">= 0"
-                raise ValueError(f"{name} must be {bounds}, got {v}")
-
-    # Bucket by (device, real dtype), on local shards and real views. A parameter's gradient
-    # and state are DTensors (complex) exactly when the parameter is, so it is asked once.
-    dtensor = _dtensor_type()
-    buckets: dict[tuple[torch.device, torch.dtype], list[int]] = {}
-    local: list[tuple[Tensor, ...]] = []
-    for i, p in enumerate(params):
-        if amsgrad:
-            tensors = (p, grads[i], exp_avgs[i], exp_avg_sqs[i], max_exp_avg_sqs[i])
-        else:
-            tensors = (p, grads[i], exp_avgs[i], exp_avg_sqs[i])
-        if dtensor is not None and isinstance(p, dtensor):
-            tensors = tuple(t.to_local() if isinstance(t, dtensor) else t for t in tensors)
-        if tensors[1].is_sparse:
-            raise RuntimeError("FusedAdam does not support sparse gradients, use SparseAdam")
-        dtype = tensors[0].dtype
-        if dtype in _SUPPORTED_COMPLEX:
-            tensors = tuple(torch.view_as_real(t) for t in tensors)
-            dtype = tensors[0].dtype
-        elif dtype not in _SUPPORTED_DTYPES:
-            raise TypeError(
-                f"params[{i}] has dtype {p.dtype}; FusedAdam supports float32, float16, bfloat16 "
-                "and complex64/complex32 parameters"
-            )
-        local.append(tensors)
-        key = (tensors[0].device, dtype)
-        if key in buckets:
-            buckets[key].append(i)
-        else:
-            buckets[key] = [i]
-
-    if found_inf is not None and float(found_inf.item()) != 0.0:
-        return [AdamLaunch(d, dt, select_backend(d), 0) for d, dt in buckets]
-
-    if state_steps and state_steps[0].is_cpu:
-        # With a Python number the CPU foreach fallback would wrap it once per tensor.
-        torch._foreach_add_(list(state_steps), _one(), alpha=1.0)
-    else:
-        torch._foreach_add_(list(state_steps), 1.0)
-    report = []
-    for (device, dtype), indices in buckets.items():
-        backend = select_backend(device)
-        scale = None if grad_scale is None else grad_scale.to(device, torch.float32)
-        tensors = [local[i] for i in indices]
-        hyper = [(lrs[i], beta1s[i], beta2s[i], epss[i], wds[i]) for i in indices]
-        options = {"amsgrad": amsgrad, "maximize": maximize, "decoupled": decoupled_weight_decay}
-        if backend is Backend.TORCH:
-            steps = [state_steps[i] for i in indices]
-            launches = _run_torch(tensors, hyper, steps, scale, **options)
-        else:
-            counts = [float(state_steps[i].item()) for i in indices]
-            launches = _run_triton(tensors, hyper, counts, scale, **options)
-        report.append(AdamLaunch(device, dtype, backend, launches))
-    return report
+    checked = _check_step(
+        params,
+        grads,
+        exp_avgs,
+        exp_avg_sqs,
+        max_exp_avg_sqs,
+        state_steps,
+        lr=lr,
+        beta1=beta1,
+        beta2=beta2,
+        eps=eps,
+        weight_decay=weight_decay,
+        amsgrad=amsgrad,
+        maximize=maximize,
+        decoupled_weight_decay=decoupled_weight_decay,
+        grad_scale=grad_scale,
+    )
+    return _take_step(checked, _overflowed(found_inf))
 
 
 def _same_strides(a: Tensor, b: Tensor) -> bool:
@@ -320,13 +443,9 @@ def _same_strides(a: Tensor, b: Tensor) -> bool:
 def _dense_grads(
     tensors: list[tuple[Tensor, ...]],
 ) -> tuple[list[Tensor], list[tuple[Tensor, Tensor]]]:
-    """Gradients laid out like their parameters: copies where the strides differ."""
+    """Gradients laid out like their parameters (same shapes): copies where the strides differ."""
     grads, copies = [], []
     for p, g, *_ in tensors:
-        if g.shape != p.shape:
-            raise ValueError(
-                f"a gradient has shape {tuple(g.shape)} but its param {tuple(p.shape)}"
-            )
         if not _same_strides(g, p):
             dense = torch.empty_like(p)
             dense.copy_(g)
@@ -337,33 +456,25 @@ def _dense_grads(
 
 
 def _run_triton(
-    tensors: list[tuple[Tensor, ...]],
+    bucket: _Bucket,
     hyper: list[tuple[float, float, float, float, float]],
     steps: list[float],
-    grad_scale: Tensor | None,
     *,
-    amsgrad: bool,
     maximize: bool,
     decoupled: bool,
 ) -> int:
     """The multi-tensor Triton kernel: one launch (``steps``: the counts after this step)."""
-    from torchkit.kernels.adam import AdamHyperparams, adam_multi_tensor
+    from torchkit.kernels.adam import AdamHyperparams, launch_adam_plan
 
-    grads, copies = _dense_grads(tensors)
-    launches = adam_multi_tensor(
-        [t[0] for t in tensors],
-        grads,
-        [t[2] for t in tensors],
-        [t[3] for t in tensors],
-        [t[4] for t in tensors] if amsgrad else [],
+    launches = launch_adam_plan(
+        bucket.plan,
         [AdamHyperparams(*h, step=s) for h, s in zip(hyper, steps, strict=True)],
-        amsgrad=amsgrad,
         maximize=maximize,
         decoupled_weight_decay=decoupled,
-        grad_scale=grad_scale,
+        grad_scale=bucket.grad_scale,
     )
-    if grad_scale is not None:  # the kernel unscaled the copies: hand the result back
-        for grad, dense in copies:
+    if bucket.grad_scale is not None:  # the kernel unscaled the copies: hand the result back
+        for grad, dense in bucket.grad_copies:
             grad.copy_(dense)
     return launches
 
@@ -409,6 +520,29 @@ def _run_torch(
             found_inf=None,
         )
     return len(by_hyper)
+
+
+# State keys shaped like their parameter.
+_MOMENT_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+
+def _check_loaded_state(
+    param: Tensor, state: dict[str, Any] | None, group: int, index: int
+) -> None:
+    """Raise ``ValueError`` unless ``state`` (loaded for ``param``) fits it."""
+    if not state:
+        return
+    where = f"state of parameter {index} (param group {group})"
+    for key in _MOMENT_KEYS:
+        value = state.get(key)
+        if isinstance(value, Tensor) and value.shape != param.shape:
+            raise ValueError(
+                f"{where}: {key!r} has shape {tuple(value.shape)}, the parameter "
+                f"{tuple(param.shape)}"
+            )
+    step = state.get("step")
+    if isinstance(step, Tensor) and step.numel() != 1:
+        raise ValueError(f"{where}: 'step' must have one element, got shape {tuple(step.shape)}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -525,45 +659,92 @@ class FusedAdam(torch.optim.Adam):
         return backends.pop() if len(backends) == 1 else None
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a ``torch.optim.Adam`` or FusedAdam ``state_dict``.
+        """Load a ``torch.optim.Adam`` or FusedAdam ``state_dict``, all of it or nothing.
 
-        As :meth:`torch.optim.Optimizer.load_state_dict`; in addition, moments saved with other
-        strides than their parameter now has (a checkpoint of a model converted to
-        channels_last, say) are copied once into the parameter's layout, which the kernel needs.
+        As :meth:`torch.optim.Optimizer.load_state_dict`, and in addition:
+
+        * every moment (``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``) must have its
+          parameter's shape, and every ``step`` one element; otherwise (the model changed
+          between save and load) a ``ValueError`` names the parameter and the optimizer keeps
+          its state;
+        * moments saved with other strides than their parameter now has (a checkpoint of a
+          model converted to channels_last, say) are copied once into the parameter's layout,
+          which the kernel needs.
 
         Args:
             state_dict: the optimizer state, as returned by ``state_dict()``.
+
+        Raises:
+            ValueError: the param groups or their sizes differ (as in torch), or a state
+                tensor does not fit its parameter.
+
+        Example:
+            >>> saved = FusedAdam([torch.nn.Parameter(torch.ones(2, 3))]).state_dict()
+            >>> saved["state"] = {0: {"step": torch.tensor(1.0), "exp_avg": torch.zeros(3, 2),
+            ...                       "exp_avg_sq": torch.zeros(3, 2)}}
+            >>> opt = FusedAdam([torch.nn.Parameter(torch.ones(2, 3))])
+            >>> try:
+            ...     opt.load_state_dict(saved)
+            ... except ValueError as error:
+            ...     print(error)
+            state of parameter 0 (param group 0): 'exp_avg' has shape (3, 2), the parameter (2, 3)
+            >>> len(opt.state)
+            0
         """
+        # The checks run in __setstate__, where torch's load_state_dict hands over the new
+        # state after its pre-hooks and casts and before anything of it is installed.
         super().load_state_dict(state_dict)
-        for group in self.param_groups:
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Optimizer.load_state_dict and unpickling both install the state through here: check
+        # it, and bring moments into their parameter's layout, before anything is replaced.
+        loaded = state.get("state", {})
+        groups = state.get("param_groups", [])
+        index = 0  # as in state_dict(): parameters numbered across the groups, in order
+        for g, group in enumerate(groups):
             for p in group["params"]:
-                state = self.state.get(p)
-                if not state:
+                _check_loaded_state(p, loaded.get(p), g, index)
+                index += 1
+        for group in groups:
+            for p in group["params"]:
+                entries = loaded.get(p)
+                if not entries:
                     continue
-                for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
-                    value = state.get(key)
+                for key in _MOMENT_KEYS:
+                    value = entries.get(key)
                     if isinstance(value, Tensor) and not _same_strides(value, p):
-                        state[key] = torch.empty_like(p).copy_(value)
+                        entries[key] = torch.empty_like(p).copy_(value)
+        super().__setstate__(state)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a param group after validating its hyperparameters, like ``__init__`` does."""
-        super().add_param_group(param_group)
-        group = self.param_groups[-1]
-        where = f" (param group {len(self.param_groups) - 1})"
-        try:
+        """Add a param group after validating its hyperparameters, like ``__init__`` does.
+
+        The group is checked with the defaults filled in before torch's
+        :meth:`~torch.optim.Optimizer.add_param_group` sees it: an invalid group changes
+        neither the optimizer nor ``param_group``.
+
+        Args:
+            param_group: a dict with ``params`` and any hyperparameters that differ from the
+                optimizer's defaults.
+
+        Raises:
+            ValueError: an invalid hyperparameter or unsupported option, naming it and the
+                group's index; or torch's errors (a parameter already in another group).
+        """
+        if isinstance(param_group, dict):  # torch's add_param_group reports anything else
+            group = {**self.defaults, **param_group}
+            where = f" (param group {len(self.param_groups)})"
             _validate_hyperparameters(
                 group["lr"], group["betas"], group["eps"], group["weight_decay"], where
             )
             _check_supported_options(
-                foreach=group["foreach"],
-                fused=group["fused"],
-                capturable=group["capturable"],
-                differentiable=group["differentiable"],
+                foreach=group.get("foreach"),
+                fused=group.get("fused"),
+                capturable=group.get("capturable", False),
+                differentiable=group.get("differentiable", False),
                 where=where,
             )
-        except (TypeError, ValueError):
-            self.param_groups.pop()
-            raise
+        super().add_param_group(param_group)
 
     def _init_group(
         self,
@@ -574,12 +755,15 @@ class FusedAdam(torch.optim.Adam):
         exp_avg_sqs: list[Tensor],
         max_exp_avg_sqs: list[Tensor],
         state_steps: list[Tensor],
+        pending: dict[Tensor, dict[str, Tensor]],
     ) -> bool:
-        """Collect the group's tensors that have gradients, creating their state on first use.
+        """Collect the group's tensors that have gradients, with the state they will have.
 
         The state is torch's: ``step`` a float32 scalar tensor on the CPU (the host computes
         the bias corrections from it), the moments zeros like the parameter. Step counters
         loaded from a ``fused``/``capturable`` torch checkpoint (on the device) move to the CPU.
+        New state and moved counters go into ``pending`` (parameter -> entries), not into
+        ``self.state``: :meth:`step` installs them once the whole step has been checked.
 
         Returns:
             Whether a parameter is complex.
@@ -597,17 +781,21 @@ class FusedAdam(torch.optim.Adam):
             has_complex |= p.is_complex()
             params.append(p)
             grads.append(grad)
-            state = self.state[p]
+            state = self.state.get(p)
             if not state:
-                state["step"] = torch.tensor(0.0, dtype=torch.float32)
-                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state = {
+                    "step": torch.tensor(0.0, dtype=torch.float32),
+                    "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                    "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
+                }
                 if amsgrad:
                     state["max_exp_avg_sq"] = torch.zeros_like(
                         p, memory_format=torch.preserve_format
                     )
+                pending[p] = state
             elif not state["step"].is_cpu:
-                state["step"] = state["step"].cpu()
+                pending[p] = {"step": state["step"].cpu()}
+                state = {**state, **pending[p]}
             exp_avgs.append(state["exp_avg"])
             exp_avg_sqs.append(state["exp_avg_sq"])
             if amsgrad:
@@ -619,11 +807,21 @@ class FusedAdam(torch.optim.Adam):
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """Perform a single optimization step over all param groups.
 
+        Every group, tensor and backend is checked before anything changes: a step that
+        raises leaves parameters, state and step counts as they were.
+
         Args:
             closure: re-evaluates the model and returns the loss (optional).
 
         Returns:
             The closure's loss, or ``None``.
+
+        Raises:
+            ValueError: a group with an unsupported option or invalid hyperparameter, or a
+                state tensor that does not fit its parameter.
+            TypeError: a parameter dtype the kernels do not support (float64).
+            RuntimeError: sparse gradients, or a backend pinned with
+                :func:`torchkit.force_backend` that cannot run on the parameters' device.
         """
         if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
             raise RuntimeError("FusedAdam.step cannot be captured in a CUDA graph")
@@ -634,6 +832,7 @@ class FusedAdam(torch.optim.Adam):
 
         # One call of the functional per combination of the compile-time options.
         buckets: dict[tuple[bool, bool, bool], dict[str, list[Any]]] = {}
+        pending: dict[Tensor, dict[str, Tensor]] = {}
         for i, group in enumerate(self.param_groups):
             # foreach/fused in a group loaded from a torch checkpoint name torch's implementation
             # choice; they are kept for the way back, while FusedAdam runs its own.
@@ -651,7 +850,7 @@ class FusedAdam(torch.optim.Adam):
             if b is None:
                 b = buckets[key] = {name: [] for name in _BUCKET_LISTS}
             before = len(b["params"])
-            self._init_group(group, *(b[name] for name in _BUCKET_LISTS[:6]))
+            self._init_group(group, *(b[name] for name in _BUCKET_LISTS[:6]), pending)
             n = len(b["params"]) - before
             b["lr"] += [_as_float("lr", group["lr"])] * n
             b["beta1"] += [_as_float("betas[0]", group["betas"][0])] * n
@@ -659,19 +858,22 @@ class FusedAdam(torch.optim.Adam):
             b["eps"] += [_as_float("eps", group["eps"])] * n
             b["weight_decay"] += [_as_float("weight_decay", group["weight_decay"])] * n
 
-        launches: list[AdamLaunch] = []
-        for (amsgrad, maximize, decoupled), b in buckets.items():
-            if not b["params"]:
-                continue
-            launches += fused_adam(
+        checked = [
+            _check_step(
                 **b,
                 amsgrad=amsgrad,
                 maximize=maximize,
                 decoupled_weight_decay=decoupled,
                 grad_scale=getattr(self, "grad_scale", None),
-                found_inf=getattr(self, "found_inf", None),
             )
-        self.last_launches = launches
+            for (amsgrad, maximize, decoupled), b in buckets.items()
+            if b["params"]
+        ]
+        skip = _overflowed(getattr(self, "found_inf", None))
+        # Everything is checked: from here on the step changes state.
+        for p, entries in pending.items():
+            self.state[p].update(entries)
+        self.last_launches = [launch for c in checked for launch in _take_step(c, skip)]
         return loss
 
 
