@@ -32,6 +32,7 @@ __all__ = ["INTERPRETER_BLOCKS", "Conv2dReLUBlocks", "aot_specs", "conv2d_relu_f
 
 _KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _MAX_GROUPS = 65535  # groups are the grid's second axis, limited to 2**16 - 1 on CUDA
+_INT32_LIMIT = 2**31  # element offsets in the kernel are int32
 
 
 class Conv2dReLUBlocks(NamedTuple):
@@ -311,6 +312,8 @@ def conv2d_relu_fwd(
         )
     if bias is not None and tuple(bias.shape) != (c_out,):
         raise ValueError(f"bias must have shape ({c_out},), got {tuple(bias.shape)}")
+    if bias is not None:
+        bias = bias.contiguous()  # the kernel indexes it as bias[c_out] with unit stride
     h_out = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
     w_out = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
     if h_out < 1 or w_out < 1:
@@ -333,11 +336,21 @@ def conv2d_relu_fwd(
         for t in (x, weight)
     )
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    y = torch.empty((n, c_out, h_out, w_out), device=x.device, dtype=x.dtype)
-    y = y.contiguous(memory_format=memory_format)
+    y = torch.empty(
+        (n, c_out, h_out, w_out), device=x.device, dtype=x.dtype, memory_format=memory_format
+    )
     m = n * h_out * w_out
     if y.numel() == 0:
         return y
+    # Offsets are computed in int32 inside the kernel (int64 would cost registers on every
+    # gathered element): refuse what would overflow rather than read the wrong memory.
+    for name, t in (("x", x), ("weight", weight), ("output", y)):
+        span = sum((size - 1) * abs(step) for size, step in zip(t.shape, t.stride(), strict=True))
+        if span >= _INT32_LIMIT or m >= _INT32_LIMIT:
+            raise ValueError(
+                f"{name} of shape {tuple(t.shape)} and strides {t.stride()} spans {span} "
+                f"elements (M = {m}); the kernel indexes with int32 and supports < 2**31"
+            )
 
     is_fp64 = x.dtype == torch.float64
     args = (

@@ -32,12 +32,21 @@ __all__ = ["fuse_conv_relu"]
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
+_HOOK_DICTS = (
+    "_forward_hooks",
+    "_forward_pre_hooks",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+    "_state_dict_hooks",
+    "_state_dict_pre_hooks",
+    "_load_state_dict_pre_hooks",
+    "_load_state_dict_post_hooks",
+)
+
+
 def _has_hooks(module: nn.Module) -> bool:
-    return bool(
-        module._forward_hooks
-        or module._forward_pre_hooks
-        or getattr(module, "_forward_hooks_with_kwargs", None)
-    )
+    """Whether fusing ``module`` away would drop a hook registered on it."""
+    return any(getattr(module, name, None) for name in _HOOK_DICTS)
 
 
 def _fusable(first: nn.Module, second: nn.Module) -> bool:
