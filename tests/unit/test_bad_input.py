@@ -416,7 +416,19 @@ CALLS: dict[str, BadCall] = {
         None,
         lambda _: conv2d_relu(torch.randn(1, 2, 5, 5), torch.randn(2, 2, 3, 3), groups=0),
         ValueError,
-        "groups must be a positive int, got 0",
+        "groups must be positive, got 0",
+    ),
+    "conv2d_relu-groups-float": BadCall(
+        None,
+        lambda _: conv2d_relu(torch.randn(1, 2, 5, 5), torch.randn(2, 2, 3, 3), groups=1.0),
+        TypeError,
+        "groups must be an int, got 1.0",
+    ),
+    "conv2d_relu-bias-not-a-tensor": BadCall(
+        None,
+        lambda _: conv2d_relu(torch.randn(1, 2, 5, 5), torch.randn(2, 2, 3, 3), [0.0, 0.0]),
+        TypeError,
+        "bias must be a Tensor or None, got list",
     ),
     "conv2d_relu-bias-shape": BadCall(
         None,

@@ -119,8 +119,8 @@ def test_source_scan_finds_jit_kernels():
     assert "_conv2d_relu_fwd_kernel" in _jit_kernels_in_source("torchkit.kernels.conv2d_relu")
 
 
-def test_compile_report_refuses_the_interpreter():
-    # This suite runs with TRITON_INTERPRET=1 (tests/conftest.py).
+def test_compile_report_refuses_the_interpreter(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
         kernel_report.compile_report(["sm_80"])
 
@@ -135,7 +135,8 @@ def test_compile_report_validates_arguments(kwargs, message):
         kernel_report.compile_report(**kwargs)
 
 
-def test_cli_exits_non_zero_under_the_interpreter(capsys):
+def test_cli_exits_non_zero_under_the_interpreter(capsys, monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
     import triton  # noqa: F401  (the CLI refuses once Triton was imported as interpreter)
 
     assert torchkit_main(["kernels", "--arch", "sm_80"]) == 1

@@ -58,8 +58,12 @@ def conv2d_relu(
         raise ValueError(
             f"weight must be 4-D (C_out, C_in // groups, KH, KW), got shape {tuple(weight.shape)}"
         )
-    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
-        raise ValueError(f"groups must be a positive int, got {groups!r}")
+    if not isinstance(groups, int) or isinstance(groups, bool):
+        raise TypeError(f"groups must be an int, got {groups!r}")
+    if groups < 1:
+        raise ValueError(f"groups must be positive, got {groups}")
+    if bias is not None and not isinstance(bias, torch.Tensor):
+        raise TypeError(f"bias must be a Tensor or None, got {type(bias).__name__}")
     if weight.shape[0] % groups:
         raise ValueError(
             f"weight has {weight.shape[0]} output channels, not divisible by {groups=}"
