@@ -43,8 +43,9 @@ PREIMPORT = (
 )
 REPO_DOCS = Path(__file__).resolve().parents[2] / "docs"
 CONFTEST = (
-    "from conformance.conftest import (  # noqa: F401\n"
-    "    pytest_addoption, pytest_collect_file, pytest_configure, pytest_report_header,\n"
+    "from conformance.conftest import pytest_collect_file  # noqa: F401\n"
+    "from conformance.plugin import (  # noqa: F401\n"
+    "    pytest_addoption, pytest_configure, pytest_report_header,\n"
     "    pytest_sessionfinish, pytest_terminal_summary,\n"
     ")\n"
 )
