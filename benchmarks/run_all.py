@@ -42,6 +42,12 @@ GPU_BENCHMARKS = {
 }
 
 
+def shared_note() -> str:
+    """A warning for the page when other jobs kept the cores busy (1-min load > half of them)."""
+    busy = os.getloadavg()[0] > 0.5 * (os.cpu_count() or 1)
+    return " Other jobs were running on the machine, so the ratios are noisy." if busy else ""
+
+
 def machine() -> str:
     """One line: CPU, cores, GPU, torch, threads and the load average when it was called."""
     cpu = platform.processor() or platform.machine()
@@ -148,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     gpu_rows = [r for r in rows if r["benchmark"].startswith("cuda")]
     blocks = {
         "machine": f"Measured on: {measured_on} at the start; {machine().split('; ')[-1]} "
-        "at the end. The machine was shared with other jobs while it ran.",
+        f"at the end.{shared_note()}",
         "traffic": traffic.format_table(traffic.default_cases()),
         "kernels": kernel_table(),
         "cpu-ratios": ratio_table(cpu_rows),
