@@ -360,6 +360,33 @@ def test_backend_for_and_last_backend():
     assert layer.last_backend is Backend.TORCH
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_forward_checks_the_input_once(backend, kernel_launches, monkeypatch):
+    """The input is checked once per call (it used to be twice) and ``last_backend`` is a plain
+    attribute: no parameter, buffer or state_dict entry."""
+    import torchkit.nn.conv as conv_module
+
+    checks = []
+    original = conv_module._check_input
+
+    def counting(*args):
+        checks.append(args[0].shape)
+        return original(*args)
+
+    monkeypatch.setattr(conv_module, "_check_input", counting)
+    layer = FusedConv2dReLU(3, 4, 3, padding=1, padding_mode="reflect")
+    x = torch.randn(1, 3, 6, 5)
+    with running_on(backend, kernel_launches):
+        out = layer(x)
+    assert checks == [x.shape]
+    assert_tensors_close(
+        out, F.relu(F.conv2d(F.pad(x, (1, 1, 1, 1), "reflect"), layer.weight, layer.bias))
+    )
+    assert layer.last_backend is backend
+    assert "last_backend" not in layer.state_dict()
+    assert "last_backend" not in dict(layer.named_parameters()) | dict(layer.named_buffers())
+
+
 BAD_CONSTRUCTOR_ARGS = {
     "in-not-divisible": ((3, 4, 3), {"groups": 2}, ValueError, "in_channels=3 is not divisible"),
     "out-not-divisible": ((4, 3, 3), {"groups": 2}, ValueError, "out_channels=3 is not divisible"),

@@ -456,7 +456,9 @@ def test_functional_takes_per_tensor_hyperparameters(
     assert_tensors_close(params[0], torch.full((4,), 0.9))
     assert_tensors_close(params[1], torch.full((6,), 1.01))
     assert [s.item() for s in steps] == [1.0, 1.0]
-    assert [a.backend for a in launches] == [backend]
+    # torch's kernel takes one lr per call; the Triton kernel takes them per tensor.
+    expected_launches = 2 if backend is Backend.TORCH else 1
+    assert [(a.backend, a.launches) for a in launches] == [(backend, expected_launches)]
 
 
 @pytest.mark.distributed
@@ -683,16 +685,86 @@ def test_step_on_a_backend_that_cannot_run_changes_nothing(steps_before: int) ->
 
 def test_step_checks_every_option_combination_before_updating_any() -> None:
     """Groups with different amsgrad run as separate launches; a float64 parameter in the
-    second one must stop the step before the first one is updated."""
+    second one must stop the step before the first one is updated. The message names the
+    parameter by its place in the group (one without a gradient comes first)."""
     good = nn.Parameter(torch.ones(3))
+    idle = nn.Parameter(torch.ones(4))
     bad = nn.Parameter(torch.ones(2, dtype=torch.float64))
-    opt = FusedAdam([{"params": [good]}, {"params": [bad], "amsgrad": True}])
+    opt = FusedAdam([{"params": [good]}, {"params": [idle, bad], "amsgrad": True}])
     good.grad, bad.grad = torch.ones(3), torch.ones(2, dtype=torch.float64)
     before = _snapshot(opt)
-    with torchkit.force_backend("torch"), pytest.raises(TypeError, match=r"torch\.float64"):
+    with (
+        torchkit.force_backend("torch"),
+        pytest.raises(
+            TypeError, match=r"param_groups\[1\]\['params'\]\[1\] has dtype torch\.float64"
+        ),
+    ):
         opt.step()
     assert_unchanged(opt, before)
     assert len(opt.state) == 0
+
+
+@pytest.mark.parametrize(
+    ("group", "key", "value", "match"),
+    [
+        pytest.param(0, "lr", -1.0, r"lr \(param group 0\) must be >= 0, got -1.0", id="lr"),
+        pytest.param(
+            1,
+            "betas",
+            (0.9, 1.0),
+            r"betas\[1\] \(param group 1\) must be in \[0, 1\), got 1.0",
+            id="beta2",
+        ),
+        pytest.param(1, "eps", -1e-8, r"eps \(param group 1\) must be >= 0", id="eps"),
+    ],
+)
+def test_step_rejects_a_hyperparameter_changed_out_of_range(
+    group: int, key: str, value: Any, match: str
+) -> None:
+    """A group changed after construction (a scheduler's bug, say) is checked at every step;
+    the step that finds it changes nothing."""
+    model = make_model()
+    opt = FusedAdam(two_groups(model), lr=1e-2)
+    xs = batches(2)
+    with torchkit.force_backend("torch"):
+        train(model, opt, xs[:1])
+    opt.param_groups[group][key] = value
+    before = _snapshot(opt)
+    with torchkit.force_backend("torch"), pytest.raises(ValueError, match=match):
+        train(model, opt, xs[1:])
+    assert_unchanged(opt, before)
+
+
+def test_torch_backend_calls_torchs_kernel_once_per_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the stock path each param group is one call of torch's fused kernel with the group's
+    scalar hyperparameters; groups with the same hyperparameters share a call."""
+    calls: list[tuple[int, float, float]] = []
+    original = torch._fused_adam_
+
+    def counting(params: list[torch.Tensor], *args: Any, **kwargs: Any) -> Any:
+        calls.append((len(params), kwargs["lr"], kwargs["weight_decay"]))
+        return original(params, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "_fused_adam_", counting)
+
+    def three_groups(model: nn.Module) -> list[dict[str, Any]]:
+        first, second = model[0], model[2]
+        return [
+            {"params": [first.weight]},
+            {"params": [first.bias, second.bias], "lr": 3e-3, "weight_decay": 0.05},
+            {"params": [second.weight]},  # the same hyperparameters as the first group
+        ]
+
+    model, ref_model = make_model(), make_model()
+    opt = FusedAdam(three_groups(model), lr=1e-2)
+    ref = torch.optim.Adam(three_groups(ref_model), lr=1e-2)
+    xs = batches(2)
+    with torchkit.force_backend("torch"):
+        train(model, opt, xs)
+    train(ref_model, ref, xs)
+    assert sorted(calls) == [(2, 3e-3, 0.05), (2, 3e-3, 0.05), (2, 1e-2, 0.0), (2, 1e-2, 0.0)]
+    assert opt.last_launches == [AdamLaunch(torch.device("cpu"), torch.float32, Backend.TORCH, 2)]
+    assert_same_training(model, opt, ref_model, ref)
 
 
 @pytest.mark.interpreter
@@ -852,6 +924,48 @@ def test_load_state_dict_rejects_a_step_of_several_elements() -> None:
     with pytest.raises(ValueError, match=r"parameter 0 .* 'step' must have one element"):
         opt.load_state_dict(saved)
     assert len(opt.state) == 0
+
+
+def test_load_state_dict_rejects_moments_of_another_dtype() -> None:
+    """torch's load_state_dict casts the moments of a floating-point parameter to its dtype,
+    but only moves those of a complex one: FusedAdam refuses what does not fit and loads
+    nothing (its step trusts the state it holds)."""
+    p = nn.Parameter(torch.ones(3, dtype=torch.complex64))
+    opt = FusedAdam([p])
+    saved = copy.deepcopy(opt.state_dict())
+    saved["state"][0] = {
+        "step": torch.tensor(1.0),
+        "exp_avg": torch.zeros(3, dtype=torch.complex128),
+        "exp_avg_sq": torch.zeros(3, dtype=torch.complex64),
+    }
+    message = (
+        r"parameter 0 \(param group 0\): 'exp_avg' is torch\.complex128 on cpu, the parameter "
+        r"torch\.complex64 on cpu"
+    )
+    with pytest.raises(ValueError, match=message):
+        opt.load_state_dict(saved)
+    assert len(opt.state) == 0
+
+
+def test_loaded_step_counters_become_float32_on_the_cpu() -> None:
+    """Counters saved as float64 (torch's Adam under a float64 default dtype) load as the
+    float32 CPU counters FusedAdam creates, and training continues as torch's does."""
+    model, ref_model = make_model(), make_model()
+    ref = torch.optim.Adam(two_groups(ref_model), lr=1e-2)
+    xs = batches(3)
+    train(ref_model, ref, xs[:1])
+    saved = copy.deepcopy(ref.state_dict())
+    for entries in saved["state"].values():
+        entries["step"] = entries["step"].to(torch.float64)
+    model.load_state_dict(ref_model.state_dict())
+    opt = FusedAdam(two_groups(model), lr=1e-2)
+    opt.load_state_dict(saved)
+    steps = [entries["step"] for entries in opt.state.values()]
+    assert [(s.device.type, s.dtype, s.item()) for s in steps] == [("cpu", torch.float32, 1.0)] * 4
+    with torchkit.force_backend("torch"):
+        train(model, opt, xs[1:])
+    train(ref_model, ref, xs[1:])
+    assert_same_training(model, opt, ref_model, ref)
 
 
 @pytest.mark.interpreter

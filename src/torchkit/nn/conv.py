@@ -182,7 +182,20 @@ def _conv2d_relu(
     _check_input(input, weight, groups)
     if backend is Backend.TORCH:
         return F.conv2d(input, weight, bias, stride, padding, dilation, groups).relu_()
+    return _conv2d_relu_kernel(input, weight, bias, stride, padding, dilation, groups, backend)
 
+
+def _conv2d_relu_kernel(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: tuple[int, int],
+    padding: str | tuple[int, int],
+    dilation: tuple[int, int],
+    groups: int,
+    backend: Backend,
+) -> torch.Tensor:
+    """:func:`_conv2d_relu` on a Triton ``backend``, for an input already checked."""
     # F.conv2d reports (or, for meta inputs, accepts) mixed devices itself; the kernel cannot
     # take them, and must say so before autocast is asked about the input's device.
     if input.device != weight.device or (bias is not None and bias.device != weight.device):
@@ -367,21 +380,31 @@ class FusedConv2dReLU(nn.Conv2d):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         """``relu(conv2d(input))`` for ``(N, C_in, H, W)`` or unbatched ``(C_in, H, W)`` input."""
-        backend = self.backend_for(self.weight.device)
-        _check_input(input, self.weight, self.groups)
+        # This runs on every call: read each parameter once (nn.Module.__getattr__ is slow)
+        # and check the input once.
+        weight = self.weight
+        backend = select_backend(weight.device)
+        _check_input(input, weight, self.groups)
         padding: str | tuple[int, int] = self.padding  # type: ignore[assignment]
         if self.padding_mode != "zeros":
             input = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
             padding = (0, 0)
-        output = _conv2d_relu(
-            input,
-            self.weight,
-            self.bias,
-            self.stride,  # type: ignore[arg-type]
-            padding,
-            self.dilation,  # type: ignore[arg-type]
-            self.groups,
-            backend,
-        )
-        self.last_backend = backend
+        if backend is Backend.TORCH:
+            output = F.conv2d(
+                input, weight, self.bias, self.stride, padding, self.dilation, self.groups
+            ).relu_()
+        else:
+            output = _conv2d_relu_kernel(
+                input,
+                weight,
+                self.bias,
+                self.stride,  # type: ignore[arg-type]
+                padding,
+                self.dilation,  # type: ignore[arg-type]
+                self.groups,
+                backend,
+            )
+        # Straight into the instance dict: nn.Module.__setattr__ first searches parameters,
+        # buffers and submodules for the name.
+        self.__dict__["last_backend"] = backend
         return output

@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
+from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
@@ -43,22 +44,6 @@ _SUPPORTED_COMPLEX = (torch.complex64, torch.complex32)
 _TORCH_IMPL_KEYS = ("foreach", "fused")
 
 PerTensor = float | Tensor | Sequence[float | Tensor]
-
-# What FusedAdam.step collects per combination of amsgrad/maximize/decoupled_weight_decay: the
-# arguments of fused_adam, tensor lists first (in _init_group's order), then hyperparameters.
-_BUCKET_LISTS = (
-    "params",
-    "grads",
-    "exp_avgs",
-    "exp_avg_sqs",
-    "max_exp_avg_sqs",
-    "state_steps",
-    "lr",
-    "beta1",
-    "beta2",
-    "eps",
-    "weight_decay",
-)
 
 
 class AdamLaunch(NamedTuple):
@@ -83,6 +68,8 @@ class AdamLaunch(NamedTuple):
 
 
 def _as_float(name: str, value: Any) -> float:
+    if type(value) is float:  # the common case, once per group and step
+        return value
     if isinstance(value, Tensor):
         if value.numel() != 1:
             raise ValueError(f"{name} as a Tensor must have one element, got shape {value.shape}")
@@ -139,6 +126,14 @@ def _check_supported_options(
 # --------------------------------------------------------------------------------------------
 # The functional entry point
 
+# (lr, beta1, beta2, eps, weight_decay): what torch's fused kernel takes as scalars.
+Hyper = tuple[float, float, float, float, float]
+_HYPER_NAMES = ("lr", "beta1", "beta2", "eps", "weight_decay")
+_GROUP_HYPER_NAMES = ("lr", "betas[0]", "betas[1]", "eps", "weight_decay")
+_LIST_NAMES = ("grads", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs")
+# Tensor types that need no conversion before the kernels see them (no DTensor).
+_PLAIN_TYPES = frozenset({Tensor, torch.nn.Parameter})
+
 
 @functools.cache
 def _one() -> Tensor:
@@ -158,151 +153,147 @@ def _per_tensor(name: str, value: PerTensor, n: int) -> list[float]:
     if isinstance(value, (Tensor, int, float)):
         return [_as_float(name, value)] * n
     values = list(value)
-    if not set(map(type, values)) <= {float}:  # the optimizer passes floats: no conversion
+    if not set(map(type, values)) <= {float}:  # plain floats need no conversion
         values = [_as_float(f"{name}[{i}]", v) for i, v in enumerate(values)]
     if len(values) != n:
         raise ValueError(f"{name} has {len(values)} values for {n} parameters")
     return values
 
 
+def _check_hyper(hyper: Hyper, names: Sequence[str], where: str = "") -> None:
+    """Raise ``ValueError`` naming the first hyperparameter of ``hyper`` out of its range."""
+    lr, beta1, beta2, eps, weight_decay = hyper
+    inf = math.inf
+    if (
+        0.0 <= lr < inf
+        and 0.0 <= beta1 < 1.0
+        and 0.0 <= beta2 < 1.0
+        and 0.0 <= eps < inf
+        and 0.0 <= weight_decay < inf
+    ):
+        return
+    for name, value in zip(names, hyper, strict=True):
+        upper = 1.0 if name.startswith("beta") else math.inf
+        if not 0.0 <= value < upper:
+            bounds = "in [0, 1)" if upper == 1.0 else ">= 0"
+            raise ValueError(f"{name}{where} must be {bounds}, got {value}")
+
+
+def _to_local(columns: list[list[Tensor]]) -> list[list[Tensor]]:
+    """The local shards of any DTensors in ``columns`` (other tensors as they are)."""
+    dtensor = _dtensor_type()
+    if dtensor is None:
+        return columns
+    return [[t.to_local() if isinstance(t, dtensor) else t for t in c] for c in columns]
+
+
+class _Segment(NamedTuple):
+    """Tensors handed to a step together that share hyperparameters (one param group, say)."""
+
+    hyper: Hyper
+    columns: list[list[Tensor]]  # params, grads, exp_avgs, exp_avg_sqs[, max]: no DTensors
+    state_steps: list[Tensor]
+    name: Callable[[int], str]  # names the parameter at a position of the columns, for errors
+
+
+class _Run(NamedTuple):
+    """Tensors of one device and dtype that share hyperparameters: one call of torch's kernel."""
+
+    hyper: Hyper
+    columns: list[list[Tensor]]  # params, grads, exp_avgs, exp_avg_sqs[, max]: real views
+    state_steps: list[Tensor]
+
+
 class _Bucket(NamedTuple):
     """The tensors of one device and dtype in a checked step, and what will update them."""
 
     device: torch.device
-    dtype: torch.dtype
+    dtype: torch.dtype  # the real dtype for complex parameters
     backend: Backend
-    indices: list[int]  # positions in fused_adam's lists
-    tensors: list[tuple[Tensor, ...]]  # (p, g, m, v[, v_max]): local shards, real views
+    runs: list[_Run]  # one per distinct set of hyperparameters
     grad_scale: Tensor | None  # on ``device``, float32
-    plan: AdamLaunchPlan | None  # Triton backends (grads in the params' layout), else None
+    plan: AdamLaunchPlan | None  # Triton backends (all runs, grads in the params' layout)
     grad_copies: list[tuple[Tensor, Tensor]]  # (gradient, its copy in the param's layout)
 
 
 class _CheckedStep(NamedTuple):
-    """A :func:`fused_adam` call whose arguments all passed the checks: nothing changed yet."""
+    """A step whose arguments all passed the checks: nothing has changed yet."""
 
     buckets: list[_Bucket]
-    state_steps: list[Tensor]
-    hyper: list[tuple[float, float, float, float, float]]  # (lr, beta1, beta2, eps, wd) per tensor
     amsgrad: bool
     maximize: bool
     decoupled: bool
+    steps_on_host: bool  # every step counter is a float32 CPU tensor
 
 
-_LIST_NAMES = ("grads", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs")
-
-
-def _check_step(
-    params: Sequence[Tensor],
-    grads: Sequence[Tensor],
-    exp_avgs: Sequence[Tensor],
-    exp_avg_sqs: Sequence[Tensor],
-    max_exp_avg_sqs: Sequence[Tensor],
-    state_steps: Sequence[Tensor],
+def _plan_step(
+    segments: Sequence[_Segment],
     *,
-    lr: PerTensor,
-    beta1: PerTensor,
-    beta2: PerTensor,
-    eps: PerTensor,
-    weight_decay: PerTensor,
     amsgrad: bool,
     maximize: bool,
-    decoupled_weight_decay: bool,
+    decoupled: bool,
     grad_scale: Tensor | None,
+    steps_on_host: bool,
 ) -> _CheckedStep:
-    """Everything of :func:`fused_adam` that can fail on its arguments, and nothing it writes:
-    list lengths, hyperparameters, tensors, the backend of each bucket, the kernel's layouts.
+    """Bucket checked segments by device and dtype and pick each bucket's backend.
+
+    What can still fail here (an unsupported dtype, a backend that cannot run, the kernel's
+    layout checks) fails before anything is written. The tensors themselves are trusted to
+    fit their parameters: :func:`fused_adam` checks them, and ``FusedAdam`` creates and loads
+    its state so that they do.
     """
-    n = len(params)
-    for name, values in (("grads", grads), ("exp_avgs", exp_avgs), ("exp_avg_sqs", exp_avg_sqs)):
-        if len(values) != n:
-            raise ValueError(f"{name} has {len(values)} entries but params has {n}")
-    if len(state_steps) != n:
-        raise ValueError(f"state_steps has {len(state_steps)} entries but params has {n}")
-    if amsgrad and len(max_exp_avg_sqs) != n:
-        raise ValueError(f"amsgrad=True needs {n} max_exp_avg_sqs, got {len(max_exp_avg_sqs)}")
-    lrs = _per_tensor("lr", lr, n)
-    beta1s = _per_tensor("beta1", beta1, n)
-    beta2s = _per_tensor("beta2", beta2, n)
-    epss = _per_tensor("eps", eps, n)
-    wds = _per_tensor("weight_decay", weight_decay, n)
-    for name, values, upper in (
-        ("lr", lrs, math.inf),
-        ("beta1", beta1s, 1.0),
-        ("beta2", beta2s, 1.0),
-        ("eps", epss, math.inf),
-        ("weight_decay", wds, math.inf),
-    ):
-        for v in set(values):
-            if not 0.0 <= v < upper:
-                bounds = "in [0, 1)" if upper == 1.0 else ">= 0"
-                raise ValueError(f"{name} must be {bounds}, got {v}")
-    for i, s in enumerate(state_steps):
-        if not isinstance(s, Tensor) or s.numel() != 1:
-            raise ValueError(f"state_steps[{i}] must be a one-element tensor, got {s!r}")
     if grad_scale is not None and (not isinstance(grad_scale, Tensor) or grad_scale.numel() != 1):
         raise ValueError(f"grad_scale must be a one-element tensor, got {grad_scale!r}")
-
-    # Bucket by (device, real dtype), on local shards and real views. A parameter's gradient
-    # and state are DTensors (complex) exactly when the parameter is, so it is asked once.
-    dtensor = _dtensor_type()
-    by_key: dict[tuple[torch.device, torch.dtype], list[int]] = {}
-    local: list[tuple[Tensor, ...]] = []
-    for i, p in enumerate(params):
-        if amsgrad:
-            tensors = (p, grads[i], exp_avgs[i], exp_avg_sqs[i], max_exp_avg_sqs[i])
-        else:
-            tensors = (p, grads[i], exp_avgs[i], exp_avg_sqs[i])
-        if dtensor is not None and isinstance(p, dtensor):
-            tensors = tuple(t.to_local() if isinstance(t, dtensor) else t for t in tensors)
-        if tensors[1].is_sparse:
-            raise RuntimeError("FusedAdam does not support sparse gradients, use SparseAdam")
-        shape, dtype, device = tensors[0].shape, tensors[0].dtype, tensors[0].device
-        if dtype not in _SUPPORTED_DTYPES and dtype not in _SUPPORTED_COMPLEX:
-            raise TypeError(
-                f"params[{i}] has dtype {p.dtype}; FusedAdam supports float32, float16, bfloat16 "
-                "and complex64/complex32 parameters"
-            )
-        for name, t in zip(_LIST_NAMES, tensors[1:], strict=False):
-            if t.shape != shape or t.dtype != dtype or t.device != device:
-                raise ValueError(
-                    f"{name}[{i}] must have the shape, dtype and device of params[{i}] "
-                    f"({tuple(shape)}, {dtype}, {device}), got {tuple(t.shape)}, {t.dtype}, "
-                    f"{t.device}"
+    by_key: dict[tuple[torch.device, torch.dtype], dict[Hyper, _Run]] = {}
+    for segment in segments:
+        if not segment.columns[0]:
+            continue
+        # torch's grouping (C++) reads every device and dtype far faster than a Python loop.
+        grouped = torch._C._group_tensors_by_device_and_dtype([segment.columns[0]], True)
+        for (device, dtype), (_, positions) in grouped.items():
+            if dtype not in _SUPPORTED_DTYPES and dtype not in _SUPPORTED_COMPLEX:
+                raise TypeError(
+                    f"{segment.name(positions[0])} has dtype {dtype}; FusedAdam supports "
+                    "float32, float16, bfloat16 and complex64/complex32 parameters"
                 )
-        if dtype in _SUPPORTED_COMPLEX:
-            tensors = tuple(torch.view_as_real(t) for t in tensors)
-            dtype = tensors[0].dtype
-        local.append(tensors)
-        key = (device, dtype)
-        if key in by_key:
-            by_key[key].append(i)
-        else:
-            by_key[key] = [i]
+            columns, steps = segment.columns, segment.state_steps
+            if len(grouped) > 1:
+                columns = [[c[i] for i in positions] for c in columns]
+                steps = [steps[i] for i in positions]
+            if dtype in _SUPPORTED_COMPLEX:
+                columns = [[torch.view_as_real(t) for t in c] for c in columns]
+                dtype = columns[0][0].dtype
+            runs = by_key.setdefault((device, dtype), {})
+            run = runs.get(segment.hyper)
+            if run is not None:  # new lists: the caller's stay as they are
+                columns = [a + b for a, b in zip(run.columns, columns, strict=True)]
+                steps = run.state_steps + steps
+            runs[segment.hyper] = _Run(segment.hyper, columns, steps)
 
     buckets = []
-    for (device, dtype), indices in by_key.items():
+    for (device, dtype), runs in by_key.items():
         backend = select_backend(device)
         scale = None if grad_scale is None else grad_scale.to(device, torch.float32)
-        tensors = [local[i] for i in indices]
         plan, copies = None, []
         if backend is not Backend.TORCH:
             from torchkit.kernels.adam import plan_adam_multi_tensor
 
-            dense_grads, copies = _dense_grads(tensors)
+            # One launch for all runs: the kernel takes hyperparameters per tensor.
+            columns = [
+                [t for run in runs.values() for t in run.columns[k]]
+                for k in range(5 if amsgrad else 4)
+            ]
+            dense_grads, copies = _dense_grads(columns[0], columns[1])
             plan = plan_adam_multi_tensor(
-                [t[0] for t in tensors],
+                columns[0],
                 dense_grads,
-                [t[2] for t in tensors],
-                [t[3] for t in tensors],
-                [t[4] for t in tensors] if amsgrad else [],
+                columns[2],
+                columns[3],
+                columns[4] if amsgrad else [],
                 amsgrad=amsgrad,
             )
-        buckets.append(_Bucket(device, dtype, backend, indices, tensors, scale, plan, copies))
-    hyper = list(zip(lrs, beta1s, beta2s, epss, wds, strict=True))
-    return _CheckedStep(
-        buckets, list(state_steps), hyper, amsgrad, maximize, decoupled_weight_decay
-    )
+        buckets.append(_Bucket(device, dtype, backend, list(runs.values()), scale, plan, copies))
+    return _CheckedStep(buckets, amsgrad, maximize, decoupled, steps_on_host)
 
 
 def _overflowed(found_inf: Tensor | None) -> bool:
@@ -314,29 +305,24 @@ def _overflowed(found_inf: Tensor | None) -> bool:
     return float(found_inf.item()) != 0.0
 
 
-def _take_step(step: _CheckedStep, skip: bool) -> list[AdamLaunch]:
-    """Count the step and update every bucket of a checked step (``skip``: change nothing)."""
+def _take_steps(steps: Sequence[_CheckedStep], skip: bool) -> list[AdamLaunch]:
+    """Count the step and update every bucket of checked steps (``skip``: change nothing)."""
     if skip:
-        return [AdamLaunch(b.device, b.dtype, b.backend, 0) for b in step.buckets]
-    state_steps = step.state_steps
-    if state_steps and state_steps[0].is_cpu:
+        return [AdamLaunch(b.device, b.dtype, b.backend, 0) for s in steps for b in s.buckets]
+    counters = [c for s in steps for b in s.buckets for r in b.runs for c in r.state_steps]
+    if counters and counters[0].is_cpu:
         # With a Python number the CPU foreach fallback would wrap it once per tensor.
-        torch._foreach_add_(state_steps, _one(), alpha=1.0)
-    else:
-        torch._foreach_add_(state_steps, 1.0)
-    options = {"amsgrad": step.amsgrad, "maximize": step.maximize, "decoupled": step.decoupled}
+        torch._foreach_add_(counters, _one(), alpha=1.0)
+    elif counters:
+        torch._foreach_add_(counters, 1.0)
     report = []
-    for b in step.buckets:
-        hyper = [step.hyper[i] for i in b.indices]
-        if b.backend is Backend.TORCH:
-            steps = [state_steps[i] for i in b.indices]
-            launches = _run_torch(b.tensors, hyper, steps, b.grad_scale, **options)
-        else:
-            counts = [float(state_steps[i].item()) for i in b.indices]
-            launches = _run_triton(
-                b, hyper, counts, maximize=step.maximize, decoupled=step.decoupled
-            )
-        report.append(AdamLaunch(b.device, b.dtype, b.backend, launches))
+    for s in steps:
+        for b in s.buckets:
+            if b.backend is Backend.TORCH:
+                launches = _run_torch(b, s)
+            else:
+                launches = _run_triton(b, maximize=s.maximize, decoupled=s.decoupled)
+            report.append(AdamLaunch(b.device, b.dtype, b.backend, launches))
     return report
 
 
@@ -415,24 +401,81 @@ def fused_adam(
         >>> p, step
         (tensor([0.9000, 0.9000, 0.9000]), tensor(1.))
     """
-    checked = _check_step(
-        params,
-        grads,
-        exp_avgs,
-        exp_avg_sqs,
-        max_exp_avg_sqs,
-        state_steps,
-        lr=lr,
-        beta1=beta1,
-        beta2=beta2,
-        eps=eps,
-        weight_decay=weight_decay,
+    n = len(params)
+    for name, values in (("grads", grads), ("exp_avgs", exp_avgs), ("exp_avg_sqs", exp_avg_sqs)):
+        if len(values) != n:
+            raise ValueError(f"{name} has {len(values)} entries but params has {n}")
+    if len(state_steps) != n:
+        raise ValueError(f"state_steps has {len(state_steps)} entries but params has {n}")
+    if amsgrad and len(max_exp_avg_sqs) != n:
+        raise ValueError(f"amsgrad=True needs {n} max_exp_avg_sqs, got {len(max_exp_avg_sqs)}")
+    hypers = list(
+        zip(
+            _per_tensor("lr", lr, n),
+            _per_tensor("beta1", beta1, n),
+            _per_tensor("beta2", beta2, n),
+            _per_tensor("eps", eps, n),
+            _per_tensor("weight_decay", weight_decay, n),
+            strict=True,
+        )
+    )
+    distinct = dict.fromkeys(hypers)  # in order of first appearance
+    for hyper in distinct:
+        _check_hyper(hyper, _HYPER_NAMES)
+    steps_on_host = True
+    for i, s in enumerate(state_steps):
+        if not isinstance(s, Tensor) or s.numel() != 1:
+            raise ValueError(f"state_steps[{i}] must be a one-element tensor, got {s!r}")
+        steps_on_host = steps_on_host and s.is_cpu and s.dtype == torch.float32
+
+    # Every tensor against its parameter, on local shards. A parameter's gradient and state
+    # are DTensors exactly when the parameter is, so it is asked once.
+    columns: list[list[Tensor]] = [list(params), list(grads), list(exp_avgs), list(exp_avg_sqs)]
+    if amsgrad:
+        columns.append(list(max_exp_avg_sqs))
+    dtensor = _dtensor_type()
+    for i, p in enumerate(params):
+        if dtensor is not None and isinstance(p, dtensor):
+            for c in columns:
+                c[i] = c[i].to_local() if isinstance(c[i], dtensor) else c[i]
+        if columns[1][i].is_sparse:
+            raise RuntimeError("FusedAdam does not support sparse gradients, use SparseAdam")
+        local = columns[0][i]
+        shape, dtype, device = local.shape, local.dtype, local.device
+        for name, c in zip(_LIST_NAMES, columns[1:], strict=False):
+            t = c[i]
+            if t.shape != shape or t.dtype != dtype or t.device != device:
+                raise ValueError(
+                    f"{name}[{i}] must have the shape, dtype and device of params[{i}] "
+                    f"({tuple(shape)}, {dtype}, {device}), got {tuple(t.shape)}, {t.dtype}, "
+                    f"{t.device}"
+                )
+
+    if len(distinct) == 1:
+        segments = [_Segment(hypers[0], columns, list(state_steps), "params[{}]".format)]
+    else:
+        segments = []
+        positions: dict[Hyper, list[int]] = {h: [] for h in distinct}
+        for i, hyper in enumerate(hypers):
+            positions[hyper].append(i)
+        for hyper, idx in positions.items():
+            segments.append(
+                _Segment(
+                    hyper,
+                    [[c[i] for i in idx] for c in columns],
+                    [state_steps[i] for i in idx],
+                    lambda k, idx=idx: f"params[{idx[k]}]",
+                )
+            )
+    checked = _plan_step(
+        segments,
         amsgrad=amsgrad,
         maximize=maximize,
-        decoupled_weight_decay=decoupled_weight_decay,
+        decoupled=decoupled_weight_decay,
         grad_scale=grad_scale,
+        steps_on_host=steps_on_host,
     )
-    return _take_step(checked, _overflowed(found_inf))
+    return _take_steps([checked], _overflowed(found_inf))
 
 
 def _same_strides(a: Tensor, b: Tensor) -> bool:
@@ -441,34 +484,32 @@ def _same_strides(a: Tensor, b: Tensor) -> bool:
 
 
 def _dense_grads(
-    tensors: list[tuple[Tensor, ...]],
+    params: list[Tensor], grads: list[Tensor]
 ) -> tuple[list[Tensor], list[tuple[Tensor, Tensor]]]:
     """Gradients laid out like their parameters (same shapes): copies where the strides differ."""
-    grads, copies = [], []
-    for p, g, *_ in tensors:
+    dense_grads, copies = [], []
+    for p, g in zip(params, grads, strict=True):
         if not _same_strides(g, p):
             dense = torch.empty_like(p)
             dense.copy_(g)
             copies.append((g, dense))
             g = dense
-        grads.append(g)
-    return grads, copies
+        dense_grads.append(g)
+    return dense_grads, copies
 
 
-def _run_triton(
-    bucket: _Bucket,
-    hyper: list[tuple[float, float, float, float, float]],
-    steps: list[float],
-    *,
-    maximize: bool,
-    decoupled: bool,
-) -> int:
-    """The multi-tensor Triton kernel: one launch (``steps``: the counts after this step)."""
+def _run_triton(bucket: _Bucket, *, maximize: bool, decoupled: bool) -> int:
+    """The multi-tensor Triton kernel: one launch for all runs of the bucket."""
     from torchkit.kernels.adam import AdamHyperparams, launch_adam_plan
 
+    hyperparams = [
+        AdamHyperparams(*run.hyper, step=float(s.item()))  # the counts after this step
+        for run in bucket.runs
+        for s in run.state_steps
+    ]
     launches = launch_adam_plan(
         bucket.plan,
-        [AdamHyperparams(*h, step=s) for h, s in zip(hyper, steps, strict=True)],
+        hyperparams,
         maximize=maximize,
         decoupled_weight_decay=decoupled,
         grad_scale=bucket.grad_scale,
@@ -479,47 +520,34 @@ def _run_triton(
     return launches
 
 
-def _run_torch(
-    tensors: list[tuple[Tensor, ...]],
-    hyper: list[tuple[float, float, float, float, float]],
-    state_steps: list[Tensor],
-    grad_scale: Tensor | None,
-    *,
-    amsgrad: bool,
-    maximize: bool,
-    decoupled: bool,
-) -> int:
-    """torch's fused Adam kernel, one call per distinct hyperparameter tuple."""
-    device = tensors[0][0].device
-    kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
-    by_hyper: dict[tuple[float, ...], list[int]] = {}
-    for i, h in enumerate(hyper):
-        by_hyper.setdefault(h, []).append(i)
-    on_cpu = device.type == "cpu"
-    for (lr, beta1, beta2, eps, weight_decay), idx in by_hyper.items():
-        columns = list(zip(*(tensors[i] for i in idx), strict=True))
-        # torch's kernel reads float32 step counters on the parameters' device.
-        counts = [state_steps[i] for i in idx]
-        if not (on_cpu and all(s.is_cpu and s.dtype == torch.float32 for s in counts)):
-            counts = [s.to(device, torch.float32) for s in counts]
+def _run_torch(bucket: _Bucket, step: _CheckedStep) -> int:
+    """torch's fused Adam kernel, one call per run (distinct hyperparameters) of the bucket."""
+    kernel = torch._fused_adamw_ if step.decoupled else torch._fused_adam_
+    # torch's kernel reads float32 step counters on the parameters' device.
+    counters_fit = step.steps_on_host and bucket.device.type == "cpu"
+    for run in bucket.runs:
+        lr, beta1, beta2, eps, weight_decay = run.hyper
+        counters = run.state_steps
+        if not counters_fit:
+            counters = [s.to(bucket.device, torch.float32) for s in counters]
         kernel(
-            columns[0],
-            columns[1],
-            columns[2],
-            columns[3],
-            columns[4] if amsgrad else [],
-            counts,
-            amsgrad=amsgrad,
+            run.columns[0],
+            run.columns[1],
+            run.columns[2],
+            run.columns[3],
+            run.columns[4] if step.amsgrad else [],
+            counters,
+            amsgrad=step.amsgrad,
             lr=lr,
             beta1=beta1,
             beta2=beta2,
             weight_decay=weight_decay,
             eps=eps,
-            maximize=maximize,
-            grad_scale=grad_scale,
+            maximize=step.maximize,
+            grad_scale=bucket.grad_scale,
             found_inf=None,
         )
-    return len(by_hyper)
+    return len(bucket.runs)
 
 
 # State keys shaped like their parameter.
@@ -529,20 +557,38 @@ _MOMENT_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 def _check_loaded_state(
     param: Tensor, state: dict[str, Any] | None, group: int, index: int
 ) -> None:
-    """Raise ``ValueError`` unless ``state`` (loaded for ``param``) fits it."""
+    """Raise ``ValueError`` unless ``state`` (loaded for ``param``) fits it.
+
+    Moments must have the parameter's shape, dtype and device (``load_state_dict`` has cast
+    floating-point ones already), ``step`` one element: the step then trusts them.
+    """
     if not state:
         return
     where = f"state of parameter {index} (param group {group})"
     for key in _MOMENT_KEYS:
         value = state.get(key)
-        if isinstance(value, Tensor) and value.shape != param.shape:
+        if not isinstance(value, Tensor):
+            continue
+        if value.shape != param.shape:
             raise ValueError(
                 f"{where}: {key!r} has shape {tuple(value.shape)}, the parameter "
                 f"{tuple(param.shape)}"
             )
+        if value.dtype != param.dtype or value.device != param.device:
+            raise ValueError(
+                f"{where}: {key!r} is {value.dtype} on {value.device}, the parameter "
+                f"{param.dtype} on {param.device}"
+            )
     step = state.get("step")
     if isinstance(step, Tensor) and step.numel() != 1:
         raise ValueError(f"{where}: 'step' must have one element, got shape {tuple(step.shape)}")
+
+
+def _group_param(index: int, group: dict[str, Any], position: int) -> str:
+    """Names, in an error message, the ``position``-th parameter with a gradient of the param
+    group ``group`` (number ``index``)."""
+    with_grad = [i for i, p in enumerate(group["params"]) if p.grad is not None]
+    return f"param_groups[{index}]['params'][{with_grad[position]}]"
 
 
 # --------------------------------------------------------------------------------------------
@@ -715,6 +761,12 @@ class FusedAdam(torch.optim.Adam):
                     if isinstance(value, Tensor) and not _same_strides(value, p):
                         entries[key] = torch.empty_like(p).copy_(value)
         super().__setstate__(state)
+        # Step counters live on the CPU as float32 (the host computes the bias corrections
+        # from them): a fused or capturable torch checkpoint keeps them on the device.
+        for entries in self.state.values():
+            step = entries.get("step")
+            if isinstance(step, Tensor) and (not step.is_cpu or step.dtype != torch.float32):
+                entries["step"] = step.to("cpu", torch.float32)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a param group after validating its hyperparameters, like ``__init__`` does.
@@ -760,29 +812,32 @@ class FusedAdam(torch.optim.Adam):
         """Collect the group's tensors that have gradients, with the state they will have.
 
         The state is torch's: ``step`` a float32 scalar tensor on the CPU (the host computes
-        the bias corrections from it), the moments zeros like the parameter. Step counters
-        loaded from a ``fused``/``capturable`` torch checkpoint (on the device) move to the CPU.
-        New state and moved counters go into ``pending`` (parameter -> entries), not into
-        ``self.state``: :meth:`step` installs them once the whole step has been checked.
+        the bias corrections from it; loaded counters are brought there by ``__setstate__``),
+        the moments zeros like the parameter. New state goes into ``pending`` (parameter ->
+        entries), not into ``self.state``: :meth:`step` installs it once the whole step has
+        been checked.
+
+        Nothing is re-checked per tensor here: autograd only accepts gradients with their
+        parameter's shape, dtype and device, and the state is made to fit when it is created
+        or loaded.
 
         Returns:
             Whether a parameter is complex.
         """
-        has_complex = False
+        with_grad = [p for p in group["params"] if p.grad is not None]
+        if not with_grad:
+            return False
+        new_grads = [p.grad for p in with_grad]
+        if any(map(attrgetter("is_sparse"), new_grads)):
+            raise RuntimeError(
+                "FusedAdam does not support sparse gradients, please consider SparseAdam"
+            )
         amsgrad = group["amsgrad"]
-        for p in group["params"]:
-            grad = p.grad
-            if grad is None:
-                continue
-            if grad.is_sparse:
-                raise RuntimeError(
-                    "FusedAdam does not support sparse gradients, please consider SparseAdam"
-                )
-            has_complex |= p.is_complex()
-            params.append(p)
-            grads.append(grad)
-            state = self.state.get(p)
-            if not state:
+        states = list(map(self.state.get, with_grad))
+        if not all(states):
+            for i, (p, state) in enumerate(zip(with_grad, states, strict=True)):
+                if state:
+                    continue
                 state = {
                     "step": torch.tensor(0.0, dtype=torch.float32),
                     "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
@@ -792,23 +847,22 @@ class FusedAdam(torch.optim.Adam):
                     state["max_exp_avg_sq"] = torch.zeros_like(
                         p, memory_format=torch.preserve_format
                     )
-                pending[p] = state
-            elif not state["step"].is_cpu:
-                pending[p] = {"step": state["step"].cpu()}
-                state = {**state, **pending[p]}
-            exp_avgs.append(state["exp_avg"])
-            exp_avg_sqs.append(state["exp_avg_sq"])
-            if amsgrad:
-                max_exp_avg_sqs.append(state["max_exp_avg_sq"])
-            state_steps.append(state["step"])
-        return has_complex
+                pending[p] = states[i] = state
+        params += with_grad
+        grads += new_grads
+        exp_avgs += map(itemgetter("exp_avg"), states)
+        exp_avg_sqs += map(itemgetter("exp_avg_sq"), states)
+        if amsgrad:
+            max_exp_avg_sqs += map(itemgetter("max_exp_avg_sq"), states)
+        state_steps += map(itemgetter("step"), states)
+        return any(map(torch.is_complex, with_grad))
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """Perform a single optimization step over all param groups.
 
-        Every group, tensor and backend is checked before anything changes: a step that
-        raises leaves parameters, state and step counts as they were.
+        Every group, hyperparameter and backend is checked before anything changes: a step
+        that raises leaves parameters, state and step counts as they were.
 
         Args:
             closure: re-evaluates the model and returns the loss (optional).
@@ -817,8 +871,7 @@ class FusedAdam(torch.optim.Adam):
             The closure's loss, or ``None``.
 
         Raises:
-            ValueError: a group with an unsupported option or invalid hyperparameter, or a
-                state tensor that does not fit its parameter.
+            ValueError: a group with an unsupported option or invalid hyperparameter.
             TypeError: a parameter dtype the kernels do not support (float64).
             RuntimeError: sparse gradients, or a backend pinned with
                 :func:`torchkit.force_backend` that cannot run on the parameters' device.
@@ -830,50 +883,61 @@ class FusedAdam(torch.optim.Adam):
             with torch.enable_grad():
                 loss = closure()
 
-        # One call of the functional per combination of the compile-time options.
-        buckets: dict[tuple[bool, bool, bool], dict[str, list[Any]]] = {}
+        # One segment per group, collected per combination of the kernel's compile-time
+        # options; torch's kernel then runs once per group, the Triton kernel once per
+        # combination, device and dtype.
+        segments: dict[tuple[bool, bool, bool], list[_Segment]] = {}
         pending: dict[Tensor, dict[str, Tensor]] = {}
         for i, group in enumerate(self.param_groups):
             # foreach/fused in a group loaded from a torch checkpoint name torch's implementation
             # choice; they are kept for the way back, while FusedAdam runs its own.
+            where = f" (param group {i})"
             _check_supported_options(
                 capturable=group["capturable"],
                 differentiable=group["differentiable"],
-                where=f" (param group {i})",
+                where=where,
             )
-            key = (
-                bool(group["amsgrad"]),
-                bool(group["maximize"]),
-                bool(group["decoupled_weight_decay"]),
+            amsgrad = bool(group["amsgrad"])
+            columns: list[list[Tensor]] = [[], [], [], [], []]
+            state_steps: list[Tensor] = []
+            has_complex = self._init_group(group, *columns, state_steps, pending)
+            if not columns[0]:
+                continue
+            beta1, beta2 = group["betas"]
+            hyper = (
+                _as_float("lr", group["lr"]),
+                _as_float("betas[0]", beta1),
+                _as_float("betas[1]", beta2),
+                _as_float("eps", group["eps"]),
+                _as_float("weight_decay", group["weight_decay"]),
             )
-            b = buckets.get(key)
-            if b is None:
-                b = buckets[key] = {name: [] for name in _BUCKET_LISTS}
-            before = len(b["params"])
-            self._init_group(group, *(b[name] for name in _BUCKET_LISTS[:6]), pending)
-            n = len(b["params"]) - before
-            b["lr"] += [_as_float("lr", group["lr"])] * n
-            b["beta1"] += [_as_float("betas[0]", group["betas"][0])] * n
-            b["beta2"] += [_as_float("betas[1]", group["betas"][1])] * n
-            b["eps"] += [_as_float("eps", group["eps"])] * n
-            b["weight_decay"] += [_as_float("weight_decay", group["weight_decay"])] * n
+            _check_hyper(hyper, _GROUP_HYPER_NAMES, where)
+            if not amsgrad:
+                del columns[4]
+            if has_complex or not set(map(type, columns[0])) <= _PLAIN_TYPES:
+                columns = _to_local(columns)
+            key = (amsgrad, bool(group["maximize"]), bool(group["decoupled_weight_decay"]))
+            segments.setdefault(key, []).append(
+                _Segment(hyper, columns, state_steps, functools.partial(_group_param, i, group))
+            )
 
+        grad_scale = getattr(self, "grad_scale", None)
         checked = [
-            _check_step(
-                **b,
+            _plan_step(
+                group_segments,
                 amsgrad=amsgrad,
                 maximize=maximize,
-                decoupled_weight_decay=decoupled,
-                grad_scale=getattr(self, "grad_scale", None),
+                decoupled=decoupled,
+                grad_scale=grad_scale,
+                steps_on_host=True,  # _init_group and __setstate__ keep the counters there
             )
-            for (amsgrad, maximize, decoupled), b in buckets.items()
-            if b["params"]
+            for (amsgrad, maximize, decoupled), group_segments in segments.items()
         ]
         skip = _overflowed(getattr(self, "found_inf", None))
         # Everything is checked: from here on the step changes state.
         for p, entries in pending.items():
             self.state[p].update(entries)
-        self.last_launches = [launch for c in checked for launch in _take_step(c, skip)]
+        self.last_launches = _take_steps(checked, skip)
         return loss
 
 
