@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
+
+from torchkit.backend import Backend
+
+# The two backends a CPU machine can run: parametrize tests that hold on both with this.
+BACKENDS = [
+    pytest.param(Backend.TORCH, id="torch"),
+    pytest.param(Backend.TRITON_INTERPRETER, id="interpreter", marks=pytest.mark.interpreter),
+]
 
 # (atol, rtol) per dtype: torch.testing.assert_close's defaults, used to compare a result
 # against a reference computed in higher precision from the same (rounded) inputs.

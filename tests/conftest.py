@@ -7,6 +7,9 @@ exercised by the interpreter. Tests that want the stock torch path pin it with
 """
 
 import os
+from typing import Any
+
+import pytest
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
 # Triton 3.9 warns on every compile when this is unset; "1" is its default behaviour.
@@ -29,3 +32,23 @@ __all__ = [
     "pytest_sessionfinish",
     "pytest_terminal_summary",
 ]
+
+
+@pytest.fixture
+def kernel_launches(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the Triton kernels the interpreter launches during the test, in order."""
+    from torchkit.backend import triton_available
+
+    if not triton_available():
+        pytest.skip("triton is not installed")
+    from triton.runtime.interpreter import InterpretedFunction
+
+    launched: list[str] = []
+    original = InterpretedFunction.run
+
+    def counting_run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        launched.append(self.fn.__name__)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(InterpretedFunction, "run", counting_run)
+    return launched

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from _helpers import assert_tensors_close
+from _helpers import BACKENDS, assert_tensors_close
 from torch import nn
 
 import torchkit
@@ -30,11 +30,6 @@ from torchkit.optim import FusedAdam
 
 STEPS = 6
 FAULT_STEP = 3
-
-BACKENDS = [
-    pytest.param(Backend.TORCH, id="torch"),
-    pytest.param(Backend.TRITON_INTERPRETER, id="interpreter", marks=pytest.mark.interpreter),
-]
 
 
 def make_model(fused: bool) -> nn.Module:

@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from _helpers import BACKENDS
 from torch import nn
 
 import torchkit
@@ -246,11 +247,6 @@ FORWARD_CALLS: dict[str, BadCall] = {
         r"\(0 x 8\)",
     ),
 }
-
-BACKENDS = [
-    pytest.param(Backend.TORCH, id="torch"),
-    pytest.param(Backend.TRITON_INTERPRETER, id="interpreter", marks=pytest.mark.interpreter),
-]
 
 
 def make_unpadded_layer() -> FusedConv2dReLU:

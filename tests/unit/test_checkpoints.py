@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 import torch
-from _helpers import assert_tensors_close
+from _helpers import BACKENDS, assert_tensors_close
 from torch import nn
 from torch.optim import lr_scheduler as torch_sched
 
@@ -83,11 +83,6 @@ def backend_context(backend: Backend) -> Any:
         pytest.skip("TRITON_INTERPRET=1 is not set")
     return torchkit.force_backend(backend)
 
-
-BACKENDS = [
-    pytest.param(Backend.TORCH, id="torch"),
-    pytest.param(Backend.TRITON_INTERPRETER, id="interpreter", marks=pytest.mark.interpreter),
-]
 
 # ------------------------------------------------------ torch Adam <-> FusedAdam, via files
 

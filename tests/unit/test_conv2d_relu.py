@@ -16,41 +16,17 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from _helpers import assert_tensors_close
+from _helpers import BACKENDS, assert_tensors_close
 from torch import nn
 
 import torchkit
-from torchkit.backend import Backend, triton_available
+from torchkit.backend import Backend
 from torchkit.nn import Conv2dReLUFunction, FusedConv2dReLU
 from torchkit.nn.functional import conv2d_relu
 
 KERNEL = "_conv2d_relu_fwd_kernel"
 # torch warns that padding="same" with an even kernel copies the input; the reference does it too.
 SAME_PADDING_COPY = pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning")
-
-
-@pytest.fixture
-def kernel_launches(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Names of the Triton kernels the interpreter launches during the test."""
-    if not triton_available():
-        pytest.skip("triton is not installed")
-    from triton.runtime.interpreter import InterpretedFunction
-
-    launched: list[str] = []
-    original = InterpretedFunction.run
-
-    def counting_run(self: Any, *args: Any, **kwargs: Any) -> Any:
-        launched.append(self.fn.__name__)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(InterpretedFunction, "run", counting_run)
-    return launched
-
-
-BACKENDS = [
-    pytest.param(Backend.TORCH, id="torch"),
-    pytest.param(Backend.TRITON_INTERPRETER, id="interpreter", marks=pytest.mark.interpreter),
-]
 
 
 @contextlib.contextmanager

@@ -7,11 +7,10 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from _helpers import assert_tensors_close
+from _helpers import BACKENDS, assert_tensors_close
 from torch import nn
 
 import torchkit
-from torchkit.backend import Backend
 from torchkit.nn import FusedConv2dReLU, fuse_conv_relu
 
 
@@ -69,12 +68,6 @@ def small_resnet() -> nn.Sequential:
         nn.Flatten(),
         nn.Linear(16, 10),
     )
-
-
-BACKENDS = [
-    pytest.param(Backend.TORCH, id="torch"),
-    pytest.param(Backend.TRITON_INTERPRETER, id="interpreter", marks=pytest.mark.interpreter),
-]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

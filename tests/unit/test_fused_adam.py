@@ -19,38 +19,14 @@ from typing import Any
 
 import pytest
 import torch
-from _helpers import assert_tensors_close
+from _helpers import BACKENDS, assert_tensors_close
 from torch import nn
 
 import torchkit
-from torchkit.backend import Backend, interpreter_enabled, triton_available
+from torchkit.backend import Backend, interpreter_enabled
 from torchkit.optim import AdamLaunch, FusedAdam, FusedAdamW, fused_adam, fused_adam_from
 
 KERNEL = "_adam_multi_tensor_kernel"
-
-
-@pytest.fixture
-def kernel_launches(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Names of the Triton kernels the interpreter launches during the test."""
-    if not triton_available():
-        pytest.skip("triton is not installed")
-    from triton.runtime.interpreter import InterpretedFunction
-
-    launched: list[str] = []
-    original = InterpretedFunction.run
-
-    def counting_run(self: Any, *args: Any, **kwargs: Any) -> Any:
-        launched.append(self.fn.__name__)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(InterpretedFunction, "run", counting_run)
-    return launched
-
-
-BACKENDS = [
-    pytest.param(Backend.TORCH, id="torch"),
-    pytest.param(Backend.TRITON_INTERPRETER, id="interpreter", marks=pytest.mark.interpreter),
-]
 
 
 @contextlib.contextmanager
