@@ -11,34 +11,8 @@ from _helpers import BACKENDS, assert_tensors_close
 from torch import nn
 
 import torchkit
+from torchkit.demo.model import LeNet  # the reference notes' LeNet, layer for layer
 from torchkit.nn import FusedConv2dReLU, fuse_conv_relu
-
-
-class LeNet(nn.Module):
-    """The LeNet of reference note 004, layer for layer."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._body = nn.Sequential(
-            nn.Conv2d(in_channels=1, out_channels=6, kernel_size=5),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(kernel_size=2),
-            nn.Conv2d(in_channels=6, out_channels=16, kernel_size=5),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(kernel_size=2),
-        )
-        self._head = nn.Sequential(
-            nn.Linear(in_features=16 * 5 * 5, out_features=120),
-            nn.ReLU(inplace=True),
-            nn.Linear(in_features=120, out_features=84),
-            nn.ReLU(inplace=True),
-            nn.Linear(in_features=84, out_features=10),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self._body(x)
-        x = x.view(x.size()[0], -1)
-        return self._head(x)
 
 
 class BasicBlock(nn.Module):
@@ -78,15 +52,15 @@ def test_lenet_has_two_pairs_and_the_same_outputs_and_gradients(backend):
 
     fused, names = fuse_conv_relu(model, return_fused=True)
 
-    assert names == ["_body.0", "_body.3"]
-    assert isinstance(fused._body[0], FusedConv2dReLU)
-    assert isinstance(fused._body[1], nn.Identity)
-    assert isinstance(fused._body[3], FusedConv2dReLU)
-    assert type(model._body[0]) is nn.Conv2d, "inplace=False must leave the model alone"
+    assert names == ["body.0", "body.3"]
+    assert isinstance(fused.body[0], FusedConv2dReLU)
+    assert isinstance(fused.body[1], nn.Identity)
+    assert isinstance(fused.body[3], FusedConv2dReLU)
+    assert type(model.body[0]) is nn.Conv2d, "inplace=False must leave the model alone"
     assert fused.state_dict().keys() == model.state_dict().keys()
     with torchkit.force_backend(backend):
         out = fused(x)
-    assert fused._body[0].last_backend is backend
+    assert fused.body[0].last_backend is backend
     expected = model(x)
     assert_tensors_close(out, expected)
     out.square().sum().backward()
@@ -113,7 +87,7 @@ def test_inplace_shares_parameters_with_an_existing_optimizer():
     returned = fuse_conv_relu(model, inplace=True)
 
     assert returned is model
-    assert isinstance(model._body[0], FusedConv2dReLU)
+    assert isinstance(model.body[0], FusedConv2dReLU)
     x = torch.randn(2, 1, 32, 32)
     with torchkit.force_backend("torch"):
         model(x).sum().backward()
