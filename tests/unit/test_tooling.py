@@ -48,3 +48,20 @@ def test_readme_usage_example_runs():
     assert done.returncode == 0, done.stderr
     # With the interpreter off and no GPU, the policy sends both fused ops to stock torch.
     assert done.stdout.split() == ["torch", "torch"]
+
+
+def test_swap_example_trains_and_reports_backends():
+    env = {"PATH": "/usr/bin:/bin", "TRITON_INTERPRET": "0"}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "swap_into_training_loop.py"), "--epochs", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    accuracy = re.search(r"test accuracy ([\d.]+)%", done.stdout)
+    assert accuracy is not None, done.stdout
+    assert float(accuracy.group(1)) > 30.0  # 10 classes: chance is 10%
+    assert "FusedAdam ran on: torch" in done.stdout
