@@ -180,6 +180,20 @@ def _conv2d_relu(
 ) -> torch.Tensor:
     """Validated arguments in, ``relu(conv2d(...))`` out, on ``backend``."""
     _check_input(input, weight, groups)
+    return _dispatch(input, weight, bias, stride, padding, dilation, groups, backend)
+
+
+def _dispatch(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: tuple[int, int],
+    padding: str | tuple[int, int],
+    dilation: tuple[int, int],
+    groups: int,
+    backend: Backend,
+) -> torch.Tensor:
+    """``relu(conv2d(...))`` on ``backend`` for an input already checked."""
     if backend is Backend.TORCH:
         return F.conv2d(input, weight, bias, stride, padding, dilation, groups).relu_()
     return _conv2d_relu_kernel(input, weight, bias, stride, padding, dilation, groups, backend)
@@ -389,21 +403,16 @@ class FusedConv2dReLU(nn.Conv2d):
         if self.padding_mode != "zeros":
             input = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
             padding = (0, 0)
-        if backend is Backend.TORCH:
-            output = F.conv2d(
-                input, weight, self.bias, self.stride, padding, self.dilation, self.groups
-            ).relu_()
-        else:
-            output = _conv2d_relu_kernel(
-                input,
-                weight,
-                self.bias,
-                self.stride,  # type: ignore[arg-type]
-                padding,
-                self.dilation,  # type: ignore[arg-type]
-                self.groups,
-                backend,
-            )
+        output = _dispatch(
+            input,
+            weight,
+            self.bias,
+            self.stride,  # type: ignore[arg-type]
+            padding,
+            self.dilation,  # type: ignore[arg-type]
+            self.groups,
+            backend,
+        )
         # Straight into the instance dict: nn.Module.__setattr__ first searches parameters,
         # buffers and submodules for the name.
         self.__dict__["last_backend"] = backend
