@@ -17,6 +17,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from _helpers import BACKENDS, assert_tensors_close
@@ -332,7 +333,7 @@ def test_grad_scaler_unscales_and_skips_inf_steps(
                 s.scale(m(x).pow(2).mean()).backward()
                 if i == 2:
                     m[0].weight.grad[0, 0] = math.inf
-                before = ({k: v.clone() for k, v in st.items()} for st in o.state.values())
+                before = [{k: v.clone() for k, v in st.items()} for st in o.state.values()]
                 params_before = [p.detach().clone() for p in m.parameters()]
                 s.step(o)
                 s.update()
@@ -387,21 +388,94 @@ def test_complex_parameters_match_torch(backend: Backend, kernel_launches: list[
         )
 
 
-@pytest.mark.interpreter
-def test_gradient_with_other_strides_than_its_param(kernel_launches: list[str]) -> None:
-    """A channels_last parameter with a contiguous gradient: the kernel sees a copy laid out
-    like the parameter, and the unscaled gradient is written back to the original."""
-    init = torch.randn(2, 3, 4, 5).contiguous(memory_format=torch.channels_last)
-    grad = torch.randn(2, 3, 4, 5) * 8
+# (parameter, gradient) in different layouts; ids name the pair.
+LAYOUT_MISMATCHES = [
+    pytest.param(
+        lambda: torch.randn(2, 3, 4, 5).contiguous(memory_format=torch.channels_last),
+        lambda: torch.randn(2, 3, 4, 5),
+        id="channels_last-param-contiguous-grad",
+    ),
+    pytest.param(
+        lambda: torch.randn(3, 4),
+        lambda: torch.randn(4).expand(3, 4),
+        id="contiguous-param-expanded-grad",
+    ),
+    pytest.param(
+        lambda: torch.randn(5, 4).t(),
+        lambda: torch.randn(4, 5),
+        id="transposed-param-contiguous-grad",
+    ),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(("make_param", "make_grad"), LAYOUT_MISMATCHES)
+def test_gradient_with_other_strides_than_its_param(
+    make_param: Any, make_grad: Any, backend: Backend, kernel_launches: list[str]
+) -> None:
+    """Both backends walk memory in the parameter's layout: a gradient in another one is
+    copied into it (each step), and with a grad scale the unscaled copy is written back."""
+    torch.manual_seed(0)
+    init = make_param()
     p, q = nn.Parameter(init.clone()), nn.Parameter(init.clone())
-    p.grad, q.grad = grad.clone(), grad / 8
-    opt, ref = FusedAdam([p]), torch.optim.Adam([q])
-    opt.grad_scale = torch.tensor(8.0)
-    with running_on(Backend.TRITON_INTERPRETER, kernel_launches):
-        opt.step()
-    ref.step()
+    assert p.stride() == init.stride()
+    opt, ref = FusedAdam([p], lr=1e-2), torch.optim.Adam([q], lr=1e-2)
+    with running_on(backend, kernel_launches):
+        for scale in (1.0, 8.0):
+            grad = make_grad()
+            assert grad.stride() != p.stride()
+            p.grad, q.grad = grad * scale if scale != 1.0 else grad, grad.clone()
+            opt.grad_scale = None if scale == 1.0 else torch.tensor(scale)
+            opt.step()
+            ref.step()
+            assert_tensors_close(p.grad, q.grad, name="unscaled grad")
     assert_tensors_close(p, q)
-    assert_tensors_close(p.grad, q.grad)
+    for key in ("exp_avg", "exp_avg_sq"):
+        assert_tensors_close(opt.state[p][key], ref.state[q][key], name=key)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_model_converted_to_channels_last_mid_training(
+    backend: Backend, kernel_launches: list[str]
+) -> None:
+    """``model.to(memory_format=torch.channels_last)`` between steps leaves the moments in the
+    old layout: the step re-lays them out into the parameters' and continues like torch."""
+    torch.manual_seed(0)
+    model = nn.Conv2d(3, 4, 3)
+    ref_model = copy.deepcopy(model)
+    opt = FusedAdam(model.parameters(), lr=1e-2, amsgrad=True)
+    ref = torch.optim.Adam(ref_model.parameters(), lr=1e-2, amsgrad=True)
+    x = torch.randn(2, 3, 6, 6)
+    with running_on(backend, kernel_launches):
+        for i in range(3):
+            if i == 1:
+                model.to(memory_format=torch.channels_last)
+                ref_model.to(memory_format=torch.channels_last)
+            for m, o in ((model, opt), (ref_model, ref)):
+                o.zero_grad()
+                m(x).pow(2).mean().backward()
+                o.step()
+    assert model.weight.is_contiguous(memory_format=torch.channels_last)
+    for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+        assert opt.state[model.weight][key].stride() == model.weight.stride(), key
+    assert_same_training(model, opt, ref_model, ref)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_non_dense_parameter_raises_and_changes_nothing(backend: Backend) -> None:
+    """No copy can share a strided view's layout: both backends refuse it before any write."""
+    if backend is Backend.TRITON_INTERPRETER and not interpreter_enabled():
+        pytest.skip("TRITON_INTERPRET=1 is not set")
+    p = nn.Parameter(torch.ones(4, 8)[:, ::2])
+    p.grad = torch.ones(4, 4)
+    opt = FusedAdam([p])
+    with (
+        torchkit.force_backend(backend),
+        pytest.raises(ValueError, match=r"param_groups\[0\]\['params'\]\[0\] is not dense"),
+    ):
+        opt.step()
+    assert len(opt.state) == 0
+    assert_tensors_close(p, torch.ones(4, 4))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -473,18 +547,24 @@ def test_dtensor_params_update_their_local_shards(
 
 
 def test_backend_for_and_last_backend() -> None:
-    opt = FusedAdam(make_model().parameters())
+    model = make_model()
+    opt = FusedAdam(model.parameters())
     assert opt.last_backend is None
     with torchkit.force_backend("torch"):
         assert FusedAdam.backend_for("cpu") is Backend.TORCH
         assert FusedAdamW.backend_for(torch.device("cpu")) is Backend.TORCH
-        train(make_model(), FusedAdam(make_model().parameters()), batches(1))
+        train(model, opt, batches(1))
+    assert opt.last_backend is Backend.TORCH
+    assert opt.last_launches == [AdamLaunch(torch.device("cpu"), torch.float32, Backend.TORCH, 1)]
 
 
 INVALID_ARGUMENTS = [
     pytest.param({"lr": -1e-3}, ValueError, "lr must be >= 0, got -0.001", id="lr"),
     pytest.param({"lr": torch.tensor([0.1, 0.2])}, ValueError, "lr as a Tensor", id="lr-tensor"),
     pytest.param({"lr": "0.1"}, TypeError, "lr must be a float", id="lr-type"),
+    # torch accepts an infinite lr and turns the parameters into NaN at the first step.
+    pytest.param({"lr": math.inf}, ValueError, "lr must be finite, got inf", id="lr-inf"),
+    pytest.param({"eps": math.inf}, ValueError, "eps must be finite, got inf", id="eps-inf"),
     pytest.param(
         {"betas": (1.0, 0.999)}, ValueError, r"betas\[0\] must be in \[0, 1\)", id="beta1"
     ),
@@ -513,6 +593,24 @@ def test_invalid_arguments_raise(
 ) -> None:
     with pytest.raises(error, match=match):
         cls(make_model().parameters(), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "lr",
+    [
+        pytest.param(np.float32(1e-2), id="numpy-float32"),
+        pytest.param(np.float64(1e-2), id="numpy-float64"),
+        pytest.param(1, id="int"),
+    ],
+)
+def test_real_number_lr_is_accepted_like_torch(lr: Any) -> None:
+    p, q = nn.Parameter(torch.ones(3)), nn.Parameter(torch.ones(3))
+    opt, ref = FusedAdam([p], lr=lr), torch.optim.Adam([q], lr=lr)
+    p.grad, q.grad = torch.full((3,), 0.5), torch.full((3,), 0.5)
+    with torchkit.force_backend("torch"):
+        opt.step()
+    ref.step()
+    assert_tensors_close(p, q)
 
 
 def test_accepted_implementation_options_are_torchs_defaults_in_the_groups() -> None:
@@ -557,33 +655,6 @@ def test_sparse_and_float64_raise(backend: Backend, kernel_launches: list[str]) 
     p.grad = torch.ones(3, dtype=torch.float64)
     with torchkit.force_backend(backend), pytest.raises(TypeError, match=r"dtype torch\.float64"):
         FusedAdam([p]).step()
-
-
-def test_functional_validates_its_arguments() -> None:
-    p = [torch.ones(2)]
-    common = {
-        "beta1": 0.9,
-        "beta2": 0.999,
-        "eps": 1e-8,
-        "weight_decay": 0.0,
-        "amsgrad": False,
-        "maximize": False,
-        "decoupled_weight_decay": False,
-    }
-    with pytest.raises(ValueError, match="grads has 0 entries but params has 1"):
-        fused_adam(
-            p, [], [torch.zeros(2)], [torch.zeros(2)], [], [torch.tensor(0.0)], lr=0.1, **common
-        )
-    with pytest.raises(ValueError, match="lr has 2 values for 1 parameters"):
-        fused_adam(
-            p, [torch.ones(2)], [torch.zeros(2)], [torch.zeros(2)], [], [torch.tensor(0.0)],
-            lr=[0.1, 0.2], **common,
-        )  # fmt: skip
-    with pytest.raises(ValueError, match=r"beta1 must be in \[0, 1\), got 1.5"):
-        fused_adam(
-            p, [torch.ones(2)], [torch.zeros(2)], [torch.zeros(2)], [], [torch.tensor(0.0)],
-            lr=0.1, **{**common, "beta1": 1.5},
-        )  # fmt: skip
 
 
 @pytest.mark.interpreter
@@ -813,23 +884,45 @@ def test_functional_rejects_tensors_that_do_not_fit_their_param(
     assert tensors["state_steps"][0].item() == 0.0
 
 
-@pytest.mark.interpreter
-def test_functional_checks_the_kernels_layouts_before_counting_the_step(
-    kernel_launches: list[str],
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_functional_refuses_a_moment_in_another_layout(
+    backend: Backend, kernel_launches: list[str]
 ) -> None:
-    """A moment in another layout than its parameter: the kernel backend refuses it before
-    the step counter moves (the torch backend, which handles any strides, takes it)."""
-    if not interpreter_enabled():
+    """A moment is updated in place, so it must share its parameter's layout: every backend
+    refuses a transposed one before the step counter moves (torch's own CPU kernel would
+    walk it as if it were contiguous)."""
+    if backend is Backend.TRITON_INTERPRETER and not interpreter_enabled():
         pytest.skip("TRITON_INTERPRET=1 is not set")
     p, step = torch.ones(4, 4), torch.tensor(0.0)
-    lists = ([p], [torch.ones(4, 4)], [torch.zeros(4, 4).t()], [torch.zeros(4, 4)], [], [step])
+    exp_avg = torch.arange(16.0).reshape(4, 4).t().contiguous().t()
+    lists = ([p], [torch.ones(4, 4)], [exp_avg], [torch.zeros(4, 4)], [], [step])
     with (
-        torchkit.force_backend("triton-interpreter"),
-        pytest.raises(ValueError, match=r"exp_avgs\[0\] must have params\[0\]'s .* strides"),
+        torchkit.force_backend(backend),
+        pytest.raises(ValueError, match=r"exp_avgs\[0\] must have the strides of params\[0\]"),
     ):
         fused_adam(*lists, lr=0.1, **FUNCTIONAL_OPTIONS)
     assert (step.item(), kernel_launches.count(KERNEL)) == (0.0, 0)
     assert_tensors_close(p, torch.ones(4, 4))
+    assert_tensors_close(exp_avg, torch.arange(16.0).reshape(4, 4))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_functional_copies_a_gradient_in_another_layout(
+    backend: Backend, kernel_launches: list[str]
+) -> None:
+    """Same result as torch's single-tensor Adam with a transposed gradient (torch's fused CPU
+    kernel alone would read it as if contiguous)."""
+    gen = torch.Generator().manual_seed(0)
+    p, grad = torch.randn(4, 4, generator=gen), torch.randn(4, 4, generator=gen).t()
+    q = nn.Parameter(p.clone())
+    step = torch.tensor(0.0)
+    with running_on(backend, kernel_launches):
+        fused_adam([p], [grad], [torch.zeros(4, 4)], [torch.zeros(4, 4)], [], [step], lr=0.1,
+                   **FUNCTIONAL_OPTIONS)  # fmt: skip
+    ref = torch.optim.Adam([q], lr=0.1, foreach=False)
+    q.grad = grad.contiguous()
+    ref.step()
+    assert_tensors_close(p, q)
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -76,26 +77,29 @@ def _as_float(name: str, value: Any) -> float:
         if value.is_complex() or value.dtype == torch.bool:
             raise TypeError(f"{name} must be a real number, got a {value.dtype} tensor")
         return float(value.item())
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a float or a one-element Tensor, got {value!r}")
+    # numbers.Real covers int, float and numpy's floating and integer scalars, as torch takes.
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"{name} must be a float (or another real number) or a one-element Tensor, "
+            f"got {value!r}"
+        )
     return float(value)
 
 
-def _validate_hyperparameters(
-    lr: Any, betas: Any, eps: Any, weight_decay: Any, where: str = ""
-) -> None:
-    """Raise ``ValueError``/``TypeError`` naming the first invalid hyperparameter."""
-    if not _as_float("lr", lr) >= 0.0:
-        raise ValueError(f"lr{where} must be >= 0, got {lr}")
+def _group_hyper(lr: Any, betas: Any, eps: Any, weight_decay: Any, where: str = "") -> Hyper:
+    """A param group's hyperparameters as floats; ``ValueError``/``TypeError`` naming the first
+    invalid one. The one check of ``__init__``, ``add_param_group`` and every ``step()``."""
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise ValueError(f"betas{where} must be a pair (beta1, beta2), got {betas!r}")
-    for i, beta in enumerate(betas):
-        if not 0.0 <= _as_float(f"betas[{i}]", beta) < 1.0:
-            raise ValueError(f"betas[{i}]{where} must be in [0, 1), got {beta}")
-    if not _as_float("eps", eps) >= 0.0:
-        raise ValueError(f"eps{where} must be >= 0, got {eps}")
-    if not _as_float("weight_decay", weight_decay) >= 0.0:
-        raise ValueError(f"weight_decay{where} must be >= 0, got {weight_decay}")
+    hyper = (
+        _as_float("lr", lr),
+        _as_float("betas[0]", betas[0]),
+        _as_float("betas[1]", betas[1]),
+        _as_float("eps", eps),
+        _as_float("weight_decay", weight_decay),
+    )
+    _check_hyper(hyper, _GROUP_HYPER_NAMES, where)
+    return hyper
 
 
 def _check_supported_options(
@@ -150,7 +154,7 @@ def _dtensor_type() -> type | None:
 
 
 def _per_tensor(name: str, value: PerTensor, n: int) -> list[float]:
-    if isinstance(value, (Tensor, int, float)):
+    if isinstance(value, (Tensor, numbers.Real)):
         return [_as_float(name, value)] * n
     values = list(value)
     if not set(map(type, values)) <= {float}:  # plain floats need no conversion
@@ -174,9 +178,12 @@ def _check_hyper(hyper: Hyper, names: Sequence[str], where: str = "") -> None:
         return
     for name, value in zip(names, hyper, strict=True):
         upper = 1.0 if name.startswith("beta") else math.inf
-        if not 0.0 <= value < upper:
-            bounds = "in [0, 1)" if upper == 1.0 else ">= 0"
-            raise ValueError(f"{name}{where} must be {bounds}, got {value}")
+        if upper == 1.0 and not 0.0 <= value < 1.0:
+            raise ValueError(f"{name}{where} must be in [0, 1), got {value}")
+        if not value >= 0.0:
+            raise ValueError(f"{name}{where} must be >= 0, got {value}")
+        if value == math.inf:
+            raise ValueError(f"{name}{where} must be finite, got {value}")
 
 
 def _to_local(columns: list[list[Tensor]]) -> list[list[Tensor]]:
@@ -194,6 +201,8 @@ class _Segment(NamedTuple):
     columns: list[list[Tensor]]  # params, grads, exp_avgs, exp_avg_sqs[, max]: no DTensors
     state_steps: list[Tensor]
     name: Callable[[int], str]  # names the parameter at a position of the columns, for errors
+    # The params' strides when known (FusedAdam.step): spares _plan_step reading them again.
+    param_strides: list[tuple[int, ...]] | None = None
 
 
 class _Run(NamedTuple):
@@ -212,8 +221,7 @@ class _Bucket(NamedTuple):
     backend: Backend
     runs: list[_Run]  # one per distinct set of hyperparameters
     grad_scale: Tensor | None  # on ``device``, float32
-    plan: AdamLaunchPlan | None  # Triton backends (all runs, grads in the params' layout)
-    grad_copies: list[tuple[Tensor, Tensor]]  # (gradient, its copy in the param's layout)
+    plan: AdamLaunchPlan | None  # Triton backends (all runs)
 
 
 class _CheckedStep(NamedTuple):
@@ -224,6 +232,9 @@ class _CheckedStep(NamedTuple):
     maximize: bool
     decoupled: bool
     steps_on_host: bool  # every step counter is a float32 CPU tensor
+    # (gradient, its copy in the parameter's layout) where the kernel unscales the copy, which
+    # is then written back: the caller's gradients end unscaled, as with torch's fused Adam.
+    unscaled_copies: list[tuple[Tensor, Tensor]]
 
 
 def _plan_step(
@@ -237,26 +248,40 @@ def _plan_step(
 ) -> _CheckedStep:
     """Bucket checked segments by device and dtype and pick each bucket's backend.
 
-    What can still fail here (an unsupported dtype, a backend that cannot run, the kernel's
-    layout checks) fails before anything is written. The tensors themselves are trusted to
-    fit their parameters: :func:`fused_adam` checks them, and ``FusedAdam`` creates and loads
-    its state so that they do.
+    Both backends walk a parameter and its tensors element by element in memory, so every
+    tensor must be laid out like its parameter: gradients in another layout (a contiguous
+    gradient of a channels_last parameter, an expanded one) are copied into the parameter's
+    layout here, for every backend. The other tensors are trusted to fit their parameters:
+    :func:`fused_adam` checks them, and ``FusedAdam`` creates, loads and re-lays out its state
+    so that they do. What can still fail (an unsupported dtype, a backend that cannot run, the
+    kernel's checks) fails before anything is written.
     """
     if grad_scale is not None and (not isinstance(grad_scale, Tensor) or grad_scale.numel() != 1):
         raise ValueError(f"grad_scale must be a one-element tensor, got {grad_scale!r}")
     by_key: dict[tuple[torch.device, torch.dtype], dict[Hyper, _Run]] = {}
+    copies: list[tuple[Tensor, Tensor]] = []
     for segment in segments:
-        if not segment.columns[0]:
+        params = segment.columns[0]
+        if not params:
             continue
+        segment_columns = segment.columns
+        misfits = _misfits(params, segment.columns[1], segment.param_strides)
+        if misfits:  # new lists: the caller's stay as they are
+            grads = list(segment.columns[1])
+            for i in misfits:
+                dense = _relaid(grads[i], params[i], segment.name(i))
+                copies.append((grads[i], dense))
+                grads[i] = dense
+            segment_columns = [params, grads, *segment.columns[2:]]
         # torch's grouping (C++) reads every device and dtype far faster than a Python loop.
-        grouped = torch._C._group_tensors_by_device_and_dtype([segment.columns[0]], True)
+        grouped = torch._C._group_tensors_by_device_and_dtype([params], True)
         for (device, dtype), (_, positions) in grouped.items():
             if dtype not in _SUPPORTED_DTYPES and dtype not in _SUPPORTED_COMPLEX:
                 raise TypeError(
                     f"{segment.name(positions[0])} has dtype {dtype}; FusedAdam supports "
                     "float32, float16, bfloat16 and complex64/complex32 parameters"
                 )
-            columns, steps = segment.columns, segment.state_steps
+            columns, steps = segment_columns, segment.state_steps
             if len(grouped) > 1:
                 columns = [[c[i] for i in positions] for c in columns]
                 steps = [steps[i] for i in positions]
@@ -274,7 +299,7 @@ def _plan_step(
     for (device, dtype), runs in by_key.items():
         backend = select_backend(device)
         scale = None if grad_scale is None else grad_scale.to(device, torch.float32)
-        plan, copies = None, []
+        plan = None
         if backend is not Backend.TORCH:
             from torchkit.kernels.adam import plan_adam_multi_tensor
 
@@ -283,17 +308,17 @@ def _plan_step(
                 [t for run in runs.values() for t in run.columns[k]]
                 for k in range(5 if amsgrad else 4)
             ]
-            dense_grads, copies = _dense_grads(columns[0], columns[1])
             plan = plan_adam_multi_tensor(
                 columns[0],
-                dense_grads,
+                columns[1],
                 columns[2],
                 columns[3],
                 columns[4] if amsgrad else [],
                 amsgrad=amsgrad,
             )
-        buckets.append(_Bucket(device, dtype, backend, list(runs.values()), scale, plan, copies))
-    return _CheckedStep(buckets, amsgrad, maximize, decoupled, steps_on_host)
+        buckets.append(_Bucket(device, dtype, backend, list(runs.values()), scale, plan))
+    unscaled = copies if grad_scale is not None else []
+    return _CheckedStep(buckets, amsgrad, maximize, decoupled, steps_on_host, unscaled)
 
 
 def _overflowed(found_inf: Tensor | None) -> bool:
@@ -323,6 +348,8 @@ def _take_steps(steps: Sequence[_CheckedStep], skip: bool) -> list[AdamLaunch]:
             else:
                 launches = _run_triton(b, maximize=s.maximize, decoupled=s.decoupled)
             report.append(AdamLaunch(b.device, b.dtype, b.backend, launches))
+        for grad, dense in s.unscaled_copies:  # the kernels unscaled the copies: hand them back
+            grad.copy_(dense)
     return report
 
 
@@ -358,10 +385,13 @@ def fused_adam(
     counters as they were.
 
     Args:
-        params: parameters (float32, float16, bfloat16, complex64 or complex32), updated in place.
-        grads: their gradients (dense), with the parameters' shapes, dtypes and devices.
-        exp_avgs: first moments, dtype and layout of the parameters; updated in place.
-        exp_avg_sqs: second moments; updated in place.
+        params: dense parameters (float32, float16, bfloat16, complex64 or complex32), any
+            memory format, updated in place.
+        grads: their gradients (dense, not sparse), with the parameters' shapes, dtypes and
+            devices; one in another layout than its parameter (strides) is copied into the
+            parameter's layout first, on every backend.
+        exp_avgs: first moments, with the parameters' dtypes and strides; updated in place.
+        exp_avg_sqs: second moments, likewise; updated in place.
         max_exp_avg_sqs: running maxima of the second moments (``amsgrad``), else empty.
         state_steps: one-element float tensors counting the steps taken, incremented in place
             (unless the step is skipped); CPU tensors avoid a device read per step.
@@ -382,9 +412,9 @@ def fused_adam(
         One :class:`AdamLaunch` per (device, dtype) bucket.
 
     Raises:
-        ValueError: lists of different lengths, invalid hyperparameters, or a gradient or
-            state tensor whose shape, dtype or device differ from its parameter's (or, on the
-            Triton backends, whose layout does).
+        ValueError: lists of different lengths, invalid hyperparameters, a parameter that is
+            not dense, a gradient or state tensor whose shape, dtype or device differ from its
+            parameter's, or a moment whose strides do (on every backend).
         TypeError: a parameter dtype the kernels do not support (float64).
         RuntimeError: sparse gradients, or a backend pinned with
             :func:`torchkit.force_backend` that cannot run on the tensors' device.
@@ -450,6 +480,22 @@ def fused_adam(
                     f"({tuple(shape)}, {dtype}, {device}), got {tuple(t.shape)}, {t.dtype}, "
                     f"{t.device}"
                 )
+        # Gradients in any layout are copied into their parameter's (_plan_step); the state,
+        # updated in place, must already share it, and the parameter must be dense.
+        strides = local.stride()
+        for name, c in zip(_LIST_NAMES[1:], columns[2:], strict=False):
+            t = c[i]
+            if t.stride() != strides and not _same_strides(t, local):
+                raise ValueError(
+                    f"{name}[{i}] must have the strides of params[{i}] {strides}, got "
+                    f"{t.stride()}: moments are updated in place in their parameter's layout "
+                    "(pass torch.empty_like(param).copy_(moment))"
+                )
+        if not _is_dense(local):
+            raise ValueError(
+                f"params[{i}] is not dense (shape {tuple(shape)}, strides {strides}); "
+                "fused_adam updates dense parameters only"
+            )
 
     if len(distinct) == 1:
         segments = [_Segment(hypers[0], columns, list(state_steps), "params[{}]".format)]
@@ -483,19 +529,51 @@ def _same_strides(a: Tensor, b: Tensor) -> bool:
     return all(sa == sb for sa, sb, n in zip(a.stride(), b.stride(), a.shape, strict=True) if n > 1)
 
 
-def _dense_grads(
-    params: list[Tensor], grads: list[Tensor]
-) -> tuple[list[Tensor], list[tuple[Tensor, Tensor]]]:
-    """Gradients laid out like their parameters (same shapes): copies where the strides differ."""
-    dense_grads, copies = [], []
-    for p, g in zip(params, grads, strict=True):
-        if not _same_strides(g, p):
-            dense = torch.empty_like(p)
-            dense.copy_(g)
-            copies.append((g, dense))
-            g = dense
-        dense_grads.append(g)
-    return dense_grads, copies
+def _misfits(
+    params: Sequence[Tensor],
+    tensors: Sequence[Tensor],
+    param_strides: list[tuple[int, ...]] | None = None,
+) -> list[int]:
+    """Positions where ``tensors`` (shaped like ``params``) have other strides than their param.
+
+    One comparison of two stride lists when every layout matches, the common case; a
+    per-tensor look, which ignores dimensions of size 1, only when they do not.
+    ``param_strides`` are the params' strides when the caller has them already.
+    """
+    if param_strides is None:
+        param_strides = list(map(Tensor.stride, params))
+    if list(map(Tensor.stride, tensors)) == param_strides:
+        return []
+    pairs = enumerate(zip(params, tensors, strict=True))
+    return [i for i, (p, t) in pairs if not _same_strides(t, p)]
+
+
+def _is_dense(t: Tensor) -> bool:
+    """Whether ``t``'s elements fill ``numel`` consecutive slots in some dimension order."""
+    if t.is_contiguous():
+        return True
+    expected = 1
+    for stride, size in sorted((s, n) for n, s in zip(t.shape, t.stride(), strict=True) if n != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _relaid(t: Tensor, param: Tensor, name: str) -> Tensor:
+    """A copy of ``t`` laid out like ``param``, whose strides it lacks.
+
+    Raises:
+        ValueError: ``param`` (named ``name``) is not dense: no copy can share its layout, and
+            both backends walk parameters as dense memory.
+    """
+    dense = torch.empty_like(param)
+    if not _same_strides(dense, param):
+        raise ValueError(
+            f"{name} is not dense (shape {tuple(param.shape)}, strides {param.stride()}); "
+            "FusedAdam updates dense parameters only (pass param.contiguous())"
+        )
+    return dense.copy_(t)
 
 
 def _run_triton(bucket: _Bucket, *, maximize: bool, decoupled: bool) -> int:
@@ -514,9 +592,6 @@ def _run_triton(bucket: _Bucket, *, maximize: bool, decoupled: bool) -> int:
         decoupled_weight_decay=decoupled,
         grad_scale=bucket.grad_scale,
     )
-    if bucket.grad_scale is not None:  # the kernel unscaled the copies: hand the result back
-        for grad, dense in bucket.grad_copies:
-            grad.copy_(dense)
     return launches
 
 
@@ -606,7 +681,13 @@ class FusedAdam(torch.optim.Adam):
     ``amsgrad``, ``maximize`` and ``decoupled_weight_decay`` (the arithmetic is float32 for
     float16/bfloat16 parameters, whose state keeps the parameter dtype as in torch). On a
     device without Triton it runs torch's own fused Adam. ``last_backend`` and
-    ``last_launches`` tell what the last step ran.
+    ``last_launches`` tell what the last step ran. ``step`` counters are float32 CPU tensors,
+    as with torch's ``fused=True`` Adam, also under ``torch.set_default_dtype(torch.float64)``
+    (where torch's default Adam makes them float64).
+
+    Parameters may have any dense layout (channels_last, say): a gradient in another layout
+    is copied into the parameter's for the step, and moments left in an old layout (by
+    ``model.to(memory_format=torch.channels_last)`` between steps) are re-laid out once.
 
     Works with :class:`torch.amp.GradScaler` like torch's fused Adam: the scaler hands over
     ``grad_scale`` and ``found_inf``; gradients are unscaled inside the kernel and a step with
@@ -614,8 +695,9 @@ class FusedAdam(torch.optim.Adam):
 
     Args:
         params: iterable of parameters or of param-group dicts.
-        lr: learning rate, a float or a one-element Tensor (default: 1e-3). A Tensor is read
-            on the host at every step, which synchronises when it lives on a GPU.
+        lr: learning rate, a finite float (or other real number) or a one-element Tensor
+            (default: 1e-3). A Tensor is read on the host at every step, which synchronises
+            when it lives on a GPU.
         betas: decays of the first and second moment (default: (0.9, 0.999)).
         eps: term added to the denominator (default: 1e-8).
         weight_decay: L2 penalty, or decoupled decay with ``decoupled_weight_decay``
@@ -665,7 +747,7 @@ class FusedAdam(torch.optim.Adam):
             differentiable=differentiable,
             where="",
         )
-        _validate_hyperparameters(lr, betas, eps, weight_decay)
+        _group_hyper(lr, betas, eps, weight_decay)
         self.last_launches: list[AdamLaunch] = []
         # torch.optim.Adam.__init__ by name: FusedAdamW's MRO must not reach torch's AdamW.
         torch.optim.Adam.__init__(
@@ -786,9 +868,7 @@ class FusedAdam(torch.optim.Adam):
         if isinstance(param_group, dict):  # torch's add_param_group reports anything else
             group = {**self.defaults, **param_group}
             where = f" (param group {len(self.param_groups)})"
-            _validate_hyperparameters(
-                group["lr"], group["betas"], group["eps"], group["weight_decay"], where
-            )
+            _group_hyper(group["lr"], group["betas"], group["eps"], group["weight_decay"], where)
             _check_supported_options(
                 foreach=group.get("foreach"),
                 fused=group.get("fused"),
@@ -808,21 +888,26 @@ class FusedAdam(torch.optim.Adam):
         max_exp_avg_sqs: list[Tensor],
         state_steps: list[Tensor],
         pending: dict[Tensor, dict[str, Tensor]],
+        param_strides: list[tuple[int, ...]],
     ) -> bool:
         """Collect the group's tensors that have gradients, with the state they will have.
 
         The state is torch's: ``step`` a float32 scalar tensor on the CPU (the host computes
         the bias corrections from it; loaded counters are brought there by ``__setstate__``),
-        the moments zeros like the parameter. New state goes into ``pending`` (parameter ->
-        entries), not into ``self.state``: :meth:`step` installs it once the whole step has
-        been checked.
+        the moments zeros like the parameter. Moments whose strides are no longer their
+        parameter's (``model.to(memory_format=torch.channels_last)`` between two steps) are
+        copied into the parameter's layout, which both backends need. New and re-laid-out
+        state goes into ``pending`` (parameter -> entries), not into ``self.state``:
+        :meth:`step` installs it once the whole step has been checked.
 
-        Nothing is re-checked per tensor here: autograd only accepts gradients with their
-        parameter's shape, dtype and device, and the state is made to fit when it is created
-        or loaded.
+        Autograd only accepts gradients with their parameter's shape, dtype and device, and
+        the state is made to fit when it is created or loaded; the layouts are compared here
+        (one comparison of stride lists when they all match) and gradients brought into their
+        parameter's layout by :func:`_plan_step`.
 
         Returns:
-            Whether a parameter is complex.
+            Whether a parameter is complex. ``param_strides`` receives the strides of the
+            parameters collected.
         """
         with_grad = [p for p in group["params"] if p.grad is not None]
         if not with_grad:
@@ -833,6 +918,7 @@ class FusedAdam(torch.optim.Adam):
                 "FusedAdam does not support sparse gradients, please consider SparseAdam"
             )
         amsgrad = group["amsgrad"]
+        param_strides += map(Tensor.stride, with_grad)
         states = list(map(self.state.get, with_grad))
         if not all(states):
             for i, (p, state) in enumerate(zip(with_grad, states, strict=True)):
@@ -848,12 +934,19 @@ class FusedAdam(torch.optim.Adam):
                         p, memory_format=torch.preserve_format
                     )
                 pending[p] = states[i] = state
+        moments = {"exp_avg": exp_avgs, "exp_avg_sq": exp_avg_sqs}
+        if amsgrad:
+            moments["max_exp_avg_sq"] = max_exp_avg_sqs
+        for key, column in moments.items():
+            values = list(map(itemgetter(key), states))
+            for i in _misfits(with_grad, values, param_strides):
+                p = with_grad[i]
+                index = next(k for k, g in enumerate(self.param_groups) if g is group)
+                relaid = _relaid(values[i], p, _group_param(index, group, i))
+                values[i] = pending.setdefault(p, {})[key] = relaid
+            column += values
         params += with_grad
         grads += new_grads
-        exp_avgs += map(itemgetter("exp_avg"), states)
-        exp_avg_sqs += map(itemgetter("exp_avg_sq"), states)
-        if amsgrad:
-            max_exp_avg_sqs += map(itemgetter("max_exp_avg_sq"), states)
         state_steps += map(itemgetter("step"), states)
         return any(map(torch.is_complex, with_grad))
 
@@ -900,25 +993,28 @@ class FusedAdam(torch.optim.Adam):
             amsgrad = bool(group["amsgrad"])
             columns: list[list[Tensor]] = [[], [], [], [], []]
             state_steps: list[Tensor] = []
-            has_complex = self._init_group(group, *columns, state_steps, pending)
+            param_strides: list[tuple[int, ...]] = []
+            has_complex = self._init_group(group, *columns, state_steps, pending, param_strides)
             if not columns[0]:
                 continue
-            beta1, beta2 = group["betas"]
-            hyper = (
-                _as_float("lr", group["lr"]),
-                _as_float("betas[0]", beta1),
-                _as_float("betas[1]", beta2),
-                _as_float("eps", group["eps"]),
-                _as_float("weight_decay", group["weight_decay"]),
+            hyper = _group_hyper(
+                group["lr"], group["betas"], group["eps"], group["weight_decay"], where
             )
-            _check_hyper(hyper, _GROUP_HYPER_NAMES, where)
             if not amsgrad:
                 del columns[4]
+            strides: list[tuple[int, ...]] | None = param_strides
             if has_complex or not set(map(type, columns[0])) <= _PLAIN_TYPES:
-                columns = _to_local(columns)
+                columns = _to_local(columns)  # local shards: strides of their own
+                strides = None
             key = (amsgrad, bool(group["maximize"]), bool(group["decoupled_weight_decay"]))
             segments.setdefault(key, []).append(
-                _Segment(hyper, columns, state_steps, functools.partial(_group_param, i, group))
+                _Segment(
+                    hyper,
+                    columns,
+                    state_steps,
+                    functools.partial(_group_param, i, group),
+                    strides,
+                )
             )
 
         grad_scale = getattr(self, "grad_scale", None)
