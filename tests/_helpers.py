@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import pytest
 import torch
 
-from torchkit.backend import Backend
+from torchkit.backend import Backend, force_backend, interpreter_enabled
 
 # The two backends a CPU machine can run: parametrize tests that hold on both with this.
 BACKENDS = [
@@ -61,3 +64,22 @@ def assert_tensors_close(
         f"(|diff|={diff.flatten()[worst].item():.3g}); "
         f"NaN/inf on one side only: {int(nonfinite.sum())}"
     )
+
+
+@contextlib.contextmanager
+def running_on(backend: Backend, launches: list[str], *, kernel: str) -> Iterator[None]:
+    """Pin ``backend``; afterwards check ``kernel`` ran exactly when it should have.
+
+    ``launches`` is the ``kernel_launches`` fixture (tests/conftest.py): the stock torch path
+    must launch no Triton kernel, the interpreter path must launch ``kernel`` at least once.
+    """
+    if backend is Backend.TRITON_INTERPRETER and not interpreter_enabled():
+        pytest.skip("TRITON_INTERPRET=1 is not set")
+    before = launches.count(kernel)
+    with force_backend(backend):
+        yield
+    ran = launches.count(kernel) - before
+    if backend is Backend.TORCH:
+        assert ran == 0, f"the torch backend launched the Triton kernel {kernel} {ran} times"
+    else:
+        assert ran > 0, f"the Triton kernel {kernel} never ran under the interpreter"

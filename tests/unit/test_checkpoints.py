@@ -216,6 +216,19 @@ def _fused(model: nn.Module) -> FusedAdam:
     return FusedAdam(two_groups(model), lr=1e-2, weight_decay=0.01)
 
 
+def _uninterrupted_and_stopped(factory, stop: int):
+    """Train one model for the whole run and a twin for ``stop`` steps, with FusedAdam and the
+    scheduler ``factory`` builds: (reference model, its lrs, twin, twin's optimizer, scheduler)."""
+    ref_model = make_model()
+    ref_opt = _fused(ref_model)
+    ref_lrs = train(ref_model, ref_opt, factory(ref_opt), range(STEPS - 1))
+    model = make_model()
+    opt = _fused(model)
+    scheduler = factory(opt)
+    train(model, opt, scheduler, range(stop))
+    return ref_model, ref_lrs, model, opt, scheduler
+
+
 @pytest.mark.parametrize("phase", ["mid-warmup", "mid-decay"])
 @pytest.mark.parametrize("case", list(SCHEDULER_CASES))
 def test_scheduler_resume_gives_the_uninterrupted_run(
@@ -226,14 +239,7 @@ def test_scheduler_resume_gives_the_uninterrupted_run(
     factory, in_warmup, in_decay = SCHEDULER_CASES[case]
     stop = in_warmup if phase == "mid-warmup" else in_decay
     with torchkit.force_backend("torch"):
-        ref_model = make_model()
-        ref_opt = _fused(ref_model)
-        ref_lrs = train(ref_model, ref_opt, factory(ref_opt), range(STEPS - 1))
-
-        model = make_model()
-        opt = _fused(model)
-        scheduler = factory(opt)
-        train(model, opt, scheduler, range(stop))
+        ref_model, ref_lrs, model, opt, scheduler = _uninterrupted_and_stopped(factory, stop)
         loaded = save_and_load(
             tmp_path,
             {
@@ -279,13 +285,7 @@ def test_scheduler_resume_with_the_optimizer_loaded_first(case: str) -> None:
     factory = LOAD_ORDER_CASES[case]
     stop = 12
     with torchkit.force_backend("torch"):
-        ref_model = make_model()
-        ref_opt = _fused(ref_model)
-        ref_lrs = train(ref_model, ref_opt, factory(ref_opt), range(STEPS - 1))
-        model = make_model()
-        opt = _fused(model)
-        scheduler = factory(opt)
-        train(model, opt, scheduler, range(stop))
+        _, ref_lrs, model, opt, scheduler = _uninterrupted_and_stopped(factory, stop)
         saved_opt, saved_scheduler = opt.state_dict(), scheduler.state_dict()
 
         opt = _fused(model)

@@ -7,12 +7,12 @@ interpreter executes each program instance through numpy.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-from collections.abc import Iterator
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
+import _helpers
 import pytest
 import torch
 import torch.nn.functional as F
@@ -29,17 +29,7 @@ KERNEL = "_conv2d_relu_fwd_kernel"
 SAME_PADDING_COPY = pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning")
 
 
-@contextlib.contextmanager
-def running_on(backend: Backend, launches: list[str]) -> Iterator[None]:
-    """Pin ``backend`` and check afterwards that the kernel ran exactly when it should."""
-    before = launches.count(KERNEL)
-    with torchkit.force_backend(backend):
-        yield
-    ran = launches.count(KERNEL) - before
-    if backend is Backend.TORCH:
-        assert ran == 0, f"the torch backend launched the Triton kernel {ran} times"
-    else:
-        assert ran > 0, "the Triton kernel never ran under the interpreter"
+running_on = functools.partial(_helpers.running_on, kernel=KERNEL)
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,13 @@ small: the interpreter runs every program instance through numpy.
 
 from __future__ import annotations
 
-import contextlib
 import copy
+import functools
 import math
 import re
-from collections.abc import Iterator
 from typing import Any
 
+import _helpers
 import numpy as np
 import pytest
 import torch
@@ -30,19 +30,7 @@ from torchkit.optim import AdamLaunch, FusedAdam, FusedAdamW, fused_adam, fused_
 KERNEL = "_adam_multi_tensor_kernel"
 
 
-@contextlib.contextmanager
-def running_on(backend: Backend, launches: list[str]) -> Iterator[None]:
-    """Pin ``backend``; afterwards check the Triton kernel ran exactly when it should have."""
-    if backend is Backend.TRITON_INTERPRETER and not interpreter_enabled():
-        pytest.skip("TRITON_INTERPRET=1 is not set")
-    before = launches.count(KERNEL)
-    with torchkit.force_backend(backend):
-        yield
-    ran = launches.count(KERNEL) - before
-    if backend is Backend.TORCH:
-        assert ran == 0, f"the Triton kernel ran {ran} times on the torch backend"
-    else:
-        assert ran > 0, "the Triton kernel never ran on the interpreter backend"
+running_on = functools.partial(_helpers.running_on, kernel=KERNEL)
 
 
 def make_model(dtype: torch.dtype = torch.float32, seed: int = 0) -> nn.Module:

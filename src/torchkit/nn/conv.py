@@ -168,21 +168,6 @@ class Conv2dReLUFunction(torch.autograd.Function):
         return grad_input, grad_weight, grad_bias, None, None, None, None, None
 
 
-def _conv2d_relu(
-    input: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    stride: tuple[int, int],
-    padding: str | tuple[int, int],
-    dilation: tuple[int, int],
-    groups: int,
-    backend: Backend,
-) -> torch.Tensor:
-    """Validated arguments in, ``relu(conv2d(...))`` out, on ``backend``."""
-    _check_input(input, weight, groups)
-    return _dispatch(input, weight, bias, stride, padding, dilation, groups, backend)
-
-
 def _dispatch(
     input: torch.Tensor,
     weight: torch.Tensor,
@@ -193,7 +178,7 @@ def _dispatch(
     groups: int,
     backend: Backend,
 ) -> torch.Tensor:
-    """``relu(conv2d(...))`` on ``backend`` for an input already checked."""
+    """``relu(conv2d(...))`` on ``backend``, for an input :func:`_check_input` accepted."""
     if backend is Backend.TORCH:
         return F.conv2d(input, weight, bias, stride, padding, dilation, groups).relu_()
     return _conv2d_relu_kernel(input, weight, bias, stride, padding, dilation, groups, backend)
@@ -209,7 +194,7 @@ def _conv2d_relu_kernel(
     groups: int,
     backend: Backend,
 ) -> torch.Tensor:
-    """:func:`_conv2d_relu` on a Triton ``backend``, for an input already checked."""
+    """:func:`_dispatch` on a Triton ``backend``, for an input already checked."""
     # F.conv2d reports (or, for meta inputs, accepts) mixed devices itself; the kernel cannot
     # take them, and must say so before autocast is asked about the input's device.
     if input.device != weight.device or (bias is not None and bias.device != weight.device):

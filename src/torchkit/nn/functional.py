@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from torchkit.backend import select_backend
-from torchkit.nn.conv import _check_padding, _conv2d_relu, _int_pair
+from torchkit.nn.conv import _check_input, _check_padding, _dispatch, _int_pair
 
 __all__ = ["conv2d_relu"]
 
@@ -76,4 +76,5 @@ def conv2d_relu(
     if padding_ == "same" and stride_ != (1, 1):
         raise ValueError(f"padding='same' needs stride 1, got stride={stride!r}")
     backend = select_backend(weight.device)
-    return _conv2d_relu(input, weight, bias, stride_, padding_, dilation_, groups, backend)
+    _check_input(input, weight, groups)
+    return _dispatch(input, weight, bias, stride_, padding_, dilation_, groups, backend)
