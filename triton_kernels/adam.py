@@ -36,6 +36,8 @@ from typing import NamedTuple
 import torch
 import triton
 import triton.language as tl
+
+from torchkit._layout import is_dense
 from torchkit.kernels._aot import KernelSpec
 
 __all__ = [
@@ -224,22 +226,12 @@ def _chunk_table(device: torch.device, numels: tuple[int, ...], chunk: int) -> t
     return table
 
 
-def _is_dense(t: torch.Tensor) -> bool:
-    """Whether ``t``'s elements fill ``numel`` consecutive slots in some dimension order."""
-    expected = 1
-    for stride, size in sorted((s, n) for n, s in zip(t.shape, t.stride(), strict=True) if n != 1):
-        if stride != expected:
-            return False
-        expected *= size
-    return True
-
-
 def _same_dense_layout(t: torch.Tensor, ref: torch.Tensor) -> bool:
     """Same shape, and the same strides wherever a dimension has more than one element."""
     if t.shape != ref.shape:
         return False
     dims = zip(t.stride(), ref.stride(), t.shape, strict=True)
-    return all(a == b for a, b, n in dims if n > 1) and _is_dense(t)
+    return all(a == b for a, b, n in dims if n > 1) and is_dense(t)
 
 
 class AdamLaunchPlan(NamedTuple):
@@ -331,7 +323,7 @@ def plan_adam_multi_tensor(
                 f"params[{i}] is {p.dtype} on {p.device} but params[0] is {dtype} on {device}; "
                 "one launch takes one dtype and device"
             )
-        if not _is_dense(p):
+        if not is_dense(p):
             raise ValueError(f"params[{i}] is not dense (strides {p.stride()})")
         state = [grads[i], exp_avgs[i], exp_avg_sqs[i]]
         state.append(max_exp_avg_sqs[i] if amsgrad else p)

@@ -26,6 +26,7 @@ from typing import NamedTuple
 import torch
 import triton
 import triton.language as tl
+
 from torchkit.kernels._aot import KernelSpec
 
 __all__ = ["INTERPRETER_BLOCKS", "Conv2dReLUBlocks", "aot_specs", "conv2d_relu_fwd"]

@@ -7,7 +7,6 @@ side; nothing is compared against torchkit's own helpers.
 from __future__ import annotations
 
 import copy
-import doctest
 import io
 import itertools
 import math
@@ -18,7 +17,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.optim import lr_scheduler as torch_sched
 
-from torchkit.optim import _schedules, lr_scheduler
 from torchkit.optim.lr_scheduler import NoamLR, OneCycleLR, WarmupDecayLR, plot_schedule, preview
 
 # ----------------------------------------------------------------------------- helpers
@@ -912,16 +910,6 @@ def test_one_cycle_refuses_a_state_that_cycles_a_momentum_the_optimizer_lacks():
         sched.load_state_dict(adam_state)
     assert sched.state_dict() == ref.state_dict()
     assert run(opt, sched, 5) == run(ref_opt, ref, 5)
-
-
-# ------------------------------------------------------------------- docstrings
-
-
-@pytest.mark.parametrize("module", [lr_scheduler, _schedules], ids=lambda m: m.__name__)
-def test_docstring_examples(module):
-    failed, attempted = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
-    assert attempted > 0
-    assert failed == 0
 
 
 # ------------------------------------------------------------------- bad arguments

@@ -336,6 +336,7 @@ class FusedConv2dReLU(nn.Conv2d):
         """The backend the layer runs on for parameters on ``device`` (the package policy).
 
         Example:
+            >>> import torchkit
             >>> with torchkit.force_backend("torch"):
             ...     FusedConv2dReLU.backend_for("cpu")
             <Backend.TORCH: 'torch'>

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import torch
 from torch import Tensor
 
+from torchkit._layout import is_dense
 from torchkit.backend import Backend, select_backend
 
 if TYPE_CHECKING:  # importing the kernels imports triton
@@ -491,7 +492,7 @@ def fused_adam(
                     f"{t.stride()}: moments are updated in place in their parameter's layout "
                     "(pass torch.empty_like(param).copy_(moment))"
                 )
-        if not _is_dense(local):
+        if not is_dense(local):
             raise ValueError(
                 f"params[{i}] is not dense (shape {tuple(shape)}, strides {strides}); "
                 "fused_adam updates dense parameters only"
@@ -546,18 +547,6 @@ def _misfits(
         return []
     pairs = enumerate(zip(params, tensors, strict=True))
     return [i for i, (p, t) in pairs if not _same_strides(t, p)]
-
-
-def _is_dense(t: Tensor) -> bool:
-    """Whether ``t``'s elements fill ``numel`` consecutive slots in some dimension order."""
-    if t.is_contiguous():
-        return True
-    expected = 1
-    for stride, size in sorted((s, n) for n, s in zip(t.shape, t.stride(), strict=True) if n != 1):
-        if stride != expected:
-            return False
-        expected *= size
-    return True
 
 
 def _relaid(t: Tensor, param: Tensor, name: str) -> Tensor:
