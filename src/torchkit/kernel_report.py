@@ -10,6 +10,12 @@ for that arch (for Triton 3.9: the CUDA 12.9 ``ptxas`` for sm_80, ``ptxas-blackw
 sm_90 on, both shipped in the Triton wheel), with the register-allocation flag Triton passes,
 so the counts are those of the cubin Triton would load.
 
+Each row also reads the machine code (:func:`sass_stats`): the cubin is disassembled with the
+``cuobjdump`` shipped in the Triton wheel and its *hottest loop* located (the innermost loop with
+the most tensor-core MMAs, the longest one on a tie). The row reports that loop's instruction
+count, MMAs and asynchronous copies (``LDGSTS``/TMA), the widest global load in it, and, from the
+PTX, whether square roots and divisions are rounded to nearest (IEEE) or approximate.
+
 This runs only with Triton's compiler, i.e. with ``TRITON_INTERPRET`` unset: under the interpreter
 ``@triton.jit`` yields interpreted functions that cannot be compiled.
 
@@ -66,6 +72,12 @@ class KernelResources:
     spill_loads: int
     shared_mem: int
     ptx_bytes: int
+    block: list[int] | None
+    loop_instructions: int
+    loop_mma: int
+    loop_async_copies: int
+    max_global_load_bits: int
+    ieee_sqrt_div: bool | None
 
     @property
     def resident_warps(self) -> int:
@@ -133,6 +145,129 @@ def _ptxas_stats(ptx: str, cc: int) -> tuple[int, int, int]:
     stats = int(registers.group(1)), int(spills.group(1)), int(spills.group(2))
     cache.put(json.dumps(stats), "ptxas-v.json", binary=False)
     return stats
+
+
+# SASS lines look like ``/*0460*/  @!P1 LDG.E.128 R4, desc[UR6][R2.64] ;``.
+_SASS_LINE = re.compile(r"^\s*/\*([0-9a-f]+)\*/\s+(?:@!?U?P[0-9T]+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);")
+_MMA_OPCODES = frozenset({"HMMA", "HGMMA", "IMMA", "IGMMA", "DMMA", "QGMMA"})
+_ASYNC_COPY_OPCODES = frozenset({"LDGSTS", "UTMALDG", "UBLKCP"})
+# Approximate PTX square roots and divisions; IEEE ones are ``sqrt.rn``/``div.rn``.
+_APPROX_PTX = re.compile(r"\b(?:sqrt|rsqrt|rcp)\.approx|\bdiv\.(?:approx|full)")
+_EXACT_PTX = re.compile(r"\b(?:sqrt|div|rcp)\.rn")
+
+
+@dataclass(frozen=True)
+class SassStats:
+    """What :func:`sass_stats` reads from a kernel's machine code.
+
+    Args:
+        loop_instructions: SASS instructions in the hottest loop (0 when there is no loop).
+        loop_mma: tensor-core MMA instructions (``HGMMA``, ``HMMA``, ...) in that loop.
+        loop_async_copies: asynchronous global-to-shared copies (``LDGSTS``, TMA) in that loop.
+        max_global_load_bits: the widest global load (``LDG``, ``LDGSTS``; TMA counts as 128)
+            in that loop, or in the whole kernel when it has no loop.
+    """
+
+    loop_instructions: int
+    loop_mma: int
+    loop_async_copies: int
+    max_global_load_bits: int
+
+
+def _load_bits(opcode: str) -> int:
+    """Bits one lane moves with a global load opcode such as ``LDG.E.128`` (0: not a load)."""
+    base, *modifiers = opcode.split(".")
+    if base == "UTMALDG":
+        return 128
+    if base not in ("LDG", "LDGSTS"):
+        return 0
+    for modifier, bits in (("128", 128), ("64", 64), ("U16", 16), ("S16", 16), ("U8", 8)):
+        if modifier in modifiers or (modifier == "U8" and "S8" in modifiers):
+            return bits
+    return 32
+
+
+def sass_stats(sass: str) -> SassStats:
+    """Locate the hottest loop of ``cuobjdump -sass`` output and count what it does.
+
+    A loop is a branch to a lower address (a branch to itself, the trap at a kernel's end, is
+    not). Of the innermost loops, the hottest is the one with the most MMAs, then the longest.
+    """
+    instructions = [
+        (int(m.group(1), 16), m.group(2), m.group(3))
+        for m in map(_SASS_LINE.match, sass.splitlines())
+        if m is not None
+    ]
+    loops = []
+    for address, opcode, operands in instructions:
+        target = re.search(r"0x([0-9a-f]+)", operands) if opcode.startswith("BRA") else None
+        if target is not None and int(target.group(1), 16) < address:
+            loops.append((int(target.group(1), 16), address))
+    innermost = [
+        (lo, hi)
+        for lo, hi in loops
+        if not any((lo, hi) != (a, b) and lo <= a and b <= hi for a, b in loops)
+    ]
+
+    def body(loop: tuple[int, int]) -> list[str]:
+        return [op for address, op, _ in instructions if loop[0] <= address <= loop[1]]
+
+    def mmas(ops: list[str]) -> int:
+        return sum(op.split(".")[0] in _MMA_OPCODES for op in ops)
+
+    bodies = [body(loop) for loop in innermost]
+    hottest = max(bodies, key=lambda ops: (mmas(ops), len(ops)), default=None)
+    scope = hottest if hottest is not None else [op for _, op, _ in instructions]
+    return SassStats(
+        loop_instructions=len(hottest or ()),
+        loop_mma=mmas(hottest or []),
+        loop_async_copies=sum(op.split(".")[0] in _ASYNC_COPY_OPCODES for op in hottest or ()),
+        max_global_load_bits=max(map(_load_bits, scope), default=0),
+    )
+
+
+def ieee_sqrt_div(ptx: str) -> bool | None:
+    """Whether the PTX rounds every square root and division to nearest: ``True`` when all are
+    IEEE (``sqrt.rn``, ``div.rn``), ``False`` when any is approximate, ``None`` when it has none."""
+    if _APPROX_PTX.search(ptx):
+        return False
+    return True if _EXACT_PTX.search(ptx) else None
+
+
+def _cuobjdump() -> Path:
+    path = Path(_ptxas_for(90)).parent / "cuobjdump"
+    if not path.is_file():
+        raise RuntimeError(f"cuobjdump was not found next to {_ptxas_for(90)}")
+    return path
+
+
+def _sass_stats_cached(cubin: bytes) -> SassStats:
+    """:func:`sass_stats` of a cubin, kept in Triton's cache keyed by the cubin's hash."""
+    from triton.runtime.cache import get_cache_manager
+
+    cache = get_cache_manager(hashlib.sha256(b"sass-stats-v1\0" + cubin).hexdigest())
+    cached = cache.get_file("sass-stats.json")
+    if cached is not None:
+        return SassStats(**json.loads(Path(cached).read_text()))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "kernel.cubin"
+        path.write_bytes(cubin)
+        done = subprocess.run(
+            [str(_cuobjdump()), "-sass", str(path)], capture_output=True, text=True, check=False
+        )
+    if done.returncode != 0:
+        raise RuntimeError(f"cuobjdump failed:\n{done.stdout}{done.stderr}")
+    stats = sass_stats(done.stdout)
+    cache.put(json.dumps(asdict(stats)), "sass-stats.json", binary=False)
+    return stats
+
+
+def _block(constexprs: dict[str, Any]) -> list[int] | None:
+    """``[BLOCK_M, BLOCK_N, BLOCK_K]`` of a GEMM-like kernel, ``[BLOCK]`` of an elementwise one."""
+    for names in (("BLOCK_M", "BLOCK_N", "BLOCK_K"), ("BLOCK",)):
+        if all(name in constexprs for name in names):
+            return [int(constexprs[name]) for name in names]
+    return None
 
 
 def _jit_function(kernel: Any) -> Any:
@@ -218,6 +353,7 @@ def _compile_one(
         ) from error
     ptx = compiled.asm["ptx"]
     registers, spill_stores, spill_loads = _ptxas_stats(ptx, cc)
+    sass = _sass_stats_cached(compiled.asm["cubin"])
     return KernelResources(
         kernel=jit_fn.__name__,
         variant=spec.name,
@@ -230,6 +366,12 @@ def _compile_one(
         spill_loads=spill_loads,
         shared_mem=int(compiled.metadata.shared),
         ptx_bytes=len(ptx.encode()),
+        block=_block(constexprs),
+        loop_instructions=sass.loop_instructions,
+        loop_mma=sass.loop_mma,
+        loop_async_copies=sass.loop_async_copies,
+        max_global_load_bits=sass.max_global_load_bits,
+        ieee_sqrt_div=ieee_sqrt_div(ptx),
     )
 
 
@@ -279,17 +421,21 @@ def as_dicts(rows: list[KernelResources]) -> list[dict[str, Any]]:
 
 
 def format_table(rows: list[KernelResources]) -> str:
-    """Rows as a Markdown table, with the warps per SM their register use allows."""
+    """Rows as a Markdown table, with the warps per SM their register use allows and the
+    hottest loop's figures (:class:`SassStats`)."""
     header = (
         "| kernel | variant | arch | config | registers | spill stores (B) | spill loads (B) "
-        "| shared mem (B) | resident warps/SM | PTX (B) |"
+        "| shared mem (B) | resident warps/SM | PTX (B) | loop instructions | loop MMAs "
+        "| loop async copies | widest load (bits) | IEEE sqrt/div |"
     )
-    lines = [header, "|" + " --- |" * 4 + " ---: |" * 6]
+    lines = [header, "|" + " --- |" * 4 + " ---: |" * 10 + " --- |"]
     for r in rows:
+        ieee = "-" if r.ieee_sqrt_div is None else ("yes" if r.ieee_sqrt_div else "no")
         lines.append(
             f"| `{r.kernel}` | {r.variant} | {r.arch} | `{r.config}` | {r.registers} "
             f"| {r.spill_stores} | {r.spill_loads} | {r.shared_mem} | {r.resident_warps} "
-            f"| {r.ptx_bytes} |"
+            f"| {r.ptx_bytes} | {r.loop_instructions} | {r.loop_mma} | {r.loop_async_copies} "
+            f"| {r.max_global_load_bits} | {ieee} |"
         )
     return "\n".join(lines)
 

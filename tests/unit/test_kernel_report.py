@@ -32,6 +32,12 @@ REQUIRED_KEYS = {
     "spill_stores",
     "spill_loads",
     "shared_mem",
+    "block",
+    "loop_instructions",
+    "loop_mma",
+    "loop_async_copies",
+    "max_global_load_bits",
+    "ieee_sqrt_div",
 }
 ARCHS = ("sm_80", "sm_90")
 
@@ -141,3 +147,63 @@ def test_cli_exits_non_zero_under_the_interpreter(capsys, monkeypatch):
 
     assert torchkit_main(["kernels", "--arch", "sm_80"]) == 1
     assert "TRITON_INTERPRET=1" in capsys.readouterr().err
+
+
+# A hand-written disassembly: a prologue, an outer loop (0x0040-0x00c0) around an inner loop
+# (0x0060-0x00a0) with two MMAs, a cp.async and a 128-bit load, then the end-of-kernel trap.
+_SASS = """
+        /*0000*/                   LDC R1, c[0x0][0x28] ;
+        /*0010*/                   LDG.E.64 R2, desc[UR4][R2.64] ;
+        /*0020*/                   LDG.E.U16 R4, desc[UR4][R2.64] ;
+        /*0030*/                   NOP ;
+        /*0040*/                   IMAD R5, R5, 0x4, RZ ;
+        /*0050*/                   LDG.E R6, desc[UR4][R2.64] ;
+        /*0060*/                   HGMMA.64x64x16.F32 R24, gdesc[UR8], R24 ;
+        /*0070*/                   LDGSTS.E.BYPASS.128 [R7], desc[UR4][R8.64] ;
+        /*0080*/              @!P0 LDG.E.128 R8, desc[UR4][R10.64] ;
+        /*0090*/                   HGMMA.64x64x16.F32 R24, gdesc[UR12], R24 ;
+        /*00a0*/              @!P1 BRA 0x60 ;
+        /*00b0*/                   IADD3 R5, R5, 0x1, RZ ;
+        /*00c0*/              @P2 BRA 0x40 ;
+        /*00d0*/                   EXIT ;
+        /*00e0*/                   BRA 0xe0;
+"""
+
+
+def test_sass_stats_reads_the_innermost_mma_loop():
+    stats = kernel_report.sass_stats(_SASS)
+    assert stats == kernel_report.SassStats(
+        loop_instructions=5, loop_mma=2, loop_async_copies=1, max_global_load_bits=128
+    )
+
+
+def test_sass_stats_without_a_loop_scans_the_whole_kernel():
+    straight = "\n".join(
+        line for line in _SASS.splitlines() if "BRA" not in line and "128" not in line
+    )
+    assert kernel_report.sass_stats(straight) == kernel_report.SassStats(0, 0, 0, 64)
+
+
+def test_sass_stats_prefers_mmas_over_length():
+    # A long copy loop after the MMA loop: the MMA loop stays the hottest.
+    copy_loop = "".join(
+        f"        /*{0x100 + 16 * i:04x}*/                   STG.E [R2], R4 ;\n" for i in range(9)
+    )
+    sass = _SASS + copy_loop + "        /*0190*/              @P0 BRA 0x100 ;\n"
+    assert kernel_report.sass_stats(sass).loop_mma == 2
+    assert kernel_report.sass_stats(sass).loop_instructions == 5
+
+
+@pytest.mark.parametrize(
+    ("ptx", "expected"),
+    [
+        ("sqrt.rn.f32 %f3, %f2;\ndiv.rn.f32 %f4, %f1, %f3;", True),
+        ("sqrt.approx.ftz.f32 %f3, %f2;\ndiv.rn.f32 %f4, %f1, %f3;", False),
+        ("sqrt.rn.f32 %f3, %f2;\ndiv.full.f32 %f4, %f1, %f3;", False),
+        ("rcp.approx.ftz.f64 %fd2, %fd1;", False),
+        ("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%f1}, {%r1}, {%r2}, {%f1};", None),
+    ],
+    ids=["ieee", "approx-sqrt", "full-div", "approx-rcp", "none"],
+)
+def test_ieee_sqrt_div_reads_the_ptx(ptx, expected):
+    assert kernel_report.ieee_sqrt_div(ptx) is expected
