@@ -21,7 +21,7 @@ from torch import nn
 
 import torchkit
 from torchkit.backend import Backend
-from torchkit.nn import Conv2dReLUFunction, FusedConv2dReLU
+from torchkit.nn import Conv2dError, FusedConv2dReLU
 from torchkit.nn.functional import conv2d_relu
 
 KERNEL = "_conv2d_relu_fwd_kernel"
@@ -56,8 +56,23 @@ class Case:
         return nn.Conv2d(in_channels, self.out_channels, self.kernel_size, dtype=dtype, **self.conv)
 
 
+# Layers with fewer than 16 input channels per group run the kernel's flat-K variant; the
+# "gemm-*" cases have 16 or more and run its GEMM form (one tap and a channel block per step).
 CASES = {
     "3x3-pad1": Case((2, 3, 9, 7), 5, 3, {"padding": 1}),
+    "gemm-3x3-pad1": Case((2, 16, 6, 5), 20, 3, {"padding": 1}),
+    "gemm-channels-last-strided-dilated": Case(
+        (1, 32, 7, 6),
+        16,
+        (3, 2),
+        {"stride": (2, 1), "padding": (1, 0), "dilation": (1, 2)},
+        layout="channels_last",
+    ),
+    "gemm-groups-partial-channel-block": Case(
+        (2, 40, 5, 5), 12, 3, {"groups": 2, "padding": 2, "dilation": 2}
+    ),
+    "gemm-1x1-no-bias": Case((2, 48, 4, 3), 8, 1, {"bias": False}, layout="strided"),
+    "kernel-taller-than-16": Case((1, 2, 19, 6), 3, (17, 3)),
     "5x5-odd-batch1": Case((1, 3, 13, 11), 7, 5),
     "1x1": Case((2, 6, 5, 5), 4, 1),
     "depthwise": Case((2, 4, 8, 8), 8, 3, {"groups": 4, "padding": 1}),
@@ -180,18 +195,60 @@ def test_low_precision_against_fp32_reference(case, dtype, backend, kernel_launc
         assert_tensors_close(g, w, name=f"grad {name}")
 
 
+BITWISE_CASES = {k: CASES[k] for k in ("3x3-pad1", "gemm-3x3-pad1", "gemm-1x1-no-bias")}
+
+
+@pytest.mark.interpreter
+@pytest.mark.parametrize("dtype", LOW_PRECISION)
+@pytest.mark.parametrize("case", BITWISE_CASES.values(), ids=BITWISE_CASES.keys())
+def test_low_precision_is_the_fp32_result_rounded(case, dtype, kernel_launches):
+    """fp16/bf16 outputs are what the fp32 computation rounds to (to nearest even), as on a
+    GPU: the reference is a CPU (cuDNN-free) convolution in fp32 of the same rounded inputs,
+    rounded once. Only fp32 summation order differs, so almost every element is bitwise
+    equal; a kernel that truncated bf16 would match about half of them."""
+    torch.manual_seed(0)
+    conv = case.make_conv(dtype)
+    fused = FusedConv2dReLU.from_conv(conv)
+    x = case.make_input(dtype)
+    with running_on(Backend.TRITON_INTERPRETER, kernel_launches), torch.no_grad():
+        out = fused(x)
+        reference = F.relu(copy.deepcopy(conv).float()(x.float())).to(dtype)
+    equal = (out == reference).float().mean().item()
+    assert equal >= 0.99, f"only {equal:.1%} of {out.numel()} elements are bitwise equal"
+
+
+@pytest.mark.interpreter
+def test_bf16_rounds_to_nearest_even_not_toward_zero(kernel_launches):
+    # y = x * 1 + b in fp32 is exact up to one rounding, the same in torch and in the kernel;
+    # its bf16 value is the rounding of that fp32 sum. Truncating instead of rounding changes
+    # every element whose dropped bits are above half an ulp (4.0837 -> 4.0625 instead of
+    # 4.09375).
+    from torchkit.kernels.conv2d_relu import conv2d_relu_fwd
+
+    torch.manual_seed(0)
+    x = (torch.rand(1, 1, 8, 64) * 8).to(torch.bfloat16)
+    weight = torch.ones(1, 1, 1, 1, dtype=torch.bfloat16)
+    bias = torch.tensor([0.0212], dtype=torch.bfloat16)
+    out = conv2d_relu_fwd(x, weight, bias, (1, 1), (0, 0), (1, 1), 1)
+    expected = (x.float() + bias.float()).relu().to(torch.bfloat16)  # round to nearest even
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    assert kernel_launches == [KERNEL]
+
+
 @pytest.mark.interpreter
 def test_gradcheck_float64_through_the_kernel(kernel_launches):
     # float64 runs through tl.dot with a float64 accumulator, so finite differences are exact
     # enough. fast_mode checks random projections of the Jacobian: a handful of launches
-    # instead of two per input element, each of which costs an interpreted kernel run.
+    # instead of two per input element, each of which costs an interpreted kernel run. The
+    # op's backward is registered with torch.library.register_autograd.
     torch.manual_seed(0)
     x = torch.randn(2, 4, 5, 4, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(6, 2, 3, 2, dtype=torch.float64, requires_grad=True)
     bias = torch.randn(6, dtype=torch.float64, requires_grad=True)
 
     def fn(x, weight, bias):
-        return Conv2dReLUFunction.apply(x, weight, bias, (2, 1), (1, 1), (1, 2), 2, False)
+        conv = ((2, 1), (1, 1), (1, 2), 2)
+        return torch.ops.torchkit.conv2d_relu(x, weight, bias, *conv, False, None, None)
 
     assert torch.autograd.gradcheck(fn, (x, weight, bias), fast_mode=True)
     assert torch.autograd.gradgradcheck(fn, (x, weight, bias), fast_mode=True)
@@ -208,13 +265,24 @@ def test_gradcheck_float64_torch_path():
 
 
 @pytest.mark.interpreter
-def test_small_tiles_cover_every_tile_edge(kernel_launches):
+@pytest.mark.parametrize(
+    "in_channels",
+    [
+        pytest.param(5, id="flat-K"),  # 45 reduction terms: 3 K-steps, the last one partial
+        pytest.param(32, id="gemm-form"),  # 9 taps x 2 channel blocks: the tap advances
+        pytest.param(24, id="gemm-form-partial-block"),  # 9 taps x (16 + 8 masked) channels
+    ],
+)
+def test_small_tiles_cover_every_tile_edge(in_channels, kernel_launches):
     # 16x16x16 tiles over M = 2*9*9 = 162 rows and 40 channels: partial tiles on both axes,
-    # several K steps, and GROUP_M=2 swizzling with a ragged last group.
+    # several K steps, and GROUP_M=2 swizzling with a ragged last group. float64, so that the
+    # order of up to 288 products per sum does not matter.
     from torchkit.kernels.conv2d_relu import Conv2dReLUBlocks, conv2d_relu_fwd
 
     torch.manual_seed(0)
-    x, weight, bias = torch.randn(2, 5, 9, 9), torch.randn(40, 5, 3, 3), torch.randn(40)
+    x, bias = torch.randn(2, in_channels, 9, 9, dtype=torch.float64), torch.randn(40)
+    weight = torch.randn(40, in_channels, 3, 3, dtype=torch.float64)
+    bias = bias.double()
     blocks = Conv2dReLUBlocks(block_m=16, block_n=16, block_k=16, group_m=2)
     out = conv2d_relu_fwd(x, weight, bias, (1, 1), (1, 1), (1, 1), 1, blocks=blocks)
     assert_tensors_close(out, F.relu(F.conv2d(x, weight, bias, padding=1)))
@@ -366,7 +434,7 @@ BAD_CONSTRUCTOR_ARGS = {
     "kernel-zero": ((1, 1, 0), {}, ValueError, "kernel_size must be positive"),
     "same-strided": ((1, 1, 3), {"padding": "same", "stride": 2}, ValueError, "stride 1"),
     "stride-float": ((1, 1, 3), {"stride": 1.5}, TypeError, "stride must be an int"),
-    "stride-triple": ((1, 1, 3), {"stride": (1, 1, 1)}, TypeError, "pair of ints"),
+    "stride-triple": ((1, 1, 3), {"stride": (1, 1, 1)}, Conv2dError, "pair of ints"),
     "channels-zero": ((0, 1, 3), {}, ValueError, "in_channels must be positive"),
 }
 
