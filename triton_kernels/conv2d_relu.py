@@ -157,24 +157,25 @@ def _prune_configs(
 ) -> list[triton.Config]:
     """Drop the tilings a layer cannot fill before autotuning times the rest.
 
-    Kept: the tiles that :func:`_fits` the variant and are at most the next power of two of M
-    tall; between ``min(32, C)`` and ``C`` wide, ``C`` the group's output channels rounded up
-    to a power of two; whose ``BLOCK_K`` is between ``min(32, K)`` and ``K``, ``K`` the
-    reduction terms of one tap (its channels) in the GEMM form, of the whole kernel in the
-    flat-K variant. If none is left, the smallest tile runs.
+    Kept: the tiles that :func:`_fits` the variant and, along each of M (output pixels), N
+    (output channels of a group) and K (the reduction terms of a K-step: one tap's channels in
+    the GEMM form, the whole kernel in the flat-K variant), are no larger than the size rounded
+    up to a power of two (or than the smallest tile offers) and no smaller than that or 32.
+    If none is left, the smallest tile runs.
     """
     c_in_g, kh, kw = named_args["C_IN_G"], named_args["KH"], named_args["KW"]
     flat_k = kwargs["FLAT_K"]
     element_size = named_args["x_ptr"].element_size()
     tensor_cores = kwargs["INPUT_PRECISION"] == "tf32" or element_size == 2
-    bounds = {
-        name: (min(32, _next_pow2(size)), max(16, _next_pow2(size)))
-        for name, size in (
-            ("BLOCK_M", named_args["M"]),
-            ("BLOCK_N", named_args["C_OUT_G"]),
-            ("BLOCK_K", kh * kw * c_in_g if flat_k else c_in_g),
-        )
+    sizes = {
+        "BLOCK_M": named_args["M"],
+        "BLOCK_N": named_args["C_OUT_G"],
+        "BLOCK_K": kh * kw * c_in_g if flat_k else c_in_g,
     }
+    bounds = {}
+    for name, size in sizes.items():
+        smallest = min(config.kwargs[name] for config in configs)
+        bounds[name] = (min(32, _next_pow2(size)), max(smallest, _next_pow2(size)))
     kept = [
         config
         for config in configs

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import pickle
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -518,3 +519,109 @@ BAD_FUNCTIONAL_ARGS = {
 def test_functional_validation(kwargs, error, match):
     with pytest.raises(error, match=match):
         conv2d_relu(torch.randn(1, 4, 5, 5), torch.randn(2, 4, 3, 3), **kwargs)
+
+
+# --- the packed weight and the tiling the kernel path keeps ---------------------------------
+
+
+@pytest.fixture
+def weight_packs(monkeypatch):
+    """Shapes of the weights torchkit.kernels.conv2d_relu.pack_weight packs, in order."""
+    from torchkit.kernels import conv2d_relu
+
+    packed: list[tuple[int, ...]] = []
+    original = conv2d_relu.pack_weight
+
+    def counting(weight):
+        packed.append(tuple(weight.shape))
+        return original(weight)
+
+    monkeypatch.setattr(conv2d_relu, "pack_weight", counting)
+    return packed
+
+
+def _check(layer: FusedConv2dReLU, x: torch.Tensor) -> None:
+    with torchkit.force_backend("triton-interpreter"), torch.no_grad():
+        out = layer(x)
+        expected = F.relu(F.conv2d(x, layer.weight, layer.bias, padding=1))
+    assert_tensors_close(out, expected)
+
+
+@pytest.mark.interpreter
+def test_weight_is_packed_once_and_again_when_it_changes(weight_packs):
+    torch.manual_seed(0)
+    layer = FusedConv2dReLU(16, 8, 3, padding=1)
+    x = torch.randn(1, 16, 5, 5)
+    _check(layer, x)
+    _check(layer, x)
+    assert len(weight_packs) == 1, "the second call must reuse the packed weight"
+
+    with torch.no_grad():
+        layer.weight.mul_(-1)  # in place: an optimizer step, a load_state_dict
+    _check(layer, x)
+    assert len(weight_packs) == 2
+
+    layer.load_state_dict(FusedConv2dReLU(16, 8, 3, padding=1).state_dict())
+    _check(layer, x)
+    assert len(weight_packs) == 3
+
+    layer.double()  # a new tensor of another dtype
+    _check(layer, x.double())
+    assert len(weight_packs) == 4
+
+
+@pytest.mark.interpreter
+def test_channels_last_weight_is_used_in_place(weight_packs):
+    torch.manual_seed(0)
+    layer = FusedConv2dReLU(16, 8, 3, padding=1).to(memory_format=torch.channels_last)
+    packed = layer._packed_weight(layer.weight)
+    assert packed.data_ptr() == layer.weight.data_ptr(), "expected a view, not a copy"
+    _check(layer, torch.randn(1, 16, 5, 5).to(memory_format=torch.channels_last))
+
+
+@pytest.mark.interpreter
+def test_layer_with_a_packed_weight_copies_and_pickles():
+    torch.manual_seed(0)
+    layer = FusedConv2dReLU(16, 8, 3, padding=1)
+    x = torch.randn(1, 16, 5, 5)
+    _check(layer, x)  # fills the cache
+    twin = copy.deepcopy(layer)
+    with torch.no_grad():
+        twin.weight.add_(1.0)  # the copy's own weight: its packed copy must follow it
+    _check(twin, x)
+    restored = pickle.loads(pickle.dumps(layer))
+    _check(restored, x)
+
+
+@pytest.mark.interpreter
+def test_blocks_pin_the_tiling(monkeypatch):
+    from triton.runtime.interpreter import InterpretedFunction
+
+    from torchkit.kernels.conv2d_relu import Conv2dReLUBlocks
+
+    tiles = []
+    original = InterpretedFunction.run
+
+    def recording(self, *args, **kwargs):
+        tiles.append((kwargs["BLOCK_M"], kwargs["BLOCK_N"], kwargs["BLOCK_K"]))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(InterpretedFunction, "run", recording)
+    torch.manual_seed(0)
+    layer = FusedConv2dReLU(16, 8, 3, padding=1)
+    x = torch.randn(1, 16, 5, 5)
+    layer.blocks = Conv2dReLUBlocks(block_m=16, block_n=16, block_k=16, group_m=1)
+    _check(layer, x)
+    layer.blocks = None
+    _check(layer, x)
+    assert tiles == [(16, 16, 16), (64, 32, 16)]  # pinned, then the interpreter's default
+
+
+@pytest.mark.interpreter
+def test_bad_blocks_are_reported():
+    from torchkit.kernels.conv2d_relu import Conv2dReLUBlocks
+
+    layer = FusedConv2dReLU(16, 8, 3, padding=1)
+    layer.blocks = Conv2dReLUBlocks(block_m=24)
+    with pytest.raises(ValueError, match=r"blocks\.block_m must be a power of two >= 16, got 24"):
+        _check(layer, torch.randn(1, 16, 5, 5))
