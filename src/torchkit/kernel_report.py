@@ -272,10 +272,11 @@ def _block(constexprs: dict[str, Any]) -> list[int] | None:
 
 
 def jit_function(kernel: Any) -> Any:
-    """The ``JITFunction`` of a spec's kernel: autotuners and heuristics wrap it in ``.fn``."""
+    """The ``JITFunction`` of a spec's kernel: autotuners and heuristics wrap it in ``.fn``
+    (under the interpreter, the Python function the interpreted kernel wraps)."""
     from triton.runtime.jit import JITFunction
 
-    while not isinstance(kernel, JITFunction):
+    while not isinstance(kernel, JITFunction) and hasattr(kernel, "fn"):
         kernel = kernel.fn
     return kernel
 
@@ -470,42 +471,87 @@ def as_dicts(rows: list[KernelResources]) -> list[dict[str, Any]]:
 
 def format_table(rows: list[KernelResources]) -> str:
     """Rows as a Markdown table, with the warps per SM their register use allows and the
-    hottest loop's figures (:class:`SassStats`)."""
+    hottest loop's figures (:class:`SassStats`), next to its yardstick's where it has one."""
     header = (
         "| kernel | variant | arch | config | registers | spill stores (B) | spill loads (B) "
-        "| shared mem (B) | resident warps/SM | PTX (B) | loop instructions | loop MMAs "
-        "| loop async copies | widest load (bits) | IEEE sqrt/div |"
+        "| shared mem (B) | resident warps/SM | PTX (B) | loop instructions | yardstick loop "
+        "| loop MMAs | loop async copies | widest load (bits) | IEEE sqrt/div |"
     )
-    lines = [header, "|" + " --- |" * 4 + " ---: |" * 10 + " --- |"]
+    lines = [header, "|" + " --- |" * 4 + " ---: |" * 11 + " --- |"]
     for r in rows:
         ieee = "-" if r.ieee_sqrt_div is None else ("yes" if r.ieee_sqrt_div else "no")
+        yardstick = "-" if r.yardstick_loop_instructions is None else r.yardstick_loop_instructions
         lines.append(
             f"| `{r.kernel}` | {r.variant} | {r.arch} | `{r.config}` | {r.registers} "
             f"| {r.spill_stores} | {r.spill_loads} | {r.shared_mem} | {r.resident_warps} "
-            f"| {r.ptx_bytes} | {r.loop_instructions} | {r.loop_mma} | {r.loop_async_copies} "
-            f"| {r.max_global_load_bits} | {ieee} |"
+            f"| {r.ptx_bytes} | {r.loop_instructions} | {yardstick} | {r.loop_mma} "
+            f"| {r.loop_async_copies} | {r.max_global_load_bits} | {ieee} |"
         )
     return "\n".join(lines)
 
 
 def format_summary(rows: list[KernelResources]) -> str:
-    """One Markdown row per kernel, variant and arch: the range over its configs."""
+    """One Markdown row per kernel, variant and arch: the range over its configs, and the
+    largest ratio of a config's hottest loop to its yardstick's (``-`` without yardstick)."""
     groups: dict[tuple[str, str, str], list[KernelResources]] = {}
     for r in rows:
         groups.setdefault((r.kernel, r.variant, r.arch), []).append(r)
     lines = [
         "| kernel | variant | arch | configs | registers | spilled bytes (max) "
-        "| shared mem (B, max) | resident warps/SM |",
-        "|" + " --- |" * 3 + " ---: |" * 5,
+        "| shared mem (B, max) | resident warps/SM | loop instructions | vs yardstick (max) "
+        "| loop async copies | widest load (bits) |",
+        "|" + " --- |" * 3 + " ---: |" * 9,
     ]
     for (kernel, variant, arch), group in groups.items():
         regs = sorted(r.registers for r in group)
         warps = sorted(r.resident_warps for r in group)
         spilled = max(r.spill_stores + r.spill_loads for r in group)
         shared = max(r.shared_mem for r in group)
+        loop = sorted(r.loop_instructions for r in group)
+        copies = sorted(r.loop_async_copies for r in group)
+        loads = sorted(r.max_global_load_bits for r in group)
+        ratios = [yardstick_ratio(r) for r in group]
+        worst = "-" if None in ratios else f"{max(ratios):.2f}x"  # type: ignore[type-var]
         lines.append(
             f"| `{kernel}` | {variant} | {arch} | {len(group)} | {_span(regs)} | {spilled} "
-            f"| {shared} | {_span(warps)} |"
+            f"| {shared} | {_span(warps)} | {_span(loop)} | {worst} | {_span(copies)} "
+            f"| {_span(loads)} |"
+        )
+    return "\n".join(lines)
+
+
+def yardstick_ratio(row: KernelResources) -> float | None:
+    """The row's hottest-loop instructions over its yardstick's, or ``None`` without one."""
+    if not row.yardstick_loop_instructions:
+        return None
+    return row.loop_instructions / row.yardstick_loop_instructions
+
+
+def format_versus_yardstick(rows: list[KernelResources]) -> str:
+    """The rows that have a yardstick, as a Markdown table of their hottest loops: the
+    kernel's and the yardstick's instructions, their ratio, and what the kernel's loop does.
+
+    Example:
+        >>> row = KernelResources("k", "fp16", "sm_90", "BLOCK_K=32,warps=4,stages=3", 4, 3,
+        ...     120, 0, 0, 36992, 10, [128, 64, 32], 104, 4, 6, 128, None, 85)
+        >>> print(format_versus_yardstick([row]).splitlines()[2])
+        | fp16 | sm_90 | 128x64x32 | 4 | 3 | 104 | 85 | 1.22 | 4 | 6 | 128 | 120 | 0 |
+    """
+    lines = [
+        "| variant | arch | tile | warps | stages | loop instructions | yardstick | ratio "
+        "| MMAs | async copies | widest load (bits) | registers | spilled (B) |",
+        "|" + " --- |" * 3 + " ---: |" * 10,
+    ]
+    for r in rows:
+        ratio = yardstick_ratio(r)
+        if ratio is None:
+            continue
+        tile = "x".join(map(str, r.block or []))
+        lines.append(
+            f"| {r.variant} | {r.arch} | {tile} | {r.num_warps} | {r.num_stages} "
+            f"| {r.loop_instructions} | {r.yardstick_loop_instructions} | {ratio:.2f} "
+            f"| {r.loop_mma} | {r.loop_async_copies} | {r.max_global_load_bits} "
+            f"| {r.registers} | {r.spill_stores + r.spill_loads} |"
         )
     return "\n".join(lines)
 

@@ -73,14 +73,12 @@ def _tiles_kept(dtype=torch.float16, precision="ieee", flat_k=False, **layer):
     ("layer", "expected"),
     [
         pytest.param(
-            {},
-            {(128, 128, 64), (128, 128, 32), (128, 64, 32), (64, 64, 32), (128, 32, 32)},
-            id="fp16-resnet-layer",
+            {}, {(128, 128, 32), (128, 64, 32), (64, 64, 32), (128, 32, 32)}, id="resnet-layer"
         ),
         pytest.param(
             {"dtype": torch.float32, "precision": "tf32"},
             {(128, 128, 32), (128, 64, 32), (64, 64, 32), (128, 32, 32)},
-            id="tf32-no-96KB-pipeline",
+            id="tf32-resnet-layer",
         ),
         pytest.param(
             {"dtype": torch.float32}, {(64, 64, 32), (128, 32, 32)}, id="ieee-32-accumulators"
@@ -125,3 +123,14 @@ def test_packed_weight_must_match_the_weight():
     wrong = pack_weight(torch.randn(2, 4, 3, 1))
     with pytest.raises(ValueError, match=r"packed_weight must be pack_weight\(weight\)"):
         conv2d_relu_fwd(x, w, None, (1, 1), (0, 0), (1, 1), 1, packed_weight=wrong)
+
+
+@needs_interpreter
+def test_pipelines_beyond_the_shared_memory_budget_are_dropped():
+    import triton
+
+    from torchkit.kernels.conv2d_relu import _fits
+
+    deep = triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64}, num_warps=8, num_stages=3)
+    assert _fits(deep, 2, tensor_cores=True, flat_k=False)  # fp16: 96 KB
+    assert not _fits(deep, 4, tensor_cores=True, flat_k=False)  # fp32: 192 KB

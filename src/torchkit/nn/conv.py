@@ -20,6 +20,15 @@ Tracing: the Triton backends go through the custom op ``torchkit::conv2d_relu``
 (shape, dtype and memory format) and a registered backward: ``torch.compile`` (no graph break),
 ``torch.export.export`` and ``torch.jit.trace`` record it, on CUDA and under the interpreter
 alike. ``torch.jit.script`` is refused with a message saying so (:class:`FusedConv2dReLU`).
+Its arguments are ``conv2d``'s (zero padding, 4-D input), then ``allow_tf32``, ``blocks`` (a
+pinned tiling, the fields of ``Conv2dReLUBlocks``, or ``None`` to autotune) and
+``packed_weight`` (``pack_weight(weight)`` when the caller keeps it, or ``None`` to pack in the
+op). On CPU tensors it needs ``TRITON_INTERPRET=1``:
+
+    >>> x, w = torch.randn(1, 3, 6, 6), torch.randn(4, 3, 3, 3)
+    >>> conv = ((1, 1), (1, 1), (1, 1), 1)  # stride, padding, dilation, groups
+    >>> y = torch.ops.torchkit.conv2d_relu(x, w, None, *conv, False, None, None)
+    >>> torch.testing.assert_close(y, F.relu(F.conv2d(x, w, padding=1)))
 
 Backward (Triton backends): the output ``y`` is saved (it exists anyway, so this costs no
 memory), the incoming gradient is masked with ``y > 0`` exactly as ``torch.relu``'s backward
@@ -161,18 +170,7 @@ def _conv2d_relu_op(
     blocks: Sequence[int] | None,
     packed_weight: torch.Tensor | None,
 ) -> torch.Tensor:
-    """``torch.ops.torchkit.conv2d_relu``: the fused Triton kernel (zero padding, 4-D input).
-
-    ``blocks`` pins a tiling (the fields of ``Conv2dReLUBlocks``) instead of autotuning;
-    ``packed_weight`` is ``pack_weight(weight)`` when the caller keeps it (else it is packed
-    here, on every call).
-
-    Example:
-        >>> x, w = torch.randn(1, 3, 6, 6), torch.randn(4, 3, 3, 3)
-        >>> args = ((1, 1), (1, 1), (1, 1), 1, False, None, None)
-        >>> y = torch.ops.torchkit.conv2d_relu(x, w, None, *args)  # needs TRITON_INTERPRET=1
-        >>> torch.testing.assert_close(y, F.relu(F.conv2d(x, w, padding=1)))
-    """
+    """``torch.ops.torchkit.conv2d_relu``: the fused Triton kernel (see the module docstring)."""
     from torchkit.kernels.conv2d_relu import Conv2dReLUBlocks, conv2d_relu_fwd
 
     return conv2d_relu_fwd(
