@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -23,6 +24,7 @@ import pytest
 
 from torchkit import kernel_report
 from torchkit.__main__ import main as torchkit_main
+from torchkit.backend import triton_version
 
 REQUIRED_KEYS = {
     "kernel",
@@ -160,6 +162,26 @@ def test_yardstick_is_a_pipelined_tensor_core_gemm(report):
     assert gemms, "no gemm_reference rows in the report"
     weak = [r for r in gemms if r["loop_mma"] == 0 or r["loop_async_copies"] == 0]
     assert not weak, f"yardstick rows without MMAs or cp.async in their loop: {weak}"
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "fused_conv.md"
+_DOC_TABLE = re.compile(
+    r"<!-- begin: vs-yardstick triton=(\S+) arch=(\S+) -->\n(.*?)<!-- end: vs-yardstick -->", re.S
+)
+
+
+@pytest.mark.slow
+def test_docs_table_is_what_the_report_prints(report):
+    """docs/fused_conv.md shows `python -m torchkit kernels --arch ARCH --format vs-yardstick`
+    as compiled by the Triton release it names; with that release installed, it must match."""
+    match = _DOC_TABLE.search(DOC.read_text())
+    assert match is not None, f"{DOC} has no vs-yardstick block"
+    version, arch, table = match.groups()
+    if triton_version() != version:
+        pytest.skip(f"the table was compiled with triton {version}, this is {triton_version()}")
+    rows = [kernel_report.KernelResources(**r) for r in report if r["arch"] == arch]
+    expected = kernel_report.format_versus_yardstick(rows)
+    assert table.strip() == expected.strip(), f"regenerate the table in {DOC}:\n{expected}"
 
 
 @pytest.mark.slow
