@@ -571,6 +571,23 @@ def test_weight_is_packed_once_and_again_when_it_changes(weight_packs):
 
 
 @pytest.mark.interpreter
+def test_a_training_call_drops_the_packed_weight(weight_packs):
+    """An optimizer may update the weight behind the version counter's back (a raw kernel, as
+    here through ``.data``): after a call autograd records, inference packs the weight again."""
+    torch.manual_seed(0)
+    layer = FusedConv2dReLU(16, 8, 3, padding=1)
+    x = torch.randn(1, 16, 5, 5)
+    _check(layer, x)
+    with torchkit.force_backend("triton-interpreter"):
+        layer(x).sum().backward()  # a training step's forward and backward
+    version = layer.weight._version
+    layer.weight.data.mul_(-1.0)  # the optimizer's update, invisible to the version counter
+    assert layer.weight._version == version
+    _check(layer, x)
+    assert len(weight_packs) == 3  # inference, training (packed in the launcher), inference
+
+
+@pytest.mark.interpreter
 def test_channels_last_weight_is_used_in_place(weight_packs):
     torch.manual_seed(0)
     layer = FusedConv2dReLU(16, 8, 3, padding=1).to(memory_format=torch.channels_last)

@@ -50,7 +50,7 @@ tensor changed in place.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -272,9 +272,6 @@ class _Conv2dReLUFunction(torch.autograd.Function):
 
 # ------------------------------------------------------------------ dispatch
 
-# Returns the packed weight a caller keeps for ``weight``, or None to pack inside the op.
-WeightPacker = Callable[[torch.Tensor], "torch.Tensor | None"]
-
 
 def _eager(input: torch.Tensor) -> bool:
     """Whether the call runs eagerly on real tensors: no tracer (torch.compile, torch.export,
@@ -296,7 +293,7 @@ def _dispatch(
     backend: Backend,
     *,
     blocks: Sequence[int] | None = None,
-    packer: WeightPacker | None = None,
+    packer: _PackedWeightCache | None = None,
 ) -> torch.Tensor:
     """``relu(conv2d(...))`` on ``backend``, for an input :func:`_check_input` accepted."""
     if backend is Backend.TORCH:
@@ -334,15 +331,22 @@ def _dispatch(
     else:
         pads = padding
     _check_output_size(input, weight, pads, dilation)
-    eager = _eager(input)
-    if not eager:
+    # Eager inference may use the layer's packed weight; a call that autograd records is a
+    # training step, after which an optimizer changes the weight (possibly behind the version
+    # counter's back: a raw kernel that does not call torch.autograd.graph.increment_version),
+    # so it packs afresh and drops the layer's copy. Traced calls pack inside the op.
+    packed = None
+    if not _eager(input):
         run = _conv2d_relu_op
     elif torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (input, weight, bias)
     ):
         run = _Conv2dReLUFunction.apply
-    else:  # inference: nothing to record for autograd
-        run = _run_kernel
+        if packer is not None:
+            packer.clear()
+    else:
+        run = _run_kernel  # nothing to record for autograd
+        packed = None if packer is None else packer(weight)
     output = run(
         input,
         weight,
@@ -353,7 +357,7 @@ def _dispatch(
         groups,
         input.is_cuda and torch.backends.cudnn.allow_tf32,
         blocks,
-        packer(weight) if eager and packer is not None else None,
+        packed,
     )
     return output.squeeze(0) if unbatched else output
 
@@ -372,12 +376,13 @@ def _check_output_size(
 
 
 class _PackedWeightCache:
-    """The weight packed for the kernel, kept while the weight is the same tensor, unchanged.
+    """The weight packed for the kernel, kept for inference while the weight stays the same.
 
     The cached copy is rebuilt when the weight is another tensor object (autocast casts make a
     new one per call), its storage moved (``.data`` was replaced, ``.to()``), or it was
-    modified in place (its ``_version`` moved: optimizer steps, ``load_state_dict``). A
-    channels_last weight already has the packed layout: its "copy" is a view.
+    modified in place by torch (its ``_version`` moved: ``load_state_dict``, optimizer steps);
+    :func:`_dispatch` also drops it on every training call. A channels_last weight already
+    has the packed layout: its "copy" is a view.
     """
 
     def __init__(self) -> None:
@@ -396,13 +401,16 @@ class _PackedWeightCache:
             self._source, self._key = weakref.ref(weight), key
         return self._packed
 
+    def clear(self) -> None:
+        self.__init__()  # type: ignore[misc]
+
     # A layer is deep-copied (fuse_conv_relu) and pickled (torch.save) with its cache: both
     # start the copy empty, to be rebuilt for the copy's own weight.
     def __getstate__(self) -> dict[str, None]:
         return {}
 
     def __setstate__(self, state: dict[str, None]) -> None:
-        self.__init__()  # type: ignore[misc]
+        self.clear()
 
 
 class FusedConv2dReLU(nn.Conv2d):
@@ -414,9 +422,9 @@ class FusedConv2dReLU(nn.Conv2d):
     tensors), else ``F.conv2d`` and an in-place ``relu_``; :meth:`backend_for` says which, and
     :attr:`last_backend` records what the latest call ran on.
 
-    On the Triton backends the layer keeps its weight packed in the kernel's layout (a copy,
-    or a view when the weight is channels_last), repacked when the weight changes; by default
-    the kernel autotunes its tiling per shape, and :attr:`blocks` pins one. ``torch.compile``,
+    On the Triton backends the layer keeps its weight packed in the kernel's layout for
+    inference (a copy, or a view when the weight is channels_last), repacked when the weight
+    changes; by default the kernel autotunes its tiling per shape, and :attr:`blocks` pins one. ``torch.compile``,
     ``torch.export.export`` and ``torch.jit.trace`` trace the layer (the kernel is the custom op
     ``torch.ops.torchkit.conv2d_relu``); ``torch.jit.script`` raises ``RuntimeError``.
 
