@@ -424,9 +424,10 @@ class FusedConv2dReLU(nn.Conv2d):
 
     On the Triton backends the layer keeps its weight packed in the kernel's layout for
     inference (a copy, or a view when the weight is channels_last), repacked when the weight
-    changes; by default the kernel autotunes its tiling per shape, and :attr:`blocks` pins one. ``torch.compile``,
-    ``torch.export.export`` and ``torch.jit.trace`` trace the layer (the kernel is the custom op
-    ``torch.ops.torchkit.conv2d_relu``); ``torch.jit.script`` raises ``RuntimeError``.
+    changes; by default the kernel autotunes its tiling per shape, and :attr:`blocks` pins one.
+    ``torch.compile``, ``torch.export.export`` and ``torch.jit.trace`` trace the layer (the
+    kernel is the custom op ``torch.ops.torchkit.conv2d_relu``); ``torch.jit.script`` raises
+    ``RuntimeError``.
 
     Args:
         in_channels: channels of the input.
