@@ -134,3 +134,19 @@ def test_pipelines_beyond_the_shared_memory_budget_are_dropped():
     deep = triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64}, num_warps=8, num_stages=3)
     assert _fits(deep, 2, tensor_cores=True, flat_k=False)  # fp16: 96 KB
     assert not _fits(deep, 4, tensor_cores=True, flat_k=False)  # fp32: 192 KB
+
+
+@needs_interpreter
+@pytest.mark.interpreter
+def test_16_by_16_kernel_uses_every_tap_bit(kernel_launches):
+    # The GEMM form tracks kernel rows in bits 16..31 of an int32 (bit 31 is the sign bit) and
+    # columns in bits 0..15; padding puts some taps of every border row outside the image.
+    from torchkit.kernels.conv2d_relu import conv2d_relu_fwd, uses_flat_k
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 16, 17, 16, dtype=torch.float64)
+    w = torch.randn(4, 16, 16, 16, dtype=torch.float64)
+    assert not uses_flat_k(16, 16, 16)
+    out = conv2d_relu_fwd(x, w, None, (1, 1), (1, 1), (1, 1), 1)
+    assert_tensors_close(out, F.relu(F.conv2d(x, w, padding=1)))
+    assert kernel_launches == ["_conv2d_relu_fwd_kernel"]
