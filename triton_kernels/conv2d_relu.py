@@ -369,7 +369,7 @@ _conv2d_relu_fwd_heuristics = triton.heuristics(
     {"EVEN_C": lambda args: args["C_IN_G"] % args["BLOCK_K"] == 0}
 )(_conv2d_relu_fwd_kernel)
 
-_conv2d_relu_fwd_autotuned = triton.autotune(
+_conv2d_relu_fwd_kernel_autotuned = triton.autotune(
     configs=_autotune_configs(),
     # What changes the best tile: the GEMM's N and K (channels and kernel size), the bucket
     # of its M, and (added by Triton) the tensors' dtypes.
@@ -598,7 +598,7 @@ def conv2d_relu_fwd(
             tiles = triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(c_out_g, meta["BLOCK_N"])
             return tiles, groups
 
-        _conv2d_relu_fwd_autotuned[grid](*args, **options)
+        _conv2d_relu_fwd_kernel_autotuned[grid](*args, **options)
         return y
 
     if blocks is None:
@@ -683,7 +683,7 @@ def aot_specs() -> list[KernelSpec]:
         specs.append(
             KernelSpec(
                 name=",".join(label),
-                kernel=_conv2d_relu_fwd_autotuned,
+                kernel=_conv2d_relu_fwd_kernel_autotuned,
                 signature=signature,
                 constexprs=constexprs,
                 configs=configs,

@@ -105,7 +105,7 @@ def test_pruning_keeps_the_tiles_a_layer_can_fill(layer, expected):
 def test_autotune_key_is_channels_kernel_size_and_m_bucket():
     from torchkit.kernels import conv2d_relu
 
-    assert conv2d_relu._conv2d_relu_fwd_autotuned.keys == [
+    assert conv2d_relu._conv2d_relu_fwd_kernel_autotuned.keys == [
         "C_IN_G",
         "C_OUT_G",
         "KH",
