@@ -923,14 +923,15 @@ WARMUP_DECAY_BAD = {
     ),
     "total<warmup": ({"warmup_steps": 10, "total_steps": 5}, "total_steps=5 and warmup_steps=10"),
     "total=warmup": ({"warmup_steps": 10, "total_steps": 10}, "greater than warmup_steps"),
-    "warmup=cosine": (
-        {"warmup": "cosine"},
-        "warmup must be one of 'linear', 'exponential', 'constant'; got 'cosine'",
+    "warmup=cos": (
+        {"warmup": "cos"},
+        "warmup must be one of 'linear', 'exponential', 'constant', 'cosine', '1-sqrt'; "
+        "got 'cos'",
     ),
     "decay=cos": (
         {"decay": "cos"},
         "decay must be one of 'cosine', 'linear', 'polynomial', 'exponential', 'step', "
-        "'inverse_sqrt', 'constant'; got 'cos'",
+        "'inverse_sqrt', 'constant', '1-sqrt'; got 'cos'",
     ),
     "start_factor=-0.1": (
         {"warmup_start_factor": -0.1},
