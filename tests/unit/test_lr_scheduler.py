@@ -13,6 +13,7 @@ import math
 
 import pytest
 import torch
+from _sched_formulas import hf_cosine, hf_linear, hf_polynomial
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.optim import lr_scheduler as torch_sched
@@ -58,35 +59,6 @@ def assert_rel_close(actual, expected, rtol, atol=0.0, what="lr"):
 
 
 # ------------------------------------------------- transformers' schedules, written out
-
-
-def hf_linear(t, warmup, total):
-    """transformers.get_linear_schedule_with_warmup's lr_lambda."""
-    if t < warmup:
-        return float(t) / float(max(1, warmup))
-    return max(0.0, float(total - t) / float(max(1, total - warmup)))
-
-
-def hf_cosine(t, warmup, total, num_cycles=0.5):
-    """transformers.get_cosine_schedule_with_warmup's lr_lambda."""
-    if t < warmup:
-        return float(t) / float(max(1, warmup))
-    progress = float(t - warmup) / float(max(1, total - warmup))
-    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * float(num_cycles) * 2.0 * progress)))
-
-
-def hf_polynomial(t, warmup, total, lr_init, lr_end, power):
-    """transformers.get_polynomial_decay_schedule_with_warmup's lr_lambda."""
-    if t < warmup:
-        return float(t) / float(max(1, warmup))
-    if t > total:
-        return lr_end / lr_init
-    lr_range = lr_init - lr_end
-    decay_steps = total - warmup
-    pct_remaining = 1 - (t - warmup) / decay_steps
-    decay = lr_range * pct_remaining**power + lr_end
-    return decay / lr_init
-
 
 # Same formula evaluated in a different order: float64 rounding only.
 HF_RTOL, HF_ATOL = 1e-12, 1e-18
@@ -581,19 +553,21 @@ def test_resume_from_torch_save_gives_the_uninterrupted_lrs(case):
     assert first + second == uninterrupted
 
 
-def test_legacy_resume_through_last_epoch_continues_the_schedule():
-    """torch's older resume path: load the optimizer, then build with ``last_epoch=k``."""
+@pytest.mark.parametrize("start_from", ["lr", "initial_lr"])
+def test_legacy_resume_through_last_epoch_continues_the_schedule(start_from):
+    """torch's older resume path: load the optimizer, then build with ``last_epoch=k - 1``
+    after ``k`` steps (torch 2.x's convention: the constructor lands on step ``k``, and its
+    recursive schedulers keep the lr they find there, as ``LambdaLR`` recomputes it)."""
     opt = make_sgd([0.1, 0.05])
     uninterrupted, _ = run(opt, WarmupDecayLR(opt, 5, 30, min_lr=1e-3), 30)
     opt = make_sgd([0.1, 0.05])
-    run(opt, WarmupDecayLR(opt, 5, 30, min_lr=1e-3), 12)  # steps 0..11
+    run(opt, WarmupDecayLR(opt, 5, 30, min_lr=1e-3), 12)  # 11 steps taken: at step 11
     resumed = make_sgd([0.1, 0.05])
     resumed.load_state_dict(opt.state_dict())
-    sched = WarmupDecayLR(resumed, 5, 30, min_lr=1e-3, last_epoch=11)
-    # As with torch's schedulers, the constructor takes one step: from 11 to 12.
-    assert sched.last_epoch == 12
-    lrs, _ = run(resumed, sched, 18)
-    assert_rel_close(lrs, uninterrupted[12:], rtol=1e-15)
+    sched = WarmupDecayLR(resumed, 5, 30, min_lr=1e-3, start_from=start_from, last_epoch=10)
+    assert sched.last_epoch == 11
+    lrs, _ = run(resumed, sched, 19)
+    assert_rel_close(lrs, uninterrupted[11:], rtol=1e-15)
 
 
 def test_inside_sequential_lr_it_starts_at_its_own_step_zero():
@@ -925,8 +899,7 @@ WARMUP_DECAY_BAD = {
     "total=warmup": ({"warmup_steps": 10, "total_steps": 10}, "greater than warmup_steps"),
     "warmup=cos": (
         {"warmup": "cos"},
-        "warmup must be one of 'linear', 'exponential', 'constant', 'cosine', '1-sqrt'; "
-        "got 'cos'",
+        "warmup must be one of 'linear', 'exponential', 'constant', 'cosine', '1-sqrt'; got 'cos'",
     ),
     "decay=cos": (
         {"decay": "cos"},

@@ -421,18 +421,6 @@ class _ChainableLR(_CheckedState, LRScheduler):
         """This scheduler's own lr for every param group at ``step`` (no chaining)."""
         raise NotImplementedError
 
-    def _chain_start(self, index: int, lr: float) -> float:
-        """The chain factor at construction, given the group's lr at that moment.
-
-        With ``start_from="lr"`` (the default) the lr is read relative to the group's base
-        lr (``initial_lr``): a scheduler built earlier that scaled the lr at construction
-        keeps its factor. With ``start_from="initial_lr"`` the lr found is ignored.
-        """
-        base = float(self.base_lrs[index])
-        if self.start_from == "initial_lr" or base == 0.0:
-            return 1.0
-        return lr / base
-
     def get_lr(self) -> list[float]:
         """The next lr of every param group: the chain factor times the closed form.
 
@@ -472,20 +460,22 @@ class _ChainableLR(_CheckedState, LRScheduler):
         self._unchained = self._chain_factors.count(1.0) == len(self._chain_factors)
 
     def _start_chain(self, step: int) -> None:
-        """Chain factors for the step taken by the constructor.
+        """Chain factors for the step taken by the constructor, from the lrs it finds.
 
-        A fresh start (step 0) asks :meth:`_chain_start`; the legacy resume through
-        ``last_epoch=k`` finds the lrs of step ``k`` in the groups and divides by ``v(k)``.
+        With ``start_from="initial_lr"`` the lrs found are ignored (factors of 1: the closed
+        form). With ``start_from="lr"``, as torch's recursive schedulers (``LinearLR``,
+        ``CosineAnnealingLR``, ...): a fresh start (step 0) reads each lr relative to its
+        base lr, ``c = lr / initial_lr``, so a scheduler built earlier that scaled the lr
+        keeps its factor; a rebuild with ``last_epoch=k`` takes the lr found for the lr of
+        the step it lands on, ``c = lr / v(k + 1)``, so that ``last_epoch=k - 1`` after ``k``
+        steps resumes exactly (torch's convention, which ``LambdaLR`` follows too).
         """
-        if step > 0 and self.start_from == "initial_lr":
-            return  # the closed form from initial_lr: chain factors of 1
-        previous = self._schedule(step - 1) if step > 0 else None
+        if self.start_from == "initial_lr":
+            return
+        own = self._schedule(step) if step > 0 else self.base_lrs
         for i, group in enumerate(self.optimizer.param_groups):
-            lr = float(group["lr"])
-            if previous is None:
-                self._chain_factors[i] = self._chain_start(i, lr)
-            elif previous[i] != 0.0:
-                self._chain_factors[i] = lr / float(previous[i])
+            if own[i] != 0.0:  # a zero holds no information: keep the factor of 1
+                self._chain_factors[i] = float(group["lr"]) / float(own[i])
         self._factors_changed()
 
     def _remeasure_chain(self, step: int) -> None:
@@ -772,6 +762,9 @@ class OneCycleLR(_ChainableLR):
         [0.04, 0.52, 1.0, 0.95, 0.812, 0.611, 0.389, 0.188, 0.05, 0.0]
     """
 
+    # It sets its lr from max_lr, as torch's, whatever lr it finds (and rebuilds at the
+    # closed form, as torch's).
+    start_from = "initial_lr"
     _per_group_state = (
         *_ChainableLR._per_group_state,
         "max_lrs",
@@ -878,9 +871,6 @@ class OneCycleLR(_ChainableLR):
                         group["momentum"] = points[0]
         self._init_chain(len(optimizer.param_groups))
         super().__init__(optimizer, last_epoch)
-
-    def _chain_start(self, index: int, lr: float) -> float:
-        return 1.0
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Load a state from :meth:`state_dict`, after checking that it fits this scheduler.
