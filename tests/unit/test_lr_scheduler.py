@@ -18,7 +18,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.optim import lr_scheduler as torch_sched
 
-from torchkit.optim.lr_scheduler import NoamLR, OneCycleLR, WarmupDecayLR, plot_schedule, preview
+from torchkit.optim.lr_scheduler import (
+    CosineRestartsLR,
+    NoamLR,
+    OneCycleLR,
+    WarmupDecayLR,
+    plot_schedule,
+    preview,
+)
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -100,31 +107,51 @@ def test_matches_transformers_polynomial(power, lr_end):
 # ------------------------------------------------------ WarmupDecayLR against formulas
 
 
-def reference_warmup_decay(t, base, floor, W, T, warmup, sf, decay, power, gamma, step_size):
-    """The schedule of WarmupDecayLR's docstring, written independently."""
+def reference_warmup_decay(t, base, floor, W, T, warmup, sf, decay, options, S=0):
+    """The schedule of WarmupDecayLR's docstring, written independently (``T=None``: endless)."""
     if t < W:
         x = t / W
-        factor = {"linear": sf + (1 - sf) * x, "exponential": sf * (1 / sf) ** x, "constant": sf}
+        factor = {
+            "linear": sf + (1 - sf) * x,
+            "exponential": sf * (1 / sf) ** x,
+            "constant": sf,
+            "cosine": sf + (1 - sf) * (1 - math.cos(math.pi * x)) / 2,
+            "1-sqrt": sf + (1 - sf) * (1 - (1 - x) ** 0.5),
+        }
         return base * factor[warmup]
-    if t >= T:
+    if t < W + S:
+        return base
+    if T is not None and t >= T:
         return floor
-    e, n = t - W, T - W
+    gamma, step_size = options.get("gamma"), options.get("step_size")
+    tau = options.get("timescale", max(W, 1))
+    e = t - W - S
+    if T is None:  # endless: the curves as they are
+        s = {
+            "constant": 1.0,
+            "exponential": gamma**e if gamma else None,
+            "step": gamma ** (e // step_size) if step_size else None,
+            "inverse_sqrt": (tau / (tau + e)) ** 0.5,
+        }[decay]
+        return floor + (base - floor) * s
+    n = T - W - S
     p = e / n
     if decay == "cosine":
-        s = (1 + math.cos(math.pi * p)) / 2
+        s = (1 + math.cos(2 * math.pi * options.get("num_cycles", 0.5) * p)) / 2
     elif decay == "linear":
         s = 1 - p
     elif decay == "polynomial":
-        s = (1 - p) ** power
+        s = (1 - p) ** options.get("power", 1.0)
     elif decay == "constant":
         s = 1.0
+    elif decay == "1-sqrt":
+        s = 1 - p**0.5
     else:
         if decay == "exponential":
             r, r_end = gamma**e, gamma**n
         elif decay == "step":
             r, r_end = gamma ** (e // step_size), gamma ** math.ceil(n / step_size)
         else:  # inverse_sqrt
-            tau = max(W, 1)
             r, r_end = (tau / (tau + e)) ** 0.5, (tau / (tau + n)) ** 0.5
         s = (r - r_end) / (1 - r_end)
     return floor + (base - floor) * s
@@ -138,35 +165,34 @@ DECAY_OPTIONS = {
     "step": {"gamma": 0.5, "step_size": 7},
     "inverse_sqrt": {},
     "constant": {},
+    "1-sqrt": {},
 }
+ALL_WARMUPS = ["linear", "exponential", "constant", "cosine", "1-sqrt"]
 
 
+@pytest.mark.parametrize("stable", [0, 4], ids=lambda s: f"stable={s}")
 @pytest.mark.parametrize("decay", list(DECAY_OPTIONS))
-@pytest.mark.parametrize("warmup", ["linear", "exponential", "constant"])
-def test_warmup_decay_follows_its_formula_per_group(warmup, decay):
+@pytest.mark.parametrize("warmup", ALL_WARMUPS)
+def test_warmup_decay_follows_its_formula_per_group(warmup, decay, stable):
     W, T = 6, 30
     bases, floors, sf = [0.1, 0.02], [1e-3, 0.0], 0.2
     opt = make_sgd(bases)
     options = DECAY_OPTIONS[decay]
     sched = WarmupDecayLR(
-        opt, W, T, warmup=warmup, decay=decay, warmup_start_factor=sf, min_lr=floors, **options
+        opt,
+        W,
+        T,
+        stable_steps=stable,
+        warmup=warmup,
+        decay=decay,
+        warmup_start_factor=sf,
+        min_lr=floors,
+        **options,
     )
     lrs, _ = run(opt, sched, T + 5)
     expected = [
         [
-            reference_warmup_decay(
-                t,
-                b,
-                f,
-                W,
-                T,
-                warmup,
-                sf,
-                decay,
-                options.get("power", 1.0),
-                options.get("gamma"),
-                options.get("step_size"),
-            )
+            reference_warmup_decay(t, b, f, W, T, warmup, sf, decay, options, stable)
             for b, f in zip(bases, floors, strict=True)
         ]
         for t in range(T + 5)
@@ -174,8 +200,58 @@ def test_warmup_decay_follows_its_formula_per_group(warmup, decay):
     assert_rel_close(lrs, expected, 1e-12, 1e-18)  # same formulas, different order
     # The milestones, exactly: warmup start, peak, end, and holding after the end.
     assert lrs[0] == [b * sf for b in bases]
-    assert lrs[W] == bases
+    assert lrs[W] == lrs[W + stable] == bases
     assert lrs[T] == lrs[T + 4] == floors
+
+
+ENDLESS = {
+    "constant": {},
+    "exponential": {"gamma": 0.9},
+    "step": {"gamma": 0.5, "step_size": 7},
+    "inverse_sqrt": {"timescale": 3},
+}
+
+
+@pytest.mark.parametrize("decay", list(ENDLESS))
+def test_an_endless_decay_follows_its_curve_without_rescaling(decay):
+    W, S, steps = 5, 2, 80
+    bases, floors = [0.1, 0.02], [1e-3, 0.0]
+    opt = make_sgd(bases)
+    options = ENDLESS[decay]
+    sched = WarmupDecayLR(opt, W, None, stable_steps=S, decay=decay, min_lr=floors, **options)
+    lrs, _ = run(opt, sched, steps)
+    sf = 1 / (W + 1)
+    expected = [
+        [
+            reference_warmup_decay(t, b, f, W, None, "linear", sf, decay, options, S)
+            for b, f in zip(bases, floors, strict=True)
+        ]
+        for t in range(steps)
+    ]
+    assert_rel_close(lrs, expected, 1e-12, 1e-18)
+
+
+@pytest.mark.parametrize(
+    ("decay", "stock"),
+    [
+        ("exponential", lambda opt: torch_sched.ExponentialLR(opt, gamma=0.95)),
+        ("step", lambda opt: torch_sched.StepLR(opt, step_size=6, gamma=0.5)),
+    ],
+)
+def test_an_endless_decay_without_warmup_or_floor_is_torchs(decay, stock):
+    options = {"gamma": 0.95} if decay == "exponential" else {"gamma": 0.5, "step_size": 6}
+    opt, ref_opt = make_sgd([0.1, 0.05]), make_sgd([0.1, 0.05])
+    lrs, _ = run(opt, WarmupDecayLR(opt, 0, None, decay=decay, **options), 60)
+    reference, _ = run(ref_opt, stock(ref_opt), 60)
+    assert_rel_close(lrs, reference, 1e-12)
+
+
+def test_min_lr_ratio_is_a_fraction_of_each_groups_base_lr():
+    opt = make_sgd([0.1, 0.02])
+    sched = WarmupDecayLR(opt, 2, 10, min_lr_ratio=[0.1, 0.5])
+    assert sched.min_lrs == [0.1 * 0.1, 0.02 * 0.5]
+    lrs, _ = run(opt, sched, 12)
+    assert lrs[10] == lrs[11] == [0.1 * 0.1, 0.02 * 0.5]
 
 
 def test_default_warmup_start_factor_is_the_line_through_zero_one_step_early():
@@ -443,6 +519,18 @@ SCHEDULERS = {
     ),
     "onecycle": lambda opt: OneCycleLR(opt, max_lr=[0.5, 0.2], total_steps=55, three_phase=True),
     "noam": lambda opt: NoamLR(opt, d_model=64, warmup_steps=12),
+    "wsd-cosine-warmup-1-sqrt-decay": lambda opt: WarmupDecayLR(
+        opt, 8, 50, stable_steps=20, warmup="cosine", decay="1-sqrt", min_lr_ratio=0.1
+    ),
+    "endless-inverse-sqrt": lambda opt: WarmupDecayLR(
+        opt, 5, None, decay="inverse_sqrt", timescale=20, min_lr=[1e-3, 0.0]
+    ),
+    "restarts-timm": lambda opt: CosineRestartsLR(
+        opt, 7, cycle_mul=1.5, cycle_decay=0.7, cycle_limit=4, k_decay=1.5, warmup_steps=3
+    ),
+    "restarts-fitted": lambda opt: CosineRestartsLR(
+        opt, total_steps=50, num_cycles=3, warmup_steps=5, warmup_prefix=True, min_lr=1e-4
+    ),
 }
 
 
@@ -494,6 +582,14 @@ RESUME_CASES = {
     ),
     "onecycle-mid-cycle": (lambda opt: OneCycleLR(opt, max_lr=0.3, total_steps=60), 25),
     "noam": (lambda opt: NoamLR(opt, d_model=32, warmup_steps=15), 9),
+    "wsd-mid-stable": (
+        lambda opt: WarmupDecayLR(opt, 10, 50, stable_steps=25, decay="1-sqrt", min_lr_ratio=0.1),
+        20,
+    ),
+    "restarts-mid-second-cycle": (
+        lambda opt: CosineRestartsLR(opt, 12, cycle_mul=2.0, cycle_decay=0.5, warmup_steps=4),
+        21,
+    ),
     "chained-onecycle-exponential": (chained_one_cycle, 33),
 }
 
@@ -949,6 +1045,43 @@ WARMUP_DECAY_BAD = {
         {"decay": "linear", "step_size": 3},
         "step_size is only used by decay='step', got step_size=3",
     ),
+    "stable_steps=-1": ({"stable_steps": -1}, "stable_steps must be an integer >= 0, got -1"),
+    "total<warmup+stable": (
+        {"stable_steps": 46},
+        "total_steps must be at least warmup_steps \\+ stable_steps, got total_steps=50, "
+        "warmup_steps=5 and stable_steps=46",
+    ),
+    "endless-cosine": (
+        {"total_steps": None},
+        "decay='cosine' needs total_steps .*, got None; only 'constant', 'exponential', 'step', "
+        "'inverse_sqrt' run without one",
+    ),
+    "num_cycles-with-linear": (
+        {"decay": "linear", "num_cycles": 1.0},
+        "num_cycles is only used by decay='cosine', got num_cycles=1.0 with decay='linear'",
+    ),
+    "num_cycles=0": ({"num_cycles": 0.0}, "num_cycles must be > 0, got 0.0"),
+    "timescale-with-cosine": (
+        {"timescale": 10},
+        "timescale is only used by decay='inverse_sqrt', got timescale=10",
+    ),
+    "timescale=0": (
+        {"decay": "inverse_sqrt", "timescale": 0},
+        "timescale must be an integer >= 1, got 0",
+    ),
+    "min_lr-and-min_lr_ratio": (
+        {"min_lr": 1e-3, "min_lr_ratio": 0.1},
+        "give min_lr or min_lr_ratio, not both: got min_lr=0.001 and min_lr_ratio=0.1",
+    ),
+    "min_lr_ratio=1.5": ({"min_lr_ratio": 1.5}, r"min_lr_ratio must be in \[0, 1\], got 1.5"),
+    "min_lr_ratio[1]=-0.1": (
+        {"min_lr_ratio": [0.1, -0.1]},
+        r"min_lr_ratio\[1\] must be in \[0, 1\], got -0.1",
+    ),
+    "start_from": (
+        {"start_from": "initial"},
+        "start_from must be one of 'lr', 'initial_lr'; got 'initial'",
+    ),
 }
 
 
@@ -1119,7 +1252,7 @@ def test_plot_schedule_writes_a_png(tmp_path):
 # --------------------------------------------------------------- property tests
 
 DECAYS = st.sampled_from(list(DECAY_OPTIONS))
-WARMUPS = st.sampled_from(["linear", "exponential", "constant"])
+WARMUPS = st.sampled_from(ALL_WARMUPS)
 
 
 @settings(max_examples=60, deadline=None)
@@ -1127,18 +1260,22 @@ WARMUPS = st.sampled_from(["linear", "exponential", "constant"])
     warmup=WARMUPS,
     decay=DECAYS,
     W=st.integers(0, 20),
+    S=st.integers(0, 10),
     span=st.integers(1, 40),
     sf=st.floats(0.01, 1.0),
     floor_fraction=st.floats(0.0, 1.0),
 )
-def test_warmup_decay_is_bounded_and_monotone_per_phase(warmup, decay, W, span, sf, floor_fraction):
-    base, T = 0.1, W + span
+def test_warmup_decay_is_bounded_and_monotone_per_phase(
+    warmup, decay, W, S, span, sf, floor_fraction
+):
+    base, T = 0.1, W + S + span
     floor = base * floor_fraction
     opt = make_sgd([base])
     sched = WarmupDecayLR(
         opt,
         W,
         T,
+        stable_steps=S,
         warmup=warmup,
         decay=decay,
         warmup_start_factor=sf,
