@@ -13,7 +13,7 @@ import math
 
 import pytest
 import torch
-from _sched_formulas import hf_cosine, hf_linear, hf_polynomial
+from _sched_reference import hf_cosine, hf_linear, hf_polynomial, hyperparameters
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.optim import lr_scheduler as torch_sched
@@ -1138,10 +1138,6 @@ FAILING_CONSTRUCTIONS = {
         for case in NOAM_BAD
     },
 }
-
-
-def hyperparameters(opt):
-    return [{k: v for k, v in group.items() if k != "params"} for group in opt.param_groups]
 
 
 @pytest.mark.parametrize("case", list(FAILING_CONSTRUCTIONS))

@@ -1,7 +1,7 @@
 """get_scheduler against transformers' schedules, and what a scheduler does with the lr it finds.
 
 The expected learning rates come from transformers' lambdas written out in
-``_sched_formulas.py`` (transformers is not a test dependency), times each group's base lr;
+``_sched_reference.py`` (transformers is not a test dependency), times each group's base lr;
 transformers' own test (one optimizer shared by every schedule, with a save/reload check)
 is reproduced with its published values as a cross-check of those transcriptions.
 """
@@ -14,7 +14,7 @@ import io
 
 import pytest
 import torch
-from _sched_formulas import (
+from _sched_reference import (
     hf_constant,
     hf_constant_with_warmup,
     hf_cosine,
@@ -25,6 +25,7 @@ from _sched_formulas import (
     hf_linear,
     hf_polynomial,
     hf_wsd,
+    hyperparameters,
 )
 from torch.optim import lr_scheduler as torch_sched
 
@@ -539,12 +540,10 @@ BAD = {
 def test_bad_arguments_are_refused_before_the_optimizer_changes(case):
     args, error, message = BAD[case]
     optimizer = make_optimizer()
-    before = copy.deepcopy(
-        [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
-    )
+    before = copy.deepcopy(hyperparameters(optimizer))
     with pytest.raises(error, match=message):
         get_scheduler(args[0], optimizer, *args[1:])
-    assert [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups] == before
+    assert hyperparameters(optimizer) == before
 
 
 def test_wsd_with_both_lengths_warns_and_uses_num_stable_steps():

@@ -1,11 +1,11 @@
-"""transformers' and timm's LR schedules, written out from their definitions for the tests.
+"""References for the scheduler tests: transformers' and timm's LR schedules, written out.
 
 Each ``hf_*`` function is the multiplier that the matching ``transformers.optimization``
 ``get_*_schedule`` function hands to ``LambdaLR`` (``lr = base_lr * multiplier(step)``), with
 the same operations in the same order, so that a float-for-float reproduction is checkable
 to 1e-12 without transformers installed. :func:`timm_cosine_lrs` is
 ``timm.scheduler.CosineLRScheduler``'s lr at ``t`` (its ``_get_lr``, no noise). Nothing here
-calls torchkit.
+calls torchkit. :func:`hyperparameters` snapshots what a scheduler may write into an optimizer.
 """
 
 from __future__ import annotations
@@ -174,3 +174,8 @@ def timm_cosine_lrs(
         lr_min + 0.5 * (peak - lr_min) * (1 + math.cos(math.pi * t_curr**k_decay / t_i**k_decay))
         for peak in peaks
     ]
+
+
+def hyperparameters(optimizer) -> list[dict]:
+    """Every param group's entries but its params (what a scheduler reads and writes)."""
+    return [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
