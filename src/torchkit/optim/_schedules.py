@@ -26,18 +26,20 @@ Example:
     >>> _schedules.decay_fraction("inverse_sqrt", 12, None, timescale=4)  # endless: sqrt(4/16)
     0.5
     >>> _schedules.timm_cycle(250, cycle_steps=100, cycle_mul=2.0)  # cycle 1: steps 100-299
-    (1, 200.0, 150.0)
+    (1, 200.0, 100.0)
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 __all__ = [
     "DECAYS",
     "ENDLESS_DECAYS",
     "ONE_CYCLE_ANNEALS",
     "WARMUPS",
+    "WARMUP_FUNCTIONS",
     "anneal_cos",
     "anneal_linear",
     "constant_decay",
@@ -111,19 +113,21 @@ def one_minus_sqrt_warmup(step: int, warmup_steps: int, start_factor: float) -> 
     return start_factor + (1.0 - start_factor) * (1.0 - math.sqrt(1.0 - step / warmup_steps))
 
 
+# The warmup factor of each of WARMUPS, as a function (step, warmup_steps, start_factor).
+WARMUP_FUNCTIONS: dict[str, Callable[[int, int, float], float]] = {
+    "linear": linear_warmup,
+    "exponential": exponential_warmup,
+    "constant": constant_warmup,
+    "cosine": cosine_warmup,
+    "1-sqrt": one_minus_sqrt_warmup,
+}
+
+
 def warmup_factor(kind: str, step: int, warmup_steps: int, start_factor: float) -> float:
     """The warmup factor of ``kind`` (one of :data:`WARMUPS`) at ``step < warmup_steps``."""
-    if kind == "linear":
-        return linear_warmup(step, warmup_steps, start_factor)
-    if kind == "exponential":
-        return exponential_warmup(step, warmup_steps, start_factor)
-    if kind == "constant":
-        return constant_warmup(step, warmup_steps, start_factor)
-    if kind == "cosine":
-        return cosine_warmup(step, warmup_steps, start_factor)
-    if kind == "1-sqrt":
-        return one_minus_sqrt_warmup(step, warmup_steps, start_factor)
-    raise ValueError(f"warmup must be one of {WARMUPS}, got {kind!r}")
+    if kind not in WARMUP_FUNCTIONS:
+        raise ValueError(f"warmup must be one of {WARMUPS}, got {kind!r}")
+    return WARMUP_FUNCTIONS[kind](step, warmup_steps, start_factor)
 
 
 # ----------------------------------------------------------------------------- decay
@@ -258,19 +262,19 @@ def decay_fraction(
 
 
 def timm_cycle(t: float, cycle_steps: float, cycle_mul: float) -> tuple[int, float, float]:
-    """``(cycle index, cycle length, steps into the cycle)`` at ``t``, as timm computes them.
+    """``(cycle index, cycle length, step where the cycle starts)`` at ``t``, as timm has them.
 
     Cycle ``i`` lasts ``cycle_steps * cycle_mul**i``. With ``cycle_mul == 1`` the index is
     ``t // cycle_steps``; otherwise it is read from the geometric sum with a logarithm, in
     the same operations as timm's ``CosineLRScheduler`` so that the cycle boundaries (where
-    the floor of a float decides the cycle) land on the same steps.
+    the floor of a float decides the cycle) land on the same steps. ``t - start`` is then
+    timm's position in the cycle, float for float.
     """
     if cycle_mul != 1:
         i = math.floor(math.log(1 - t / cycle_steps * (1 - cycle_mul), cycle_mul))
-        length = cycle_mul**i * cycle_steps
-        return i, length, t - (1 - cycle_mul**i) / (1 - cycle_mul) * cycle_steps
+        return i, cycle_mul**i * cycle_steps, (1 - cycle_mul**i) / (1 - cycle_mul) * cycle_steps
     i = int(t // cycle_steps)
-    return i, float(cycle_steps), t - cycle_steps * i
+    return i, float(cycle_steps), cycle_steps * i
 
 
 def fitted_cycle(elapsed: int, span: int, num_cycles: float) -> tuple[int, float]:
@@ -291,6 +295,8 @@ def cycle_cosine(done: float, length: float, k_decay: float) -> float:
     order of operations. ``k_decay`` (the k-decay of Zhang & Li, 2020) above 1 keeps the lr
     high for longer in each cycle, below 1 drops it sooner.
     """
+    if k_decay == 1.0:  # x ** 1.0 is x exactly: the same floats, without two powers
+        return 1 + math.cos(math.pi * done / length)
     return 1 + math.cos(math.pi * done**k_decay / length**k_decay)
 
 

@@ -3,13 +3,20 @@
 Every scheduler here subclasses :class:`torch.optim.lr_scheduler.LRScheduler`, so it plugs
 into ``ChainedScheduler``, ``SequentialLR`` and any training loop written for torch's own:
 
-* :class:`WarmupDecayLR` - a warmup (linear, exponential, constant) followed by a decay
-  (cosine, linear, polynomial, exponential, step, inverse square root, constant) to an
-  absolute ``min_lr``: what ``SequentialLR(LinearLR, CosineAnnealingLR)`` approximates, in
-  one object whose ``state_dict`` resumes exactly;
+* :class:`WarmupDecayLR` - a warmup (linear, exponential, constant, cosine, 1-sqrt), an
+  optional stable phase, then a decay (cosine, linear, polynomial, exponential, step,
+  inverse square root, constant, 1-sqrt) to an absolute ``min_lr`` or a ``min_lr_ratio``,
+  or an endless decay: warmup-stable-decay (WSD), transformers' warmup schedules and what
+  ``SequentialLR(LinearLR, CosineAnnealingLR)`` approximates, each in one object;
+* :class:`CosineRestartsLR` - cosine cycles with restarts: timm's ``CosineLRScheduler``
+  (``cycle_mul``, ``cycle_decay``, ``cycle_limit``, ``k_decay``, warmup as a prefix or
+  not) and transformers' hard restarts, float for float;
 * :class:`OneCycleLR` - torch's 1cycle policy with the same constructor and the same floats,
   but chainable;
 * :class:`NoamLR` - the inverse-square-root schedule of "Attention Is All You Need";
+* :class:`ReduceLROnPlateau` - torch's, checked and resumable, whose cuts multiply what the
+  schedulers above set; :class:`ChainedScheduler` - torch's, passing the metric to it;
+* :func:`get_scheduler` - transformers' factory, by name, returning the classes above;
 * :func:`preview` and :func:`plot_schedule` - the lrs (and momenta) a scheduler will
   produce, without touching its optimizer.
 
@@ -26,12 +33,33 @@ that another scheduler applied to that zero lr is lost (put torchkit's scheduler
 others in the step order and nothing is lost). ``step(epoch)`` sets the closed form and
 resets ``c_g`` to 1.
 
+Construction. ``start_from`` says how a scheduler reads the lr it finds in the param groups
+when it is built (another schedule, or a loaded optimizer, may have changed it). ``"lr"``,
+the default, as torch's recursive schedulers (``LinearLR``, ``CosineAnnealingLR``, ...): a
+fresh scheduler takes ``c_g = lr / initial_lr``, so a scheduler built earlier keeps its
+effect, and one rebuilt with ``last_epoch=k`` keeps the lr it finds as the lr of step
+``k + 1``. ``"initial_lr"``, as ``LambdaLR`` and transformers' schedules: the lr found is
+ignored and the schedule starts at its closed form. Either way, ``last_epoch=k - 1`` after
+``k`` steps resumes exactly, as in torch. :class:`OneCycleLR` always starts from its own
+closed form, as torch's does.
+
 Resuming. ``state_dict()`` is plain data that ``torch.load(weights_only=True)`` reads, and
 names the scheduler's class. ``load_state_dict()`` refuses, before writing anything, a state
 of another class or of another number of param groups; it also restores the lr (and
 OneCycleLR's momentum) of the interrupted step into the param groups that still hold what
 the scheduler wrote, so that loading the optimizer *before* building the scheduler resumes
 exactly too (see :meth:`WarmupDecayLR.load_state_dict` for where that stops).
+
+Private torch API (tested on torch 2.13; there is no public way to do the same):
+
+* ``LRScheduler._is_initial`` (set while the constructor takes its step): tells
+  the constructor's step apart, where the chain factors are first measured;
+* ``LRScheduler._get_lr_called_within_step``: the flag behind torch's "use get_last_lr()"
+  warning, honoured by ``get_lr`` as torch's own schedulers do;
+* ``ChainedScheduler._schedulers``: the members, under torch's attribute name, so that code
+  written for torch's ``ChainedScheduler`` reads torchkit's;
+* ``Optimizer._opt_called`` and ``step._wrapped_by_lr_sched``: set on :func:`preview`'s
+  stand-in optimizer, which torch's step-order check reads.
 
 Example:
     >>> import torch
@@ -683,9 +711,8 @@ class WarmupDecayLR(_ChainableLR):
 
     def _schedule(self, step: int) -> list[float]:
         if step < self.warmup_steps:
-            w = _schedules.warmup_factor(
-                self.warmup, step, self.warmup_steps, self.warmup_start_factor
-            )
+            shape = _schedules.WARMUP_FUNCTIONS[self.warmup]
+            w = shape(step, self.warmup_steps, self.warmup_start_factor)
             return [base * w for base in self.base_lrs]
         start = self.warmup_steps + self.stable_steps
         if step < start:
@@ -693,18 +720,24 @@ class WarmupDecayLR(_ChainableLR):
         total = self.total_steps
         if total is not None and step >= total:
             return list(self.min_lrs)
-        s = _schedules.decay_fraction(
-            self.decay,
-            step - start,
-            None if total is None else total - start,
-            self.power,
-            self.gamma,
-            self.step_size,
-            self._timescale,
-            self.num_cycles,
-        )
+        if self.decay == "constant":
+            s = 1.0
+        else:
+            s = _schedules.decay_fraction(
+                self.decay,
+                step - start,
+                None if total is None else total - start,
+                self.power,
+                self.gamma,
+                self.step_size,
+                self._timescale,
+                self.num_cycles,
+            )
+        bases, floors = self.base_lrs, self.min_lrs
+        if len(bases) == 1:  # the common case, without the cost of a comprehension
+            return [floors[0] + (bases[0] - floors[0]) * s]
         # Equal lengths by construction; zip(strict=) would cost a keyword call per step.
-        return [floor + (base - floor) * s for base, floor in zip(self.base_lrs, self.min_lrs)]  # noqa: B905
+        return [floor + (base - floor) * s for base, floor in zip(bases, floors)]  # noqa: B905
 
 
 # ----------------------------------------------------------------------- OneCycleLR
@@ -1194,6 +1227,8 @@ class CosineRestartsLR(_ChainableLR):
                 f"{warmup_start_lr!r} with warmup_steps=0"
             )
         self.start_from = _choice("start_from", start_from, _START_FROM)
+        # The last cycle located, [index, length, start]: the next steps are most often in it.
+        self._cycle_memo: list[Any] = []
         last_epoch = _check_int("last_epoch", last_epoch, -1)
         self._init_chain(len(optimizer.param_groups))
         super().__init__(optimizer, last_epoch)
@@ -1213,15 +1248,28 @@ class CosineRestartsLR(_ChainableLR):
                 return list(self.min_lrs)
             cycle, done = _schedules.fitted_cycle(t, span, self.num_cycles)  # type: ignore[arg-type]
             cosine = _schedules.cycle_cosine(done, 1.0, self.k_decay)
+            return self._cycle_lrs(cycle, cosine)
+        memo = self._cycle_memo
+        # Steps at least one away from the cycle's ends are in it whatever the rounding of the
+        # logarithm that locates cycles: they reuse the cycle found for an earlier step.
+        if memo and memo[2] + 1 <= t <= memo[2] + memo[1] - 1:
+            cycle, length, start = memo
         else:
-            cycle, length, into = _schedules.timm_cycle(t, self.cycle_steps, self.cycle_mul)
+            cycle, length, start = _schedules.timm_cycle(t, self.cycle_steps, self.cycle_mul)
             if self.cycle_limit is not None and cycle >= self.cycle_limit:
-                return list(self.min_lrs)
-            cosine = _schedules.cycle_cosine(into, length, self.k_decay)
+                return list(self.min_lrs)  # past the last cycle (not remembered)
+            self._cycle_memo = [cycle, length, start]
+        return self._cycle_lrs(cycle, _schedules.cycle_cosine(t - start, length, self.k_decay))
+
+    def _cycle_lrs(self, cycle: int, cosine: float) -> list[float]:
+        """timm's ``min_lr + 0.5 * (peak - min_lr) * cosine`` for every group, in its order."""
         gamma = self.cycle_decay**cycle
+        bases, floors = self.base_lrs, self.min_lrs
+        if len(bases) == 1:  # the common case, without the cost of a comprehension
+            return [floors[0] + 0.5 * (bases[0] * gamma - floors[0]) * cosine]
         return [
             floor + 0.5 * (base * gamma - floor) * cosine
-            for base, floor in zip(self.base_lrs, self.min_lrs)  # noqa: B905
+            for base, floor in zip(bases, floors)  # noqa: B905
         ]
 
 
@@ -1230,10 +1278,10 @@ class CosineRestartsLR(_ChainableLR):
 
 def _group_lrs(optimizer: Optimizer) -> list[Any]:
     """The lr of every param group (a copy of a tensor lr, as torch keeps them)."""
-    return [
-        group["lr"].clone() if isinstance(group["lr"], torch.Tensor) else group["lr"]
-        for group in optimizer.param_groups
-    ]
+    lrs = list(map(_GROUP_LR, optimizer.param_groups))
+    if any(isinstance(lr, torch.Tensor) for lr in lrs):
+        return [lr.clone() if isinstance(lr, torch.Tensor) else lr for lr in lrs]
+    return lrs
 
 
 class ReduceLROnPlateau(_CheckedState, _TorchReduceLROnPlateau):
@@ -1330,7 +1378,7 @@ def _takes_metrics(scheduler: object) -> bool:
     if isinstance(scheduler, _TorchReduceLROnPlateau):
         return True
     if isinstance(scheduler, ChainedScheduler):
-        return any(_takes_metrics(member) for member in scheduler._schedulers)
+        return True in scheduler._takes_metrics
     return False
 
 
@@ -1394,6 +1442,8 @@ class ChainedScheduler(_CheckedState, _TorchChainedScheduler):
         self._schedulers = list(schedulers)
         self.optimizer = optimizer
         self._last_lr = _group_lrs(optimizer)
+        # Which members step with the metric (fixed: the members are).
+        self._takes_metrics = [_takes_metrics(scheduler) for scheduler in self._schedulers]
 
     def step(self, metrics: float | torch.Tensor | None = None) -> None:  # type: ignore[override]
         """Step every scheduler, passing ``metrics`` to those that take it.
@@ -1402,23 +1452,27 @@ class ChainedScheduler(_CheckedState, _TorchChainedScheduler):
             metrics: The metric for the members that take one (validation loss, ...);
                 required when there is such a member, rejected when there is none.
         """
-        takes = [_takes_metrics(scheduler) for scheduler in self._schedulers]
-        if metrics is None and any(takes):
+        takes = self._takes_metrics
+        if metrics is None and True in takes:
             index = takes.index(True)
             raise TypeError(
                 f"step() needs metrics: schedulers[{index}] "
                 f"({type(self._schedulers[index]).__name__}) takes one"
             )
-        if metrics is not None and not any(takes):
+        if metrics is not None and True not in takes:
             raise ValueError(
                 "step() got metrics but no scheduler of this chain takes one (only "
                 "ReduceLROnPlateau does)"
             )
-        for scheduler, wants in zip(self._schedulers, takes):  # noqa: B905
-            if wants:
-                scheduler.step(metrics)  # type: ignore[call-arg]
-            else:
+        if metrics is None:
+            for scheduler in self._schedulers:
                 scheduler.step()
+        else:
+            for scheduler, wants in zip(self._schedulers, takes):  # noqa: B905
+                if wants:
+                    scheduler.step(metrics)  # type: ignore[call-arg]
+                else:
+                    scheduler.step()
         self._last_lr = _group_lrs(self.optimizer)
 
     def state_dict(self) -> dict[str, Any]:
@@ -1943,6 +1997,7 @@ def plot_schedule(
     log_scale: bool = False,
     title: str | None = None,
     metrics: Sequence[float] | None = None,
+    dpi: int = 110,
 ) -> Path:
     """Write a PNG plot of the lr (and optionally momentum) of one or more schedules.
 
@@ -1962,6 +2017,8 @@ def plot_schedule(
         title: Figure title.
         metrics: Passed to :func:`preview`: the metric of each step after the first, for
             schedules whose ``step()`` takes one (every schedule plotted must then take it).
+        dpi: Resolution of the PNG, an integer >= 1 (the figure is 8 inches wide).
+            Default: 110.
 
     Returns:
         The path written.
@@ -1986,6 +2043,7 @@ def plot_schedule(
     if not items:
         raise ValueError("schedules is empty: give at least one scheduler or factory")
     steps = _check_int("steps", steps, 1)
+    dpi = _check_int("dpi", dpi, 1)
 
     previews = [
         (label, preview(s, steps, optimizer=optimizer, metrics=metrics)) for label, s in items
@@ -2015,7 +2073,7 @@ def plot_schedule(
     if title:
         figure.suptitle(title)
     path = Path(path)
-    figure.savefig(path, format="png", dpi=110)
+    figure.savefig(path, format="png", dpi=dpi)
     return path
 
 
