@@ -141,10 +141,12 @@ GALLERY: dict[str, tuple[str, int, dict[str, Callable], dict]] = {
 }
 
 
-def main(directory: Path = HERE) -> list[Path]:
-    """Write every figure of the gallery into ``directory`` and return their paths."""
+def main(directory: Path = HERE, names: list[str] | None = None) -> list[Path]:
+    """Write the figures of the gallery (all, or ``names``) into ``directory``; their paths."""
     paths = []
     for name, (title, steps, schedules, extra) in GALLERY.items():
+        if names is not None and name not in names:
+            continue
         path = directory / name
         paths.append(plot_schedule(schedules, steps, path, title=title, dpi=DPI, **extra))
     return paths

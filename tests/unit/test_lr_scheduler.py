@@ -7,9 +7,12 @@ side; nothing is compared against torchkit's own helpers.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import io
 import itertools
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -1243,6 +1246,32 @@ def test_plot_schedule_writes_a_png(tmp_path):
     )
     assert path == tmp_path / "lr.png"
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def _gallery_script():
+    spec = importlib.util.spec_from_file_location(
+        "make_schedule_plot", DOCS / "img" / "make_schedule_plot.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_gallery_is_the_scripts_and_small(tmp_path):
+    """Every image of docs/schedulers.md's gallery is drawn by docs/img/make_schedule_plot.py
+    and stays under 100 KB; one figure is redrawn here to check that the script runs."""
+    pytest.importorskip("matplotlib")
+    script = _gallery_script()
+    shown = set(re.findall(r"\]\(img/(sched_[a-z_]+\.png)\)", (DOCS / "schedulers.md").read_text()))
+    assert shown == set(script.GALLERY)
+    for name in shown:
+        assert (DOCS / "img" / name).stat().st_size < 100_000, name
+    (path,) = script.main(tmp_path, names=["sched_plateau.png"])
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert path.stat().st_size < 100_000
 
 
 # --------------------------------------------------------------- property tests
