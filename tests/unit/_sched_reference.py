@@ -5,12 +5,14 @@ Each ``hf_*`` function is the multiplier that the matching ``transformers.optimi
 the same operations in the same order, so that a float-for-float reproduction is checkable
 to 1e-12 without transformers installed. :func:`timm_cosine_lrs` is
 ``timm.scheduler.CosineLRScheduler``'s lr at ``t`` (its ``_get_lr``, no noise). Nothing here
-calls torchkit. :func:`hyperparameters` snapshots what a scheduler may write into an optimizer.
+calls torchkit. The helpers at the end run a scheduler and compare lrs for the test modules.
 """
 
 from __future__ import annotations
 
 import math
+
+import torch
 
 
 def hf_warmup(t: int, warmup: int) -> float:
@@ -174,6 +176,32 @@ def timm_cosine_lrs(
         lr_min + 0.5 * (peak - lr_min) * (1 + math.cos(math.pi * t_curr**k_decay / t_i**k_decay))
         for peak in peaks
     ]
+
+
+# ------------------------------------------------------------------------- helpers
+
+
+def lrs_of(optimizer, scheduler, steps: int) -> list[list[float]]:
+    """The lr of every group at steps 0..steps-1 of a training loop (optimizer, then scheduler)."""
+    lrs = []
+    for t in range(steps):
+        if t:
+            optimizer.step()
+            scheduler.step()
+        lrs.append([group["lr"] for group in optimizer.param_groups])
+    return lrs
+
+
+def assert_lrs(actual, expected, what: str = "lr", rtol: float = 1e-12) -> None:
+    """``actual == expected`` up to float64 rounding of the same formula in another order
+    (relative ``rtol``, no absolute slack: a 0 must be a 0)."""
+    torch.testing.assert_close(
+        torch.tensor(actual, dtype=torch.float64),
+        torch.tensor(expected, dtype=torch.float64),
+        rtol=rtol,
+        atol=0.0,
+        msg=lambda m: f"{what}: {m}",
+    )
 
 
 def hyperparameters(optimizer) -> list[dict]:

@@ -12,7 +12,7 @@ import random
 
 import pytest
 import torch
-from _sched_reference import hyperparameters, timm_cosine_lrs
+from _sched_reference import assert_lrs, hyperparameters, lrs_of, timm_cosine_lrs
 from torch.optim import lr_scheduler as torch_sched
 
 from torchkit.optim.lr_scheduler import (
@@ -30,26 +30,6 @@ BASES = [0.1, 0.03]
 def make_sgd(bases=BASES):
     groups = [{"params": [torch.nn.Parameter(torch.ones(2))], "lr": lr} for lr in bases]
     return torch.optim.SGD(groups, lr=bases[0], momentum=0.9)
-
-
-def lrs_of(optimizer, scheduler, steps):
-    lrs = []
-    for t in range(steps):
-        if t:
-            optimizer.step()
-            scheduler.step()
-        lrs.append([group["lr"] for group in optimizer.param_groups])
-    return lrs
-
-
-def assert_lrs(actual, expected, what="lr", rtol=1e-12):
-    torch.testing.assert_close(
-        torch.tensor(actual, dtype=torch.float64),
-        torch.tensor(expected, dtype=torch.float64),
-        rtol=rtol,
-        atol=0.0,
-        msg=lambda m: f"{what}: {m}",
-    )
 
 
 # ------------------------------------------------------------------- timm's cycles

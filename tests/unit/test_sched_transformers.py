@@ -15,6 +15,7 @@ import io
 import pytest
 import torch
 from _sched_reference import (
+    assert_lrs,
     hf_constant,
     hf_constant_with_warmup,
     hf_cosine,
@@ -26,6 +27,7 @@ from _sched_reference import (
     hf_polynomial,
     hf_wsd,
     hyperparameters,
+    lrs_of,
 )
 from torch.optim import lr_scheduler as torch_sched
 
@@ -51,28 +53,6 @@ BASES = (LR, 3.0)  # two param groups: transformers' multipliers apply to each b
 def make_optimizer():
     groups = [{"params": [torch.nn.Parameter(torch.ones(2))], "lr": lr} for lr in BASES]
     return torch.optim.AdamW(groups, lr=LR)
-
-
-def lrs_of(optimizer, scheduler, steps):
-    """The lrs of every group at steps 0..steps-1 of a training loop."""
-    lrs = []
-    for t in range(steps):
-        if t:
-            optimizer.step()
-            scheduler.step()
-        lrs.append([group["lr"] for group in optimizer.param_groups])
-    return lrs
-
-
-def assert_lrs(actual, expected, what):
-    # The same formulas, evaluated with a few operations in another order: float64 rounding.
-    torch.testing.assert_close(
-        torch.tensor(actual, dtype=torch.float64),
-        torch.tensor(expected, dtype=torch.float64),
-        rtol=1e-12,
-        atol=0.0,
-        msg=lambda m: f"{what}: {m}",
-    )
 
 
 def case(name, warmup, total, kwargs, multiplier, checked):
