@@ -703,8 +703,13 @@ class WarmupDecayLR(_ChainableLR):
         self._timescale = max(self.warmup_steps, 1) if given is None else given
         self.start_from = _choice("start_from", start_from, _START_FROM)
 
-        self.min_lr_ratio = min_lr_ratio
         self.min_lrs = _floors(optimizer, min_lr, min_lr_ratio)
+        # As given (checked by _floors), as plain floats: one, or one per group.
+        self.min_lr_ratio: float | list[float] | None = None
+        if isinstance(min_lr_ratio, (list, tuple)):
+            self.min_lr_ratio = [float(ratio) for ratio in min_lr_ratio]
+        elif min_lr_ratio is not None:
+            self.min_lr_ratio = _as_float("min_lr_ratio", min_lr_ratio)
         last_epoch = _check_int("last_epoch", last_epoch, -1)
         self._init_chain(len(optimizer.param_groups))
         super().__init__(optimizer, last_epoch)
@@ -1278,10 +1283,10 @@ class CosineRestartsLR(_ChainableLR):
 
 def _group_lrs(optimizer: Optimizer) -> list[Any]:
     """The lr of every param group (a copy of a tensor lr, as torch keeps them)."""
-    lrs = list(map(_GROUP_LR, optimizer.param_groups))
-    if any(isinstance(lr, torch.Tensor) for lr in lrs):
-        return [lr.clone() if isinstance(lr, torch.Tensor) else lr for lr in lrs]
-    return lrs
+    return [
+        group["lr"].clone() if isinstance(group["lr"], torch.Tensor) else group["lr"]
+        for group in optimizer.param_groups
+    ]
 
 
 class ReduceLROnPlateau(_CheckedState, _TorchReduceLROnPlateau):
@@ -1473,7 +1478,8 @@ class ChainedScheduler(_CheckedState, _TorchChainedScheduler):
                     scheduler.step(metrics)  # type: ignore[call-arg]
                 else:
                     scheduler.step()
-        self._last_lr = _group_lrs(self.optimizer)
+        # The last member to step took its copy of the lrs the chain leaves.
+        self._last_lr = self._schedulers[-1].get_last_lr()
 
     def state_dict(self) -> dict[str, Any]:
         """The chain's state: its own attributes, one state per member, its class name.
