@@ -447,6 +447,19 @@ def gpu_table() -> str:
     return "\n".join(lines)
 
 
+def adam_note() -> str:
+    """The sentence that introduces the Adam table: its intensity against the lowest ridge."""
+    fp32, bf16 = (
+        ADAM_FLOPS_PER_ELEMENT / adam_bytes_per_param(d)[0] for d in (torch.float32, torch.bfloat16)
+    )
+    ridge = min(g.ridge("fp32") for g in GPUS)
+    return (
+        f"Adam step: {ADAM_FLOPS_PER_ELEMENT} FLOP per element, {fp32:.2f} FLOP/B in fp32 and "
+        f"{bf16:.2f} in bf16, below the lowest fp32 ridge of the three GPUs ({ridge:.1f}): "
+        "memory-bound, so every floor below is bytes over bandwidth."
+    )
+
+
 def format_model() -> str:
     """Every table of the model, as docs/performance.md shows them."""
     return "\n\n".join(
@@ -456,7 +469,7 @@ def format_model() -> str:
             conv_table(torch.float16),
             "Conv2d + bias + ReLU, fp32 inputs on TF32 tensor cores (cuDNN's default):",
             conv_table(torch.float32, tf32=True),
-            "Adam step (memory-bound everywhere: about 0.5 FLOP per byte for fp32):",
+            adam_note(),
             adam_table(),
         ]
     )
