@@ -243,6 +243,19 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None
     return "\n".join(lines)
 
 
+def status_summary(cases: Sequence[dict[str, Any]]) -> str:
+    """How many cases have each status, in order of first appearance.
+
+    Example:
+        >>> status_summary([{"status": "ok"}, {"status": "skipped"}, {"status": "ok"}])
+        '2 ok, 1 skipped'
+    """
+    counts: dict[str, int] = {}
+    for case in cases:
+        counts[case["status"]] = counts.get(case["status"], 0) + 1
+    return ", ".join(f"{n} {status}" for status, n in counts.items()) or "not reached"
+
+
 class Report:
     """What the run measured so far, written to ``out/gpu_check.{json,md}`` after every case."""
 
@@ -285,7 +298,9 @@ class Report:
 
     def write(self) -> None:
         self.data["meta"]["elapsed_s"] = round(self.clock() - self.started, 3)
-        _atomic_write(self.out / "gpu_check.json", json.dumps(self.data, indent=1) + "\n")
+        _atomic_write(
+            self.out / "gpu_check.json", json.dumps(self.data, indent=1, default=str) + "\n"
+        )
         _atomic_write(self.out / "gpu_check.md", self.markdown())
 
     def markdown(self) -> str:
@@ -302,15 +317,12 @@ class Report:
             markdown_table([{"key": k, "value": v} for k, v in meta.items()]),
         ]
         for s in self.data["sections"]:
-            counts: dict[str, int] = {}
-            for case in s["cases"]:
-                counts[case["status"]] = counts.get(case["status"], 0) + 1
-            summary = ", ".join(f"{n} {k}" for k, n in counts.items()) or "not reached"
             lines += [
                 "",
                 f"## {s['title']}",
                 "",
-                f"`{s['name']}`: {summary}; {s['elapsed_s']:.1f} s (budget {s['budget_s']:.0f} s).",
+                f"`{s['name']}`: {status_summary(s['cases'])}; {s['elapsed_s']:.1f} s "
+                f"(budget {s['budget_s']:.0f} s).",
             ]
             if s["cases"]:
                 lines += ["", markdown_table(s["cases"])]
@@ -1035,32 +1047,14 @@ RUNNERS: dict[str, Callable[[Section, Target], None]] = {
 }
 
 
-def _driver_version() -> str | None:
+def _first_line(command: list[str]) -> str | None:
+    """The first line ``command`` prints, or ``None`` when it is missing or fails."""
     try:
-        done = subprocess.run(
-            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=True,
-        )
+        done = subprocess.run(command, capture_output=True, text=True, timeout=20, check=True)
     except (OSError, subprocess.SubprocessError):
         return None
-    return done.stdout.strip().splitlines()[0] if done.stdout.strip() else None
-
-
-def _git_commit() -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(HERE), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() or None
+    lines = done.stdout.strip().splitlines()
+    return lines[0].strip() if lines else None
 
 
 def environment(target: Target, argv: Sequence[str]) -> dict[str, Any]:
@@ -1077,7 +1071,7 @@ def environment(target: Target, argv: Sequence[str]) -> dict[str, Any]:
         "torch": torch.__version__,
         "triton": triton.__version__,
         "torchkit": torchkit.__version__,
-        "torchkit_commit": _git_commit(),
+        "torchkit_commit": _first_line(["git", "-C", str(HERE), "rev-parse", "HEAD"]),
         "python": platform.python_version(),
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
@@ -1092,7 +1086,9 @@ def environment(target: Target, argv: Sequence[str]) -> dict[str, Any]:
             compute_capability=f"{props.major}.{props.minor}",
             sms=props.multi_processor_count,
             memory_gib=round(props.total_memory / 2**30, 1),
-            driver=_driver_version(),
+            driver=_first_line(
+                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]
+            ),
             roofline_model=gpu.name if gpu else None,
         )
     return meta

@@ -330,11 +330,7 @@ def gpu_block(runs: list[dict[str, Any]]) -> str:
         ]
         for section in run["sections"]:
             cases = section["cases"]
-            counts: dict[str, int] = {}
-            for case in cases:
-                counts[case["status"]] = counts.get(case["status"], 0) + 1
-            summary = ", ".join(f"{n} {k}" for k, n in counts.items()) or "not reached"
-            out += ["", f"**{section['title']}** ({summary})"]
+            out += ["", f"**{section['title']}** ({gpu_check.status_summary(cases)})"]
             if section["name"] in SUMMARY_ONLY:
                 cases = [c for c in cases if c["status"] != "ok"]
             if cases:

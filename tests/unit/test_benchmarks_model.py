@@ -1,36 +1,22 @@
-"""The arithmetic behind docs/performance.md: the traffic model and the page-block rewriter.
+"""The arithmetic behind docs/performance.md: the roofline model and the page generator.
 
-``benchmarks/`` is a folder of scripts, not a package, so its modules are loaded from their files.
+Hand-computed cases of the roofline model, and the generated blocks of the page.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"_benchmarks_{name}", BENCHMARKS / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-traffic = _load("traffic")
-run_all = _load("run_all")
-
+# benchmarks/ is a folder of scripts, not a package: its modules import each other this way too.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import run_all
+import traffic
 
 # --------------------------------------------------------------------------------------------
 # The roofline model: hand-computed cases
