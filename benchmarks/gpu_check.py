@@ -992,6 +992,7 @@ def adam_large(target: Target) -> dict[str, Any]:
         dtype = torch.float32
     else:
         # p, grad, exp_avg, exp_avg_sq, plus the float32 randn a narrower dtype is cast from.
+        torch.cuda.empty_cache()  # what earlier cases left in torch's allocator counts as used
         free = torch.cuda.mem_get_info(target.device)[0]
         fits = [
             d for d in (torch.float32, torch.bfloat16)
@@ -1075,7 +1076,6 @@ def environment(target: Target, argv: Sequence[str]) -> dict[str, Any]:
         "python": platform.python_version(),
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-        "budget_s": sum(b for _, _, b in SECTIONS),
         "finished": False,
     }
     if target.cuda:
