@@ -86,19 +86,33 @@ H200 = GPU(
 GPUS: tuple[GPU, ...] = (A100, H100, H200)
 
 
+# Not on the page, but named by torch as "...A100-SXM4-40GB": the same chip with HBM2.
+A100_40GB = GPU(
+    "A100 SXM4 40GB",
+    1.555e12,
+    A100.peaks,
+    "NVIDIA A100 Tensor Core GPU datasheet: 1,555 GB/s HBM2 (40GB); peaks as the 80GB part",
+)
+
+
 def gpu_for(device_name: str) -> GPU | None:
-    """The modelled GPU whose family ``device_name`` (``torch.cuda.get_device_name()``) names.
+    """The modelled GPU ``device_name`` (``torch.cuda.get_device_name()``) is, or ``None``.
+
+    PCIe and NVL cards run other clocks, power limits and (A100 80GB PCIe) bandwidths than the
+    SXM parts modelled here, so they are not matched.
 
     Example:
-        >>> gpu_for("NVIDIA H200").name
-        'H200 SXM 141GB'
-        >>> gpu_for("Tesla T4") is None
-        True
+        >>> gpu_for("NVIDIA H200").name, gpu_for("NVIDIA A100-SXM4-40GB").name
+        ('H200 SXM 141GB', 'A100 SXM4 40GB')
+        >>> gpu_for("NVIDIA H100 PCIe") is None, gpu_for("Tesla T4") is None
+        (True, True)
     """
-    for gpu in GPUS:
-        if gpu.name.split()[0] in device_name:
-            return gpu
-    return None
+    name = device_name.upper()
+    if "PCIE" in name or "NVL" in name:
+        return None
+    if "A100" in name:
+        return A100_40GB if "40GB" in name else A100
+    return next((g for g in (H100, H200) if g.name.split()[0] in name), None)
 
 
 def math_mode(dtype: torch.dtype, *, tf32: bool = False) -> str:

@@ -150,7 +150,9 @@ def test_gpu_constants_are_the_datasheets():
     assert traffic.A100.peaks == {"fp16": 312e12, "bf16": 312e12, "tf32": 156e12, "fp32": 19.5e12}
     assert traffic.H100.peaks["tf32"] == traffic.H200.peaks["tf32"] == 494.5e12
     assert traffic.gpu_for("NVIDIA H100 80GB HBM3") is traffic.H100
-    assert traffic.gpu_for("NVIDIA A100-SXM4-40GB") is traffic.A100
+    assert traffic.gpu_for("NVIDIA A100-SXM4-80GB") is traffic.A100
+    assert traffic.gpu_for("NVIDIA A100-SXM4-40GB").bandwidth == 1.555e12
+    assert traffic.gpu_for("NVIDIA H200 NVL") is None
 
 
 def test_conv_output_size_follows_stride_and_padding():
