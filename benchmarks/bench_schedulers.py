@@ -1,10 +1,18 @@
 """Cost of ``scheduler.step()``: torchkit's schedulers against their stock-torch equivalents.
 
-Pairs (the same schedules as the tables of ``docs/schedulers.md``):
+Pairs (the same schedules as the tables of ``docs/schedulers.md``; where torch has no class for a
+schedule, its stock form is the ``LambdaLR`` that transformers builds, or torch's nearest class):
 
 * ``WarmupDecayLR`` (linear warmup, cosine)  vs ``SequentialLR(LinearLR, CosineAnnealingLR)``
+* ``WarmupDecayLR`` (warmup-stable-decay)    vs ``LambdaLR`` with transformers' WSD lambda
+* ``WarmupDecayLR`` (endless inverse sqrt)   vs ``LambdaLR`` with transformers' lambda
+* ``CosineRestartsLR`` (``cycle_mul=2``)     vs ``CosineAnnealingWarmRestarts(T_mult=2)``
 * ``NoamLR``                                 vs ``LambdaLR`` with the Annotated Transformer's rate
 * ``OneCycleLR``                             vs ``torch.optim.lr_scheduler.OneCycleLR``
+* warmup then ``ReduceLROnPlateau``, stepped one after the other: ``WarmupDecayLR`` and
+  torchkit's plateau vs torch's ``LinearLR`` and plateau (torch cannot chain the two); and the
+  same torchkit pair in one ``ChainedScheduler.step(metric)``, which adds the cost of the
+  object that passes the metric and saves the pair as one
 
 each with 1 and 16 param groups, timed early (from step 0, through the warmup) and late (from
 step 1,000,000 of a 2,000,000-step schedule) to show that a step costs the same wherever it
@@ -19,7 +27,9 @@ runner that collects every benchmark.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -27,12 +37,21 @@ from collections.abc import Callable
 import torch
 from torch.optim import lr_scheduler as stock
 
-from torchkit.optim.lr_scheduler import NoamLR, OneCycleLR, WarmupDecayLR
+from torchkit.optim.lr_scheduler import (
+    ChainedScheduler,
+    CosineRestartsLR,
+    NoamLR,
+    OneCycleLR,
+    ReduceLROnPlateau,
+    WarmupDecayLR,
+)
 
 TOTAL = 2_000_000
 WARMUP = 1_000
+STABLE = 1_500_000
 LATE = 1_000_000
 D_MODEL = 512
+METRIC = 1.0  # a loss that never improves: the plateau cuts until min_lr, then holds
 
 Builder = Callable[[torch.optim.Optimizer], stock.LRScheduler]
 
@@ -42,16 +61,75 @@ def _noam_rate(step: int) -> float:
     return D_MODEL**-0.5 * min(step**-0.5, step * WARMUP**-1.5)
 
 
+def _wsd_rate(step: int) -> float:
+    """transformers' get_wsd_schedule lambda: linear warmup, stable, 1-sqrt decay to 0.1."""
+    if step < WARMUP:
+        return step / WARMUP * 0.9 + 0.1
+    if step < WARMUP + STABLE:
+        return 1.0
+    if step < TOTAL:
+        return (1.0 - math.sqrt((step - WARMUP - STABLE) / (TOTAL - WARMUP - STABLE))) * 0.9 + 0.1
+    return 0.1
+
+
+def _inverse_sqrt_rate(step: int) -> float:
+    """transformers' get_inverse_sqrt_schedule lambda, timescale = warmup."""
+    if step < WARMUP:
+        return step / WARMUP
+    return 1.0 / math.sqrt(step / WARMUP)
+
+
 def _sequential_warmup_cosine(optimizer: torch.optim.Optimizer) -> stock.LRScheduler:
     warmup = stock.LinearLR(optimizer, start_factor=1 / (WARMUP + 1), total_iters=WARMUP)
     cosine = stock.CosineAnnealingLR(optimizer, T_max=TOTAL - WARMUP, eta_min=1e-5)
     return stock.SequentialLR(optimizer, [warmup, cosine], milestones=[WARMUP])
 
 
+class _TwoSteps:
+    """A warmup and a plateau, stepped one after the other by hand."""
+
+    def __init__(self, warmup: stock.LRScheduler, plateau: stock.ReduceLROnPlateau) -> None:
+        self._schedulers = [warmup, plateau]
+
+    def step(self, metric: float) -> None:
+        self._schedulers[0].step()
+        self._schedulers[1].step(metric)
+
+
+def _stock_warmup_then_plateau(optimizer: torch.optim.Optimizer) -> _TwoSteps:
+    warmup = stock.LinearLR(optimizer, start_factor=1 / (WARMUP + 1), total_iters=WARMUP)
+    return _TwoSteps(warmup, stock.ReduceLROnPlateau(optimizer, min_lr=1e-5))
+
+
+def _torchkit_pair(optimizer: torch.optim.Optimizer) -> list[stock.LRScheduler]:
+    warmup = WarmupDecayLR(optimizer, WARMUP, None, decay="constant")
+    return [warmup, ReduceLROnPlateau(optimizer, min_lr=1e-5)]
+
+
 PAIRS: dict[str, tuple[Builder, Builder]] = {
     "warmup+cosine vs SequentialLR(LinearLR, CosineAnnealingLR)": (
         lambda opt: WarmupDecayLR(opt, WARMUP, TOTAL, min_lr=1e-5),
         _sequential_warmup_cosine,
+    ),
+    "warmup-stable-decay vs LambdaLR(wsd)": (
+        lambda opt: WarmupDecayLR(
+            opt,
+            WARMUP,
+            TOTAL,
+            stable_steps=STABLE,
+            decay="1-sqrt",
+            warmup_start_factor=0.1,
+            min_lr_ratio=0.1,
+        ),
+        lambda opt: stock.LambdaLR(opt, _wsd_rate),
+    ),
+    "inverse sqrt (endless) vs LambdaLR(inverse_sqrt)": (
+        lambda opt: WarmupDecayLR(opt, WARMUP, None, decay="inverse_sqrt", warmup_start_factor=0.0),
+        lambda opt: stock.LambdaLR(opt, _inverse_sqrt_rate),
+    ),
+    "CosineRestartsLR vs CosineAnnealingWarmRestarts (cycle_mul=2)": (
+        lambda opt: CosineRestartsLR(opt, WARMUP, cycle_mul=2, min_lr=1e-5),
+        lambda opt: stock.CosineAnnealingWarmRestarts(opt, T_0=WARMUP, T_mult=2, eta_min=1e-5),
     ),
     "NoamLR vs LambdaLR(noam)": (
         lambda opt: NoamLR(opt, d_model=D_MODEL, warmup_steps=WARMUP),
@@ -60,6 +138,14 @@ PAIRS: dict[str, tuple[Builder, Builder]] = {
     "OneCycleLR vs torch OneCycleLR": (
         lambda opt: OneCycleLR(opt, max_lr=0.1, total_steps=TOTAL),
         lambda opt: stock.OneCycleLR(opt, max_lr=0.1, total_steps=TOTAL),
+    ),
+    "warmup then plateau, two step calls: torchkit's vs torch's": (
+        lambda opt: _TwoSteps(*_torchkit_pair(opt)),  # type: ignore[arg-type]
+        _stock_warmup_then_plateau,  # type: ignore[dict-item]
+    ),
+    "warmup then plateau: torchkit's ChainedScheduler.step(metric) vs torch's two calls": (
+        lambda opt: ChainedScheduler(_torchkit_pair(opt)),
+        _stock_warmup_then_plateau,  # type: ignore[dict-item]
     ),
 }
 
@@ -75,22 +161,34 @@ def _fast_forward(scheduler: stock.LRScheduler, step: int) -> None:
 
     Every scheduler here computes its next lr from ``last_epoch`` (and, for the recursive
     ones, the current lr), so moving ``last_epoch`` is enough; ``SequentialLR`` also moves
-    the child that is active at ``step``.
+    the child that is active at ``step``, a chain every member. torch's warm restarts keep
+    their position in the cycle apart: it is moved to where ``step`` falls.
     """
     scheduler.last_epoch = step
     if isinstance(scheduler, stock.SequentialLR):
         scheduler._schedulers[-1].last_epoch = step - WARMUP
+    elif isinstance(scheduler, stock.CosineAnnealingWarmRestarts):
+        scheduler.T_i, scheduler.T_cur = scheduler.T_0, step
+        while scheduler.T_cur >= scheduler.T_i:
+            scheduler.T_cur -= scheduler.T_i
+            scheduler.T_i *= scheduler.T_mult
+    elif hasattr(scheduler, "_schedulers"):
+        for member in scheduler._schedulers:
+            _fast_forward(member, step)
 
 
-def _started(builder: Builder, groups: int, start: int) -> stock.LRScheduler:
-    """A scheduler built on a fresh optimizer, one step taken, moved to ``start``."""
+def _started(builder: Builder, groups: int, start: int) -> Callable[[], None]:
+    """The ``step`` of a scheduler built on a fresh optimizer, one step taken, moved to
+    ``start`` (with the metric bound for the pairs whose step takes one)."""
     optimizer = _optimizer(groups)
     scheduler = builder(optimizer)
     optimizer.step()  # torch warns when a scheduler steps before its optimizer ever did
-    scheduler.step()
+    takes_metric = isinstance(scheduler, (ChainedScheduler, _TwoSteps))
+    step = functools.partial(scheduler.step, METRIC) if takes_metric else scheduler.step
+    step()
     if start:
         _fast_forward(scheduler, start)
-    return scheduler
+    return step
 
 
 def _block_seconds(step: Callable[[], None], steps: int) -> float:
@@ -120,8 +218,8 @@ def run(quick: bool = False) -> list[dict[str, object]]:
     for name, (torchkit_builder, stock_builder) in PAIRS.items():
         for groups in (1, 16):
             for where, start in (("early", 0), ("late", LATE)):
-                torchkit_step = _started(torchkit_builder, groups, start).step
-                stock_step = _started(stock_builder, groups, start).step
+                torchkit_step = _started(torchkit_builder, groups, start)
+                stock_step = _started(stock_builder, groups, start)
                 gc.collect()
                 torchkit_times, stock_times = [], []
                 for _ in range(blocks):

@@ -1,15 +1,25 @@
-"""Run every benchmark and write the generated sections of docs/performance.md.
+"""Regenerate docs/performance.md: the roofline model, the static kernel report, the GPU figures
+of committed ``gpu_check.py`` runs, and the CPU benchmarks.
 
-Each ``bench_*.py`` module exposes ``run(quick: bool) -> list[dict]`` with rows
-``{"benchmark", "case", "torchkit_s", "stock_s", "ratio"}``: torchkit and the stock torch
-equivalent timed in the same process, interleaved, median of several repeats. This script
-collects them, adds the memory-traffic model (benchmarks/traffic.py) and the static kernel report
-(``python -m torchkit kernels``), and rewrites the blocks between ``<!-- begin: NAME -->`` and
-``<!-- end: NAME -->`` in docs/performance.md; the prose around them is kept.
+The page's generated blocks (between ``<!-- begin: NAME -->`` and ``<!-- end: NAME -->``; the prose
+around them is kept):
 
-    python benchmarks/run_all.py            # full run, rewrites docs/performance.md
-    python benchmarks/run_all.py --quick    # fewer repeats, for a smoke test
-    python benchmarks/run_all.py --no-write # print only
+* ``roofline``: the model of ``benchmarks/traffic.py`` (bytes, FLOPs, launches, bounds, floors);
+* ``shapes``: per benchmark shape, the bound and floor on each modelled GPU, the compiled kernel
+  variant that serves it, and its GPU time from a committed run or "not measured";
+* ``variants``: the static figures of those variants (hottest-loop instructions against the GEMM
+  yardstick, registers, stages), from ``python -m torchkit kernels --json``;
+* ``kernels``: that report in full;
+* ``gpu``: every ``benchmarks/results/*/gpu_check.json`` of a GPU run (dry runs are ignored), or a
+  table saying each GPU figure is not measured;
+* ``machine`` and ``cpu-ratios``: each ``bench_*.py`` module's ``run(quick) -> list[dict]`` rows
+  ``{"benchmark", "case", "torchkit_s", "stock_s", "ratio"}``: torchkit and the stock torch
+  equivalent timed in the same process, interleaved, median of several repeats.
+
+    python benchmarks/run_all.py              # everything; the CPU benchmarks take minutes
+    python benchmarks/run_all.py --page-only  # model, kernels, GPU results; CPU blocks kept
+    python benchmarks/run_all.py --quick      # fewer repeats, for a smoke test
+    python benchmarks/run_all.py --no-write   # print only
 
 CPU timings use one intra-op thread by default (``--threads``): on a machine whose cores are
 shared, an OpenMP team waits at every barrier for a worker the OS has descheduled, which turns
@@ -28,18 +38,17 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
 HERE = Path(__file__).resolve().parent
 PAGE = HERE.parent / "docs" / "performance.md"
+RESULTS = HERE / "results"
 BENCHMARKS = ("bench_schedulers", "bench_adam", "bench_conv_relu")
-# What each benchmark times on a CUDA device (listed as skipped on machines without one).
-GPU_BENCHMARKS = {
-    "bench_adam": "FusedAdam (Triton) vs torch Adam fused=True and foreach=True, do_bench",
-    "bench_conv_relu": "FusedConv2dReLU (Triton) vs cuDNN conv + ReLU and "
-    "torch.cudnn_convolution_relu, fp16 channels_last and fp32, do_bench",
-}
+sys.path.insert(0, str(HERE))
+import gpu_check  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
+import traffic  # noqa: E402
 
 
 def shared_note() -> str:
@@ -84,16 +93,12 @@ def ratio_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def gpu_skipped_table() -> str:
-    """The GPU benchmarks that did not run, and why."""
-    lines = ["| benchmark | what it times on CUDA | result |", "| --- | --- | --- |"]
-    for name, what in GPU_BENCHMARKS.items():
-        lines.append(f"| `benchmarks/{name}.py` | {what} | skipped: no CUDA |")
-    return "\n".join(lines)
+# ---------------------------------------------------------------------------------------------
+# The static kernel report
 
 
-def kernel_table() -> str:
-    """The static kernel report (``python -m torchkit kernels``) as a Markdown table."""
+def kernel_rows() -> list[dict[str, Any]]:
+    """``python -m torchkit kernels --json`` (compiled without a GPU, Triton's compiler)."""
     env = {**os.environ, "TRITON_INTERPRET": "0"}
     done = subprocess.run(
         [sys.executable, "-m", "torchkit", "kernels", "--json"],
@@ -104,13 +109,234 @@ def kernel_table() -> str:
     )
     if done.returncode != 0:
         raise RuntimeError(f"python -m torchkit kernels failed:\n{done.stderr}")
+    return json.loads(done.stdout)
+
+
+def kernel_block(rows: list[dict[str, Any]]) -> str:
+    """The kernel report as the page shows it: a summary, every config folded away."""
     from torchkit.kernel_report import KernelResources, format_summary, format_table
 
-    rows = [KernelResources(**row) for row in json.loads(done.stdout)]
+    resources = [KernelResources(**row) for row in rows]
     return (
-        f"{format_summary(rows)}\n\n<details><summary>Every config ({len(rows)} compiles)"
-        f"</summary>\n\n{format_table(rows)}\n\n</details>"
+        f"{format_summary(resources)}\n\n<details><summary>Every config ({len(rows)} compiles)"
+        f"</summary>\n\n{format_table(resources)}\n\n</details>"
     )
+
+
+# Adapters to the kernel report's naming, which the FusedConv2dReLU rebuild changes: the conv
+# variant that serves a precision and layout, and the GEMM yardstick rows.
+GEMM_REFERENCE = "gemm_reference"
+_PRECISION_TOKENS = {"fp16": ["fp16"], "bf16": ["bf16"], "tf32": ["fp32", "tf32"]}
+_PRECISION_TOKENS["fp32"] = ["fp32", "ieee"]
+
+
+def conv_variant(rows: list[dict[str, Any]], precision: str, layout: str) -> str | None:
+    """The conv kernel variant of the report that serves ``precision`` in ``layout``: its
+    dtype must match; among those, the one naming most of the wanted tokens (the layout, TF32
+    or IEEE). ``None`` when no compiled variant has the dtype.
+
+    Example:
+        >>> rows = [{"kernel": "conv", "variant": v} for v in ("fp16,nchw", "fp16,channels_last")]
+        >>> conv_variant(rows, "fp16", "channels_last"), conv_variant(rows, "bf16", "nchw")
+        ('fp16,channels_last', None)
+    """
+    want = [*_PRECISION_TOKENS[precision], layout]
+    best, best_score = None, 0
+    for variant in dict.fromkeys(r["variant"] for r in rows if _is_conv(r)):
+        tokens = variant.split(",")
+        if want[0] not in tokens:
+            continue
+        score = sum(t in tokens for t in want)
+        if score > best_score:
+            best, best_score = variant, score
+    return best
+
+
+def _variant_label(variant: str | None, layout: str) -> str:
+    if variant is None:
+        return "none compiled"
+    return f"`{variant}`" + ("" if layout in variant.split(",") else " (nearest: other layout)")
+
+
+def _is_conv(row: dict[str, Any]) -> bool:
+    return "conv" in row["kernel"] and row["kernel"] != GEMM_REFERENCE
+
+
+def _yardstick(rows: list[dict[str, Any]], row: dict[str, Any]) -> dict[str, Any] | None:
+    """The GEMM yardstick row compiled with ``row``'s tile, warps, stages, dtype and arch."""
+    dtype = row["variant"].split(",")[0]
+    for r in rows:
+        if (
+            r["kernel"] == GEMM_REFERENCE
+            and r["arch"] == row["arch"]
+            and r.get("block") == row.get("block")
+            and r["num_warps"] == row["num_warps"]
+            and r["num_stages"] == row["num_stages"]
+            and dtype in r["variant"].split(",")
+            and ("tf32" in r["variant"]) == ("tf32" in row["variant"])
+        ):
+            return r
+    return None
+
+
+def _span(values: list[int]) -> str:
+    low, high = min(values), max(values)
+    return str(low) if low == high else f"{low}-{high}"
+
+
+def variants_block(rows: list[dict[str, Any]], arch: str = "sm_90") -> str:
+    """Per conv variant that serves a speed-section precision and layout: its configs' hottest
+    loop (SASS instructions per K-step) against the GEMM yardstick of the same tiles, its
+    registers and stages, on ``arch``."""
+    lines = [
+        "| precision, layout | compiled variant | configs | loop instructions | GEMM yardstick "
+        "| loop / yardstick | registers | stages | loop MMAs | loop async copies "
+        "| widest load (bits) |",
+        "| --- | --- |" + " ---: |" * 9,
+    ]
+    for precision, layout in gpu_check.SPEED_VARIANTS:
+        variant = conv_variant(rows, precision, layout)
+        mine = [r for r in rows if _is_conv(r) and r["variant"] == variant and r["arch"] == arch]
+        if not mine:
+            lines.append(f"| {precision}, {layout} | {_variant_label(None, layout)} |" + " |" * 9)
+            continue
+        pairs = [(r, _yardstick(rows, r)) for r in mine]
+        refs = [y for _, y in pairs if y is not None]
+        yard = _span([y["loop_instructions"] for y in refs]) if refs else "no rows yet"
+        ratios = [r["loop_instructions"] / y["loop_instructions"] for r, y in pairs if y]
+        ratio = "-"
+        if ratios:
+            low, high = f"{min(ratios):.2f}", f"{max(ratios):.2f}"
+            ratio = low if low == high else f"{low}-{high}"
+        lines.append(
+            f"| {precision}, {layout} | {_variant_label(variant, layout)} | {len(mine)} "
+            f"| {_span([r['loop_instructions'] for r in mine])} | {yard} | {ratio} "
+            f"| {_span([r['registers'] for r in mine])} | {_span([r['num_stages'] for r in mine])} "
+            f"| {_span([r['loop_mma'] for r in mine])} "
+            f"| {_span([r['loop_async_copies'] for r in mine])} "
+            f"| {_span([r['max_global_load_bits'] for r in mine])} |"
+        )
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU results of gpu_check.py
+
+NOT_MEASURED = "not measured"
+
+
+def load_results(folder: Path = RESULTS) -> list[dict[str, Any]]:
+    """Every ``gpu_check.json`` of a GPU run under ``folder/*/`` (dry runs are left out), each
+    with ``"path"``: where it lies, relative to ``folder``'s parent's parent (the repository)."""
+    runs = []
+    for path in sorted(folder.glob("*/gpu_check.json")):
+        data = json.loads(path.read_text())
+        if data["meta"].get("dry_run", True):
+            continue
+        data["path"] = path.relative_to(folder.parent.parent).as_posix()
+        runs.append(data)
+    return runs
+
+
+def _cases(run: dict[str, Any], section: str) -> list[dict[str, Any]]:
+    return next((s["cases"] for s in run["sections"] if s["name"] == section), [])
+
+
+def shapes_block(rows: list[dict[str, Any]], runs: list[dict[str, Any]]) -> str:
+    """One row per benchmark shape and speed-section variant: the bound and floor (µs) of the
+    fused kernel on each modelled GPU, the compiled variant that serves it, and its measured
+    time per call on each GPU of ``runs`` (or "not measured")."""
+    measured = {}
+    for run in runs:
+        for case in _cases(run, "conv_speed"):
+            if case["status"] == "ok":
+                measured[(run["meta"]["gpu"], case["case"])] = case
+    gpus = [run["meta"]["gpu"] for run in runs]
+    head = " | ".join(f"{g.name.split()[0]} bound, floor µs" for g in traffic.GPUS)
+    lines = [
+        f"| shape | precision, layout | {head} | compiled variant | measured µs (GPU) |",
+        "| --- | --- |" + " --- |" * len(traffic.GPUS) + " --- | --- |",
+    ]
+    for precision, layout in gpu_check.SPEED_VARIANTS:
+        dtype, use_tf32, _ = gpu_check.PRECISIONS[precision]
+        mode = traffic.math_mode(dtype, tf32=use_tf32)
+        variant = conv_variant(rows, precision, layout)
+        for shape in traffic.CONV_SHAPES:
+            path = traffic.conv_paths(shape, dtype)["torchkit"]
+            cells = [
+                f"{path.bound(g, mode)}, {path.floor(g, mode) * 1e6:.2f}" for g in traffic.GPUS
+            ]
+            case_id = f"conv_speed/{shape.name}/{precision}/{layout}"
+            times = [
+                f"{measured[(g, case_id)]['torchkit_us']:.1f} ({g})"
+                for g in gpus
+                if (g, case_id) in measured
+            ]
+            lines.append(
+                f"| {shape.label()} | {precision}, {layout} | "
+                + " | ".join(cells)
+                + f" | {_variant_label(variant, layout)} "
+                + f"| {'; '.join(times) or NOT_MEASURED} |"
+            )
+    return "\n".join(lines)
+
+
+# The columns of each gpu_check section the page shows (the run's gpu_check.md has them all).
+# Correctness sections show their status counts and the cases that are not ok.
+PAGE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "adam_correctness": ("case", "status", "bitwise_equal", "max_abs_diff", "reason"),
+    "conv_correctness": ("case", "status", "out_err", "out_err_stock", "grad_input_err",
+                         "grad_weight_err", "config", "reason"),
+    "adam_bandwidth": ("case", "status", "torchkit_us", "torch_fused_us", "torchkit_tb_s",
+                       "torch_fused_tb_s", "torchkit_of_datasheet_bw", "reason"),
+    "adam_tiling": ("case", "status", "default", "time_us", "tb_s", "reason"),
+    "adam_step_time": ("case", "status", "host_us", "device_us", "reason"),
+    "conv_speed": ("case", "status", "torchkit_us", "conv_relu__us", "cudnn_fused_us",
+                   "torchkit_tflops", "torchkit_over_conv_relu_", "bound", "floor_us",
+                   "torchkit_of_floor", "config", "tune_s", "reason"),
+    "conv_tiles": ("case", "status", "tile", "time_us", "tflops", "first_call_s", "reason"),
+    "adam_large": ("case", "status", "elements", "dtype", "bitwise_equal", "max_abs_diff",
+                   "reason"),
+}  # fmt: skip
+SUMMARY_ONLY = ("adam_correctness", "conv_correctness")
+
+
+def gpu_block(runs: list[dict[str, Any]]) -> str:
+    """The committed GPU runs section by section, or a table saying nothing is measured yet."""
+    if not runs:
+        lines = [
+            "No `gpu_check.json` from a GPU run is committed under `benchmarks/results/`: every "
+            f"GPU figure is **{NOT_MEASURED}**.",
+            "",
+            "| section | figures | result |",
+            "| --- | --- | --- |",
+        ]
+        for name, title, _ in gpu_check.SECTIONS:
+            lines.append(f"| `{name}` | {title} | {NOT_MEASURED} |")
+        return "\n".join(lines)
+    out = []
+    for run in runs:
+        meta = run["meta"]
+        versions = ", ".join(
+            f"{k} {meta.get(k)}" for k in ("driver", "cuda", "cudnn", "torch", "triton")
+        )
+        state = "complete" if meta.get("finished") else "cut short"
+        out += [
+            f"### {meta['gpu']}",
+            "",
+            f"`{run['path']}` ({state}, {meta.get('elapsed_s', 0):.0f} s, started "
+            f"{meta.get('started_utc')}; {versions}; torchkit {meta.get('torchkit_commit')}). "
+            "The run's `gpu_check.md` beside it has every column.",
+        ]
+        for section in run["sections"]:
+            cases = section["cases"]
+            out += ["", f"**{section['title']}** ({gpu_check.status_summary(cases)})"]
+            if section["name"] in SUMMARY_ONLY:
+                cases = [c for c in cases if c["status"] != "ok"]
+            if cases:
+                out += ["", gpu_check.markdown_table(cases, PAGE_COLUMNS[section["name"]])]
+        out.append("")
+    return "\n".join(out)
 
 
 def replace_block(text: str, name: str, body: str) -> str:
@@ -135,31 +361,47 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repeats (smoke test)")
     parser.add_argument("--no-write", action="store_true", help="print, leave the page alone")
     parser.add_argument(
+        "--page-only",
+        action="store_true",
+        help="skip the CPU benchmarks: regenerate the model, kernel and GPU blocks only",
+    )
+    parser.add_argument(
         "--threads", type=int, default=1, help="torch intra-op threads for CPU timings (default 1)"
     )
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error(f"--threads must be positive, got {args.threads}")
     torch.set_num_threads(args.threads)
-    measured_on = machine()
 
-    sys.path.insert(0, str(HERE))
-    import traffic
-
-    rows: list[dict] = []
-    for name in BENCHMARKS:
-        print(f"running {name} ...", file=sys.stderr)
-        rows += importlib.import_module(name).run(quick=args.quick)
-    cpu_rows = [r for r in rows if not r["benchmark"].startswith("cuda")]
-    gpu_rows = [r for r in rows if r["benchmark"].startswith("cuda")]
-    blocks = {
-        "machine": f"Measured on: {measured_on} at the start; {machine().split('; ')[-1]} "
-        f"at the end.{shared_note()}",
-        "traffic": traffic.format_table(traffic.default_cases()),
-        "kernels": kernel_table(),
-        "cpu-ratios": ratio_table(cpu_rows),
-        "gpu-ratios": ratio_table(gpu_rows) if gpu_rows else gpu_skipped_table(),
-    }
+    blocks: dict[str, str] = {}
+    if not args.page_only:
+        measured_on = machine()
+        rows: list[dict] = []
+        for name in BENCHMARKS:
+            print(f"running {name} ...", file=sys.stderr)
+            rows += importlib.import_module(name).run(quick=args.quick)
+        # CUDA rows of the bench modules are printed; the page's GPU figures come from
+        # gpu_check.py runs, one source for every GPU number.
+        blocks["machine"] = (
+            f"Measured on: {measured_on} at the start; {machine().split('; ')[-1]} "
+            f"at the end.{shared_note()}"
+        )
+        blocks["cpu-ratios"] = ratio_table(
+            [r for r in rows if not r["benchmark"].startswith("cuda")]
+        )
+        gpu_rows = [r for r in rows if r["benchmark"].startswith("cuda")]
+        if gpu_rows:
+            print(ratio_table(gpu_rows))
+    print("compiling the kernel report ...", file=sys.stderr)
+    kernels = kernel_rows()
+    runs = load_results()
+    blocks.update(
+        roofline=traffic.format_model(),
+        shapes=shapes_block(kernels, runs),
+        variants=variants_block(kernels),
+        kernels=kernel_block(kernels),
+        gpu=gpu_block(runs),
+    )
     for name, body in blocks.items():
         print(f"\n## {name}\n{body}")
     if not args.no_write:

@@ -1,84 +1,174 @@
-"""The arithmetic behind docs/performance.md: the traffic model and the page-block rewriter.
+"""The arithmetic behind docs/performance.md: the roofline model and the page generator.
 
-``benchmarks/`` is a folder of scripts, not a package, so its modules are loaded from their files.
+Hand-computed cases of the roofline model, and the generated blocks of the page.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import json
+import math
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+# benchmarks/ is a folder of scripts, not a package: its modules import each other this way too.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import run_all
+import traffic
 
-
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"_benchmarks_{name}", BENCHMARKS / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-traffic = _load("traffic")
-run_all = _load("run_all")
+# --------------------------------------------------------------------------------------------
+# The roofline model: hand-computed cases
 
 
 @pytest.mark.parametrize(
-    ("dtype", "amsgrad", "fused", "foreach"),
+    ("dtype", "options", "fused", "foreach"),
     [
         # fused: read p, g, m, v and write p, m, v: 7 passes; foreach: 18 (see adam_bytes_per_param)
-        (torch.float32, False, 28, 72),
-        (torch.bfloat16, False, 14, 36),
-        (torch.float16, False, 14, 36),
+        (torch.float32, {}, 28, 72),
+        (torch.bfloat16, {}, 14, 36),
+        (torch.float16, {}, 14, 36),
         # amsgrad: v_max read and written (+2), and torch's maximum_ over it (+3)
-        (torch.float32, True, 36, 84),
+        (torch.float32, {"amsgrad": True}, 36, 84),
+        # a GradScaler's grad_scale: the unscaled gradient is written back (+1, fused only)
+        (torch.float32, {"grad_scale": True}, 32, 72),
     ],
-    ids=["fp32", "bf16", "fp16", "fp32-amsgrad"],
+    ids=["fp32", "bf16", "fp16", "fp32-amsgrad", "fp32-grad_scale"],
 )
-def test_adam_bytes_per_parameter(dtype, amsgrad, fused, foreach):
-    assert traffic.adam_bytes_per_param(dtype, amsgrad=amsgrad) == (fused, foreach)
+def test_adam_bytes_per_parameter(dtype, options, fused, foreach):
+    assert traffic.adam_bytes_per_param(dtype, **options) == (fused, foreach)
 
 
-def test_adam_traffic_scales_with_parameters_and_groups():
-    t = traffic.adam_traffic(1_000_000, 3, torch.float32)
-    assert t.fused_bytes == 28 * 1_000_000
-    assert t.unfused_bytes == 72 * 1_000_000
-    assert (t.fused_launches, t.unfused_launches) == (1, 7 * 3)
-    assert t.saving == pytest.approx(1 - 28 / 72)
+@pytest.mark.parametrize(
+    ("numels", "amsgrad", "launches"),
+    [
+        ([1000] * 36, False, 1),  # 36 tensors fill one launch of depth 4
+        ([1000] * 37, False, 2),
+        ([1000] * 30, True, 1),  # depth 5 (AMSGrad): 30 tensors
+        ([1000] * 31, True, 2),
+        ([320 * 65536], False, 1),  # 320 chunks fill one launch exactly
+        ([320 * 65536 + 1], False, 2),  # the 321st chunk carries the tensor into a second
+        ([0, 5, 0], False, 1),  # empty tensors take no slot
+        ([], False, 0),
+    ],
+)
+def test_torch_fused_adam_launches_follow_multi_tensor_apply(numels, amsgrad, launches):
+    assert traffic.torch_fused_adam_launches(numels, amsgrad=amsgrad) == launches
 
 
-def test_conv_relu_traffic_counts_the_output_three_times_unfused():
-    # LeNet conv2: 64x6x14x14 input, 16 5x5 filters, no padding -> 64x16x10x10 output.
-    t = traffic.conv_relu_traffic(64, 6, 16, 14, 5, 1, 0, torch.float32)
-    inputs = (64 * 6 * 14 * 14 + 16 * 6 * 5 * 5 + 16) * 4
-    output = 64 * 16 * 10 * 10 * 4
-    assert t.fused_bytes == inputs + output
-    assert t.unfused_bytes == inputs + 3 * output
-    assert (t.fused_launches, t.unfused_launches) == (1, 2)
+def test_parameter_lists_of_the_step_benchmarks():
+    lenet = traffic.step_time_param_shapes(10)
+    resnet = traffic.step_time_param_shapes(161)
+    assert (len(lenet), sum(math.prod(s) for s in lenet)) == (10, 61_706)
+    assert (len(resnet), sum(math.prod(s) for s in resnet)) == (161, 25_557_032)
+    assert len(traffic.step_time_param_shapes(400)) == 400
 
 
-def test_conv_relu_traffic_output_size_follows_stride_and_padding():
-    # ResNet's stem: 224x224, 7x7, stride 2, padding 3 -> 112x112.
-    t = traffic.conv_relu_traffic(1, 3, 64, 224, 7, 2, 3, torch.float16)
-    output = 64 * 112 * 112 * 2
-    assert t.unfused_bytes - t.fused_bytes == 2 * output
+def test_adam_paths_count_bytes_and_launches():
+    # LeNet-5 in 2 groups of 5 tensors: torch launches its fused kernel once per group and adds
+    # its step counters with one _foreach_add_ per group.
+    case = traffic.AdamCase(
+        "lenet", tuple(map(math.prod, traffic.lenet5_param_shapes())), 2, torch.float32
+    )
+    paths = case.paths()
+    assert paths["torchkit"].bytes == 28 * 61_706
+    assert paths["torchkit"].launches == 1
+    assert paths["torch_fused"].bytes == pytest.approx(28 * 61_706)
+    assert paths["torch_fused"].launches == 4
+    assert paths["torch_foreach"].bytes == pytest.approx(72 * 61_706)
+    assert paths["torch_foreach"].launches == 14
+    # Memory-bound: the floor is the bytes over the H200's bandwidth.
+    assert paths["torchkit"].bound(traffic.H200, "fp32") == "memory"
+    assert paths["torchkit"].floor(traffic.H200, "fp32") == pytest.approx(28 * 61_706 / 4.8e12)
 
 
-def test_traffic_table_has_a_row_per_case_and_the_bandwidth_bound():
-    cases = traffic.default_cases()
-    table = traffic.format_table(cases).splitlines()
-    assert len(table) == 2 + len(cases)
-    # 25M fp32 parameters, fused: 700 MB at 3.35 TB/s = 208.96 µs.
-    row = next(line for line in table if "25,000,000 params, 2 groups, float32" in line)
-    assert "| 700.000 |" in row
-    assert "208.96 /" in row
+def _shape(name):
+    return next(s for s in traffic.CONV_SHAPES if s.name == name)
+
+
+def test_resnet_layer1_unfused_traffic_is_five_output_passes_in_three_launches():
+    # 32x64x56x56 fp16, 64 3x3 filters, padding 1: x 12,845,056 B, w 73,728 B, b 128 B, y as x.
+    paths = traffic.conv_paths(_shape("resnet50.layer1.3x3"), torch.float16)
+    x, w, b, y = 32 * 64 * 56 * 56 * 2, 64 * 64 * 9 * 2, 64 * 2, 32 * 64 * 56 * 56 * 2
+    assert paths["torchkit"].bytes == x + w + b + y == 25_763_968
+    assert paths["torch"].bytes == x + w + b + 5 * y == 77_144_192  # 77.1 MB, not 51.5
+    assert [k.name for k in paths["torch"].kernels] == ["cudnn_convolution", "add_ (bias)", "relu_"]
+    assert paths["cudnn_fused"].bytes == paths["torchkit"].bytes
+    assert paths["cudnn_fused"].launches == 1
+
+
+def test_resnet_layer1_sits_at_the_h100_fp16_ridge_and_above_the_h200s():
+    path = traffic.conv_paths(_shape("resnet50.layer1.3x3"), torch.float16)["torchkit"]
+    flops = 2 * 32 * 56 * 56 * 64 * 64 * 9
+    assert path.flops == flops == 7_398_752_256
+    assert flops / path.bytes == pytest.approx(287.2, abs=0.05)
+    assert traffic.H100.ridge("fp16") == pytest.approx(295.4, abs=0.05)
+    assert traffic.H200.ridge("fp16") == pytest.approx(206.1, abs=0.05)
+    assert path.bound(traffic.H100, "fp16") == "memory"  # 287 < 295: just below the ridge
+    assert path.floor(traffic.H100, "fp16") == pytest.approx(25_763_968 / 3.35e12)
+    assert path.bound(traffic.H200, "fp16") == "compute"
+    assert path.floor(traffic.H200, "fp16") == pytest.approx(flops / 989.5e12)
+    assert path.bound(traffic.A100, "fp16") == "compute"
+
+
+def test_resnet_layer3_is_compute_bound_with_a_7_5_us_floor():
+    # 32x256x14x14 bf16, 256 3x3 filters: 973 FLOP per byte, above every ridge.
+    path = traffic.conv_paths(_shape("resnet50.layer3.3x3"), torch.bfloat16)["torchkit"]
+    assert path.bytes == (32 * 256 * 196 + 256 * 256 * 9 + 256 + 32 * 256 * 196) * 2 == 7_602_688
+    assert path.flops / path.bytes == pytest.approx(973.2, abs=0.05)
+    for gpu in traffic.GPUS:
+        assert path.bound(gpu, "bf16") == "compute"
+    assert path.floor(traffic.H100, "bf16") * 1e6 == pytest.approx(7.477, abs=1e-3)
+    # The unfused floor adds the bias and ReLU passes, memory-bound, to the same convolution.
+    unfused = traffic.conv_paths(_shape("resnet50.layer3.3x3"), torch.bfloat16)["torch"]
+    y = 32 * 256 * 196 * 2
+    extra = (2 * y + 512 + 2 * y) / 3.35e12
+    assert unfused.floor(traffic.H100, "bf16") == pytest.approx(path.flops / 989.5e12 + extra)
+
+
+def test_lenet_is_memory_bound_everywhere_and_bias_free_convolutions_take_two_launches():
+    for precision in ((torch.float16, "fp16"), (torch.float32, "tf32")):
+        for name in ("lenet.conv1", "lenet.conv2"):
+            path = traffic.conv_paths(_shape(name), precision[0])["torchkit"]
+            assert all(path.bound(g, precision[1]) == "memory" for g in traffic.GPUS)
+    shape = traffic.ConvShape("no bias", 2, 3, 4, 8, 3, bias=False)
+    paths = traffic.conv_paths(shape, torch.float32)
+    y = 2 * 4 * 6 * 6 * 4
+    assert paths["torch"].launches == 2
+    assert (
+        paths["torch"].bytes - paths["torchkit"].bytes == 2 * y
+    )  # conv writes y, relu_ reads + writes
+
+
+def test_gpu_constants_are_the_datasheets():
+    assert (traffic.A100.bandwidth, traffic.H100.bandwidth, traffic.H200.bandwidth) == (
+        2.039e12,
+        3.35e12,
+        4.8e12,
+    )
+    assert traffic.A100.peaks == {"fp16": 312e12, "bf16": 312e12, "tf32": 156e12, "fp32": 19.5e12}
+    assert traffic.H100.peaks["tf32"] == traffic.H200.peaks["tf32"] == 494.5e12
+    assert traffic.gpu_for("NVIDIA H100 80GB HBM3") is traffic.H100
+    assert traffic.gpu_for("NVIDIA A100-SXM4-80GB") is traffic.A100
+    assert traffic.gpu_for("NVIDIA A100-SXM4-40GB").bandwidth == 1.555e12
+    assert traffic.gpu_for("NVIDIA H200 NVL") is None
+
+
+def test_conv_output_size_follows_stride_and_padding():
+    stem = _shape("resnet50.conv1")  # 224x224, 7x7, stride 2, padding 3 -> 112x112
+    assert stem.out_size == 112
+    assert stem.flops == 2 * 32 * 112 * 112 * 64 * 3 * 49
+
+
+def test_model_tables_have_a_row_per_case():
+    fp16 = traffic.conv_table(torch.float16).splitlines()
+    assert len(fp16) == 2 + len(traffic.CONV_SHAPES)
+    row = next(line for line in fp16 if line.startswith("| resnet50.layer1.3x3"))
+    assert "| 25.76 / 77.14 | 1 / 3 | 287 |" in row
+    assert "memory, 7.69 / " in row  # H100
+    adam = traffic.adam_table().splitlines()
+    assert len(adam) == 2 + len(traffic.ADAM_CASES)
 
 
 PAGE = """intro
@@ -112,3 +202,130 @@ def test_replace_block_is_idempotent_and_literal():
 def test_replace_block_names_a_missing_block():
     with pytest.raises(ValueError, match="<!-- begin: c -->"):
         run_all.replace_block(PAGE, "c", "body")
+
+
+# --------------------------------------------------------------------------------------------
+# The page's GPU and per-shape blocks
+
+
+def _run(gpu: str, dry_run: bool = False) -> dict:
+    """A gpu_check.json as the script writes it, with one case per section that matters here."""
+    return {
+        "meta": {"gpu": gpu, "dry_run": dry_run, "finished": True, "elapsed_s": 250.0},
+        "sections": [
+            {
+                "name": "adam_correctness",
+                "title": "Adam correctness",
+                "cases": [
+                    {"case": "adam/fp32/plain", "status": "ok", "bitwise_equal": 1.0},
+                    {"case": "adam/fp32/maximize", "status": "mismatch", "reason": "off"},
+                ],
+            },
+            {
+                "name": "conv_speed",
+                "title": "Conv speed",
+                "cases": [
+                    {
+                        "case": "conv_speed/resnet50.layer1.3x3/fp16/channels_last",
+                        "status": "ok",
+                        "torchkit_us": 31.25,
+                        "conv_relu__us": 25.0,
+                    }
+                ],
+            },
+        ],
+    }
+
+
+def _write(folder, name: str, run: dict) -> None:
+    (folder / name).mkdir(parents=True)
+    (folder / name / "gpu_check.json").write_text(json.dumps(run))
+
+
+def test_load_results_takes_gpu_runs_and_leaves_dry_runs_out(tmp_path):
+    results = tmp_path / "benchmarks" / "results"
+    _write(results, "NVIDIA-H200", _run("NVIDIA H200"))
+    _write(results, "dry-run", _run("none", dry_run=True))
+    runs = run_all.load_results(results)
+    assert [r["meta"]["gpu"] for r in runs] == ["NVIDIA H200"]
+    assert runs[0]["path"] == "benchmarks/results/NVIDIA-H200/gpu_check.json"
+
+
+def test_gpu_block_says_not_measured_for_every_section_without_a_run():
+    block = run_all.gpu_block([])
+    for name, title, _ in run_all.gpu_check.SECTIONS:
+        assert f"| `{name}` | {title} | not measured |" in block
+
+
+def test_gpu_block_shows_a_run_and_only_the_failed_correctness_cases():
+    run = {**_run("NVIDIA H200"), "path": "benchmarks/results/NVIDIA-H200/gpu_check.json"}
+    block = run_all.gpu_block([run])
+    assert "### NVIDIA H200" in block
+    assert "**Adam correctness** (1 ok, 1 mismatch)" in block
+    assert "adam/fp32/maximize | mismatch" in block
+    assert "adam/fp32/plain" not in block  # passing correctness cases stay in gpu_check.md
+    assert "| conv_speed/resnet50.layer1.3x3/fp16/channels_last | ok | 31.25 | 25 |" in block
+
+
+def _kernel_row(kernel: str, variant: str, loop: int, block=(128, 64, 32)) -> dict:
+    return {
+        "kernel": kernel,
+        "variant": variant,
+        "arch": "sm_90",
+        "block": list(block),
+        "num_warps": 4,
+        "num_stages": 3,
+        "registers": 96,
+        "loop_instructions": loop,
+        "loop_mma": 4,
+        "loop_async_copies": 6,
+        "max_global_load_bits": 128,
+    }
+
+
+def test_variants_block_compares_each_config_with_the_gemm_of_the_same_tile():
+    rows = [
+        _kernel_row("_conv2d_relu_fwd_kernel", "fp16,channels_last", 120),
+        _kernel_row("_conv2d_relu_fwd_kernel", "fp16,channels_last", 90, block=(64, 64, 32)),
+        _kernel_row("gemm_reference", "fp16", 80),
+        _kernel_row("gemm_reference", "fp16", 60, block=(64, 64, 32)),
+        _kernel_row("_conv2d_relu_fwd_kernel", "fp32,tf32,nchw", 200),
+    ]
+    lines = run_all.variants_block(rows).splitlines()
+    fp16 = next(line for line in lines if line.startswith("| fp16, channels_last"))
+    assert "| `fp16,channels_last` | 2 | 90-120 | 60-80 | 1.50 | 96 | 3 |" in fp16
+    tf32 = next(line for line in lines if line.startswith("| tf32, nchw"))
+    assert "| 200 | no rows yet | - |" in tf32
+    bf16 = next(line for line in lines if line.startswith("| bf16, channels_last"))
+    assert "none compiled" in bf16
+
+
+def test_shapes_block_shows_the_bound_and_a_measurement_or_not_measured():
+    rows = [_kernel_row("_conv2d_relu_fwd_kernel", "fp16,nchw", 100)]
+    lines = run_all.shapes_block(rows, [_run("NVIDIA H200")]).splitlines()
+    layer1 = next(
+        line for line in lines if line.startswith("| resnet50.layer1.3x3") and "fp16" in line
+    )
+    assert "| compute, 23.71 | memory, 7.69 | compute, 7.48 |" in layer1
+    assert "`fp16,nchw` (nearest: other layout)" in layer1
+    assert layer1.endswith("| 31.2 (NVIDIA H200) |")
+    layer3 = next(
+        line for line in lines if line.startswith("| resnet50.layer3.3x3") and "fp16" in line
+    )
+    assert layer3.endswith("| not measured |")
+
+
+def test_the_page_shows_the_model_and_the_committed_gpu_runs():
+    # docs/performance.md is generated: its model is traffic.py's and its GPU figures are the
+    # committed runs' (or "not measured"), never typed in.
+    page = run_all.PAGE.read_text()
+    blocks = {
+        "roofline": traffic.format_model(),
+        "gpu": run_all.gpu_block(run_all.load_results()),
+    }
+    for name, body in blocks.items():
+        assert f"<!-- begin: {name} -->\n{body.rstrip()}\n<!-- end: {name} -->" in page, name
+    if not run_all.load_results():
+        assert "measured µs" in page
+        shapes = page.split("<!-- begin: shapes -->")[1].split("<!-- end: shapes -->")[0]
+        assert all(line.endswith("| not measured |") for line in shapes.strip().splitlines()[2:])

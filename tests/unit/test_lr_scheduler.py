@@ -7,17 +7,28 @@ side; nothing is compared against torchkit's own helpers.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import io
 import itertools
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
+from _sched_reference import hf_cosine, hf_linear, hf_polynomial, hyperparameters
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.optim import lr_scheduler as torch_sched
 
-from torchkit.optim.lr_scheduler import NoamLR, OneCycleLR, WarmupDecayLR, plot_schedule, preview
+from torchkit.optim.lr_scheduler import (
+    CosineRestartsLR,
+    NoamLR,
+    OneCycleLR,
+    WarmupDecayLR,
+    plot_schedule,
+    preview,
+)
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -59,35 +70,6 @@ def assert_rel_close(actual, expected, rtol, atol=0.0, what="lr"):
 
 # ------------------------------------------------- transformers' schedules, written out
 
-
-def hf_linear(t, warmup, total):
-    """transformers.get_linear_schedule_with_warmup's lr_lambda."""
-    if t < warmup:
-        return float(t) / float(max(1, warmup))
-    return max(0.0, float(total - t) / float(max(1, total - warmup)))
-
-
-def hf_cosine(t, warmup, total, num_cycles=0.5):
-    """transformers.get_cosine_schedule_with_warmup's lr_lambda."""
-    if t < warmup:
-        return float(t) / float(max(1, warmup))
-    progress = float(t - warmup) / float(max(1, total - warmup))
-    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * float(num_cycles) * 2.0 * progress)))
-
-
-def hf_polynomial(t, warmup, total, lr_init, lr_end, power):
-    """transformers.get_polynomial_decay_schedule_with_warmup's lr_lambda."""
-    if t < warmup:
-        return float(t) / float(max(1, warmup))
-    if t > total:
-        return lr_end / lr_init
-    lr_range = lr_init - lr_end
-    decay_steps = total - warmup
-    pct_remaining = 1 - (t - warmup) / decay_steps
-    decay = lr_range * pct_remaining**power + lr_end
-    return decay / lr_init
-
-
 # Same formula evaluated in a different order: float64 rounding only.
 HF_RTOL, HF_ATOL = 1e-12, 1e-18
 
@@ -128,31 +110,51 @@ def test_matches_transformers_polynomial(power, lr_end):
 # ------------------------------------------------------ WarmupDecayLR against formulas
 
 
-def reference_warmup_decay(t, base, floor, W, T, warmup, sf, decay, power, gamma, step_size):
-    """The schedule of WarmupDecayLR's docstring, written independently."""
+def reference_warmup_decay(t, base, floor, W, T, warmup, sf, decay, options, S=0):
+    """The schedule of WarmupDecayLR's docstring, written independently (``T=None``: endless)."""
     if t < W:
         x = t / W
-        factor = {"linear": sf + (1 - sf) * x, "exponential": sf * (1 / sf) ** x, "constant": sf}
+        factor = {
+            "linear": sf + (1 - sf) * x,
+            "exponential": sf * (1 / sf) ** x,
+            "constant": sf,
+            "cosine": sf + (1 - sf) * (1 - math.cos(math.pi * x)) / 2,
+            "1-sqrt": sf + (1 - sf) * (1 - (1 - x) ** 0.5),
+        }
         return base * factor[warmup]
-    if t >= T:
+    if t < W + S:
+        return base
+    if T is not None and t >= T:
         return floor
-    e, n = t - W, T - W
+    gamma, step_size = options.get("gamma"), options.get("step_size")
+    tau = options.get("timescale", max(W, 1))
+    e = t - W - S
+    if T is None:  # endless: the curves as they are
+        s = {
+            "constant": 1.0,
+            "exponential": gamma**e if gamma else None,
+            "step": gamma ** (e // step_size) if step_size else None,
+            "inverse_sqrt": (tau / (tau + e)) ** 0.5,
+        }[decay]
+        return floor + (base - floor) * s
+    n = T - W - S
     p = e / n
     if decay == "cosine":
-        s = (1 + math.cos(math.pi * p)) / 2
+        s = (1 + math.cos(2 * math.pi * options.get("num_cycles", 0.5) * p)) / 2
     elif decay == "linear":
         s = 1 - p
     elif decay == "polynomial":
-        s = (1 - p) ** power
+        s = (1 - p) ** options.get("power", 1.0)
     elif decay == "constant":
         s = 1.0
+    elif decay == "1-sqrt":
+        s = 1 - p**0.5
     else:
         if decay == "exponential":
             r, r_end = gamma**e, gamma**n
         elif decay == "step":
             r, r_end = gamma ** (e // step_size), gamma ** math.ceil(n / step_size)
         else:  # inverse_sqrt
-            tau = max(W, 1)
             r, r_end = (tau / (tau + e)) ** 0.5, (tau / (tau + n)) ** 0.5
         s = (r - r_end) / (1 - r_end)
     return floor + (base - floor) * s
@@ -166,35 +168,34 @@ DECAY_OPTIONS = {
     "step": {"gamma": 0.5, "step_size": 7},
     "inverse_sqrt": {},
     "constant": {},
+    "1-sqrt": {},
 }
+ALL_WARMUPS = ["linear", "exponential", "constant", "cosine", "1-sqrt"]
 
 
+@pytest.mark.parametrize("stable", [0, 4], ids=lambda s: f"stable={s}")
 @pytest.mark.parametrize("decay", list(DECAY_OPTIONS))
-@pytest.mark.parametrize("warmup", ["linear", "exponential", "constant"])
-def test_warmup_decay_follows_its_formula_per_group(warmup, decay):
+@pytest.mark.parametrize("warmup", ALL_WARMUPS)
+def test_warmup_decay_follows_its_formula_per_group(warmup, decay, stable):
     W, T = 6, 30
     bases, floors, sf = [0.1, 0.02], [1e-3, 0.0], 0.2
     opt = make_sgd(bases)
     options = DECAY_OPTIONS[decay]
     sched = WarmupDecayLR(
-        opt, W, T, warmup=warmup, decay=decay, warmup_start_factor=sf, min_lr=floors, **options
+        opt,
+        W,
+        T,
+        stable_steps=stable,
+        warmup=warmup,
+        decay=decay,
+        warmup_start_factor=sf,
+        min_lr=floors,
+        **options,
     )
     lrs, _ = run(opt, sched, T + 5)
     expected = [
         [
-            reference_warmup_decay(
-                t,
-                b,
-                f,
-                W,
-                T,
-                warmup,
-                sf,
-                decay,
-                options.get("power", 1.0),
-                options.get("gamma"),
-                options.get("step_size"),
-            )
+            reference_warmup_decay(t, b, f, W, T, warmup, sf, decay, options, stable)
             for b, f in zip(bases, floors, strict=True)
         ]
         for t in range(T + 5)
@@ -202,8 +203,58 @@ def test_warmup_decay_follows_its_formula_per_group(warmup, decay):
     assert_rel_close(lrs, expected, 1e-12, 1e-18)  # same formulas, different order
     # The milestones, exactly: warmup start, peak, end, and holding after the end.
     assert lrs[0] == [b * sf for b in bases]
-    assert lrs[W] == bases
+    assert lrs[W] == lrs[W + stable] == bases
     assert lrs[T] == lrs[T + 4] == floors
+
+
+ENDLESS = {
+    "constant": {},
+    "exponential": {"gamma": 0.9},
+    "step": {"gamma": 0.5, "step_size": 7},
+    "inverse_sqrt": {"timescale": 3},
+}
+
+
+@pytest.mark.parametrize("decay", list(ENDLESS))
+def test_an_endless_decay_follows_its_curve_without_rescaling(decay):
+    W, S, steps = 5, 2, 80
+    bases, floors = [0.1, 0.02], [1e-3, 0.0]
+    opt = make_sgd(bases)
+    options = ENDLESS[decay]
+    sched = WarmupDecayLR(opt, W, None, stable_steps=S, decay=decay, min_lr=floors, **options)
+    lrs, _ = run(opt, sched, steps)
+    sf = 1 / (W + 1)
+    expected = [
+        [
+            reference_warmup_decay(t, b, f, W, None, "linear", sf, decay, options, S)
+            for b, f in zip(bases, floors, strict=True)
+        ]
+        for t in range(steps)
+    ]
+    assert_rel_close(lrs, expected, 1e-12, 1e-18)
+
+
+@pytest.mark.parametrize(
+    ("decay", "stock"),
+    [
+        ("exponential", lambda opt: torch_sched.ExponentialLR(opt, gamma=0.95)),
+        ("step", lambda opt: torch_sched.StepLR(opt, step_size=6, gamma=0.5)),
+    ],
+)
+def test_an_endless_decay_without_warmup_or_floor_is_torchs(decay, stock):
+    options = {"gamma": 0.95} if decay == "exponential" else {"gamma": 0.5, "step_size": 6}
+    opt, ref_opt = make_sgd([0.1, 0.05]), make_sgd([0.1, 0.05])
+    lrs, _ = run(opt, WarmupDecayLR(opt, 0, None, decay=decay, **options), 60)
+    reference, _ = run(ref_opt, stock(ref_opt), 60)
+    assert_rel_close(lrs, reference, 1e-12)
+
+
+def test_min_lr_ratio_is_a_fraction_of_each_groups_base_lr():
+    opt = make_sgd([0.1, 0.02])
+    sched = WarmupDecayLR(opt, 2, 10, min_lr_ratio=[0.1, 0.5])
+    assert sched.min_lrs == [0.1 * 0.1, 0.02 * 0.5]
+    lrs, _ = run(opt, sched, 12)
+    assert lrs[10] == lrs[11] == [0.1 * 0.1, 0.02 * 0.5]
 
 
 def test_default_warmup_start_factor_is_the_line_through_zero_one_step_early():
@@ -471,6 +522,18 @@ SCHEDULERS = {
     ),
     "onecycle": lambda opt: OneCycleLR(opt, max_lr=[0.5, 0.2], total_steps=55, three_phase=True),
     "noam": lambda opt: NoamLR(opt, d_model=64, warmup_steps=12),
+    "wsd-cosine-warmup-1-sqrt-decay": lambda opt: WarmupDecayLR(
+        opt, 8, 50, stable_steps=20, warmup="cosine", decay="1-sqrt", min_lr_ratio=0.1
+    ),
+    "endless-inverse-sqrt": lambda opt: WarmupDecayLR(
+        opt, 5, None, decay="inverse_sqrt", timescale=20, min_lr=[1e-3, 0.0]
+    ),
+    "restarts-timm": lambda opt: CosineRestartsLR(
+        opt, 7, cycle_mul=1.5, cycle_decay=0.7, cycle_limit=4, k_decay=1.5, warmup_steps=3
+    ),
+    "restarts-fitted": lambda opt: CosineRestartsLR(
+        opt, total_steps=50, num_cycles=3, warmup_steps=5, warmup_prefix=True, min_lr=1e-4
+    ),
 }
 
 
@@ -522,6 +585,14 @@ RESUME_CASES = {
     ),
     "onecycle-mid-cycle": (lambda opt: OneCycleLR(opt, max_lr=0.3, total_steps=60), 25),
     "noam": (lambda opt: NoamLR(opt, d_model=32, warmup_steps=15), 9),
+    "wsd-mid-stable": (
+        lambda opt: WarmupDecayLR(opt, 10, 50, stable_steps=25, decay="1-sqrt", min_lr_ratio=0.1),
+        20,
+    ),
+    "restarts-mid-second-cycle": (
+        lambda opt: CosineRestartsLR(opt, 12, cycle_mul=2.0, cycle_decay=0.5, warmup_steps=4),
+        21,
+    ),
     "chained-onecycle-exponential": (chained_one_cycle, 33),
 }
 
@@ -581,19 +652,21 @@ def test_resume_from_torch_save_gives_the_uninterrupted_lrs(case):
     assert first + second == uninterrupted
 
 
-def test_legacy_resume_through_last_epoch_continues_the_schedule():
-    """torch's older resume path: load the optimizer, then build with ``last_epoch=k``."""
+@pytest.mark.parametrize("start_from", ["lr", "initial_lr"])
+def test_legacy_resume_through_last_epoch_continues_the_schedule(start_from):
+    """torch's older resume path: load the optimizer, then build with ``last_epoch=k - 1``
+    after ``k`` steps (torch 2.x's convention: the constructor lands on step ``k``, and its
+    recursive schedulers keep the lr they find there, as ``LambdaLR`` recomputes it)."""
     opt = make_sgd([0.1, 0.05])
     uninterrupted, _ = run(opt, WarmupDecayLR(opt, 5, 30, min_lr=1e-3), 30)
     opt = make_sgd([0.1, 0.05])
-    run(opt, WarmupDecayLR(opt, 5, 30, min_lr=1e-3), 12)  # steps 0..11
+    run(opt, WarmupDecayLR(opt, 5, 30, min_lr=1e-3), 12)  # 11 steps taken: at step 11
     resumed = make_sgd([0.1, 0.05])
     resumed.load_state_dict(opt.state_dict())
-    sched = WarmupDecayLR(resumed, 5, 30, min_lr=1e-3, last_epoch=11)
-    # As with torch's schedulers, the constructor takes one step: from 11 to 12.
-    assert sched.last_epoch == 12
-    lrs, _ = run(resumed, sched, 18)
-    assert_rel_close(lrs, uninterrupted[12:], rtol=1e-15)
+    sched = WarmupDecayLR(resumed, 5, 30, min_lr=1e-3, start_from=start_from, last_epoch=10)
+    assert sched.last_epoch == 11
+    lrs, _ = run(resumed, sched, 19)
+    assert_rel_close(lrs, uninterrupted[11:], rtol=1e-15)
 
 
 def test_inside_sequential_lr_it_starts_at_its_own_step_zero():
@@ -923,14 +996,14 @@ WARMUP_DECAY_BAD = {
     ),
     "total<warmup": ({"warmup_steps": 10, "total_steps": 5}, "total_steps=5 and warmup_steps=10"),
     "total=warmup": ({"warmup_steps": 10, "total_steps": 10}, "greater than warmup_steps"),
-    "warmup=cosine": (
-        {"warmup": "cosine"},
-        "warmup must be one of 'linear', 'exponential', 'constant'; got 'cosine'",
+    "warmup=cos": (
+        {"warmup": "cos"},
+        "warmup must be one of 'linear', 'exponential', 'constant', 'cosine', '1-sqrt'; got 'cos'",
     ),
     "decay=cos": (
         {"decay": "cos"},
         "decay must be one of 'cosine', 'linear', 'polynomial', 'exponential', 'step', "
-        "'inverse_sqrt', 'constant'; got 'cos'",
+        "'inverse_sqrt', 'constant', '1-sqrt'; got 'cos'",
     ),
     "start_factor=-0.1": (
         {"warmup_start_factor": -0.1},
@@ -974,6 +1047,43 @@ WARMUP_DECAY_BAD = {
     "step_size-with-linear": (
         {"decay": "linear", "step_size": 3},
         "step_size is only used by decay='step', got step_size=3",
+    ),
+    "stable_steps=-1": ({"stable_steps": -1}, "stable_steps must be an integer >= 0, got -1"),
+    "total<warmup+stable": (
+        {"stable_steps": 46},
+        "total_steps must be at least warmup_steps \\+ stable_steps, got total_steps=50, "
+        "warmup_steps=5 and stable_steps=46",
+    ),
+    "endless-cosine": (
+        {"total_steps": None},
+        "decay='cosine' needs total_steps .*, got None; only 'constant', 'exponential', 'step', "
+        "'inverse_sqrt' run without one",
+    ),
+    "num_cycles-with-linear": (
+        {"decay": "linear", "num_cycles": 1.0},
+        "num_cycles is only used by decay='cosine', got num_cycles=1.0 with decay='linear'",
+    ),
+    "num_cycles=0": ({"num_cycles": 0.0}, "num_cycles must be > 0, got 0.0"),
+    "timescale-with-cosine": (
+        {"timescale": 10},
+        "timescale is only used by decay='inverse_sqrt', got timescale=10",
+    ),
+    "timescale=0": (
+        {"decay": "inverse_sqrt", "timescale": 0},
+        "timescale must be an integer >= 1, got 0",
+    ),
+    "min_lr-and-min_lr_ratio": (
+        {"min_lr": 1e-3, "min_lr_ratio": 0.1},
+        "give min_lr or min_lr_ratio, not both: got min_lr=0.001 and min_lr_ratio=0.1",
+    ),
+    "min_lr_ratio=1.5": ({"min_lr_ratio": 1.5}, r"min_lr_ratio must be in \[0, 1\], got 1.5"),
+    "min_lr_ratio[1]=-0.1": (
+        {"min_lr_ratio": [0.1, -0.1]},
+        r"min_lr_ratio\[1\] must be in \[0, 1\], got -0.1",
+    ),
+    "start_from": (
+        {"start_from": "initial"},
+        "start_from must be one of 'lr', 'initial_lr'; got 'initial'",
     ),
 }
 
@@ -1031,10 +1141,6 @@ FAILING_CONSTRUCTIONS = {
         for case in NOAM_BAD
     },
 }
-
-
-def hyperparameters(opt):
-    return [{k: v for k, v in group.items() if k != "params"} for group in opt.param_groups]
 
 
 @pytest.mark.parametrize("case", list(FAILING_CONSTRUCTIONS))
@@ -1142,10 +1248,36 @@ def test_plot_schedule_writes_a_png(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def _gallery_script():
+    spec = importlib.util.spec_from_file_location(
+        "make_schedule_plot", DOCS / "img" / "make_schedule_plot.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_gallery_is_the_scripts_and_small(tmp_path):
+    """Every image of docs/schedulers.md's gallery is drawn by docs/img/make_schedule_plot.py
+    and stays under 100 KB; one figure is redrawn here to check that the script runs."""
+    pytest.importorskip("matplotlib")
+    script = _gallery_script()
+    shown = set(re.findall(r"\]\(img/(sched_[a-z_]+\.png)\)", (DOCS / "schedulers.md").read_text()))
+    assert shown == set(script.GALLERY)
+    for name in shown:
+        assert (DOCS / "img" / name).stat().st_size < 100_000, name
+    (path,) = script.main(tmp_path, names=["sched_plateau.png"])
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert path.stat().st_size < 100_000
+
+
 # --------------------------------------------------------------- property tests
 
 DECAYS = st.sampled_from(list(DECAY_OPTIONS))
-WARMUPS = st.sampled_from(["linear", "exponential", "constant"])
+WARMUPS = st.sampled_from(ALL_WARMUPS)
 
 
 @settings(max_examples=60, deadline=None)
@@ -1153,18 +1285,22 @@ WARMUPS = st.sampled_from(["linear", "exponential", "constant"])
     warmup=WARMUPS,
     decay=DECAYS,
     W=st.integers(0, 20),
+    S=st.integers(0, 10),
     span=st.integers(1, 40),
     sf=st.floats(0.01, 1.0),
     floor_fraction=st.floats(0.0, 1.0),
 )
-def test_warmup_decay_is_bounded_and_monotone_per_phase(warmup, decay, W, span, sf, floor_fraction):
-    base, T = 0.1, W + span
+def test_warmup_decay_is_bounded_and_monotone_per_phase(
+    warmup, decay, W, S, span, sf, floor_fraction
+):
+    base, T = 0.1, W + S + span
     floor = base * floor_fraction
     opt = make_sgd([base])
     sched = WarmupDecayLR(
         opt,
         W,
         T,
+        stable_steps=S,
         warmup=warmup,
         decay=decay,
         warmup_start_factor=sf,

@@ -3,13 +3,20 @@
 Every scheduler here subclasses :class:`torch.optim.lr_scheduler.LRScheduler`, so it plugs
 into ``ChainedScheduler``, ``SequentialLR`` and any training loop written for torch's own:
 
-* :class:`WarmupDecayLR` - a warmup (linear, exponential, constant) followed by a decay
-  (cosine, linear, polynomial, exponential, step, inverse square root, constant) to an
-  absolute ``min_lr``: what ``SequentialLR(LinearLR, CosineAnnealingLR)`` approximates, in
-  one object whose ``state_dict`` resumes exactly;
+* :class:`WarmupDecayLR` - a warmup (linear, exponential, constant, cosine, 1-sqrt), an
+  optional stable phase, then a decay (cosine, linear, polynomial, exponential, step,
+  inverse square root, constant, 1-sqrt) to an absolute ``min_lr`` or a ``min_lr_ratio``,
+  or an endless decay: warmup-stable-decay (WSD), transformers' warmup schedules and what
+  ``SequentialLR(LinearLR, CosineAnnealingLR)`` approximates, each in one object;
+* :class:`CosineRestartsLR` - cosine cycles with restarts: timm's ``CosineLRScheduler``
+  (``cycle_mul``, ``cycle_decay``, ``cycle_limit``, ``k_decay``, warmup as a prefix or
+  not) and transformers' hard restarts, float for float;
 * :class:`OneCycleLR` - torch's 1cycle policy with the same constructor and the same floats,
   but chainable;
 * :class:`NoamLR` - the inverse-square-root schedule of "Attention Is All You Need";
+* :class:`ReduceLROnPlateau` - torch's, checked and resumable, whose cuts multiply what the
+  schedulers above set; :class:`ChainedScheduler` - torch's, passing the metric to it;
+* :func:`get_scheduler` - transformers' factory, by name, returning the classes above;
 * :func:`preview` and :func:`plot_schedule` - the lrs (and momenta) a scheduler will
   produce, without touching its optimizer.
 
@@ -26,12 +33,33 @@ that another scheduler applied to that zero lr is lost (put torchkit's scheduler
 others in the step order and nothing is lost). ``step(epoch)`` sets the closed form and
 resets ``c_g`` to 1.
 
+Construction. ``start_from`` says how a scheduler reads the lr it finds in the param groups
+when it is built (another schedule, or a loaded optimizer, may have changed it). ``"lr"``,
+the default, as torch's recursive schedulers (``LinearLR``, ``CosineAnnealingLR``, ...): a
+fresh scheduler takes ``c_g = lr / initial_lr``, so a scheduler built earlier keeps its
+effect, and one rebuilt with ``last_epoch=k`` keeps the lr it finds as the lr of step
+``k + 1``. ``"initial_lr"``, as ``LambdaLR`` and transformers' schedules: the lr found is
+ignored and the schedule starts at its closed form. Either way, ``last_epoch=k - 1`` after
+``k`` steps resumes exactly, as in torch. :class:`OneCycleLR` always starts from its own
+closed form, as torch's does.
+
 Resuming. ``state_dict()`` is plain data that ``torch.load(weights_only=True)`` reads, and
 names the scheduler's class. ``load_state_dict()`` refuses, before writing anything, a state
 of another class or of another number of param groups; it also restores the lr (and
 OneCycleLR's momentum) of the interrupted step into the param groups that still hold what
 the scheduler wrote, so that loading the optimizer *before* building the scheduler resumes
 exactly too (see :meth:`WarmupDecayLR.load_state_dict` for where that stops).
+
+Private torch API (tested on torch 2.13; there is no public way to do the same):
+
+* ``LRScheduler._is_initial`` (set while the constructor takes its step): tells
+  the constructor's step apart, where the chain factors are first measured;
+* ``LRScheduler._get_lr_called_within_step``: the flag behind torch's "use get_last_lr()"
+  warning, honoured by ``get_lr`` as torch's own schedulers do;
+* ``ChainedScheduler._schedulers``: the members, under torch's attribute name, so that code
+  written for torch's ``ChainedScheduler`` reads torchkit's;
+* ``Optimizer._opt_called`` and ``step._wrapped_by_lr_sched``: set on :func:`preview`'s
+  stand-in optimizer, which torch's step-order check reads.
 
 Example:
     >>> import torch
@@ -52,15 +80,28 @@ import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
+from torch.optim.lr_scheduler import ChainedScheduler as _TorchChainedScheduler
+from torch.optim.lr_scheduler import LRScheduler
+from torch.optim.lr_scheduler import ReduceLROnPlateau as _TorchReduceLROnPlateau
 
 from torchkit.optim import _schedules
 
-__all__ = ["NoamLR", "OneCycleLR", "WarmupDecayLR", "plot_schedule", "preview"]
+__all__ = [
+    "SCHEDULER_NAMES",
+    "ChainedScheduler",
+    "CosineRestartsLR",
+    "NoamLR",
+    "OneCycleLR",
+    "ReduceLROnPlateau",
+    "WarmupDecayLR",
+    "get_scheduler",
+    "plot_schedule",
+    "preview",
+]
 
 
 # ------------------------------------------------------------------------ validation
@@ -107,6 +148,87 @@ def _choice(name: str, value: object, choices: tuple[str, ...]) -> str:
     return value
 
 
+def _check_rate(name: str, value: object) -> float:
+    rate = _as_float(name, value)
+    if not 0.0 < rate < 1.0:
+        raise ValueError(f"{name} must be in (0, 1), got {value!r}")
+    return rate
+
+
+def _check_stair(name: str, value: object) -> int:
+    return _check_int(name, value, 1)
+
+
+def _check_positive(name: str, value: object) -> float:
+    number = _as_float(name, value)
+    if number <= 0.0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return number
+
+
+def _option_for(
+    name: str,
+    value: Any,
+    decay: str,
+    users: tuple[str, ...],
+    check: Callable[[str, Any], Any],
+    *,
+    needs: str | None = None,
+) -> Any:
+    """A decay-specific option: checked where ``decay`` is one of its ``users``, an error where
+    it is not (an option that would be ignored is a mistake). ``needs`` describes a required
+    option; without it, None (the default) is accepted."""
+    if decay in users:
+        if value is None:
+            if needs is None:
+                return None
+            raise ValueError(f"decay={decay!r} needs {name} ({needs}), got None")
+        return check(name, value)
+    if value is not None:
+        used_by = f"decay={users[0]!r}" + "".join(f" or {user!r}" for user in users[1:])
+        raise ValueError(
+            f"{name} is only used by {used_by}, got {name}={value!r} with decay={decay!r}"
+        )
+    return None
+
+
+def _floors(
+    optimizer: Optimizer,
+    min_lr: float | Sequence[float],
+    min_lr_ratio: float | Sequence[float] | None,
+) -> list[float]:
+    """Each group's absolute floor, from ``min_lr`` or from ``min_lr_ratio`` of its base lr.
+
+    The base lr is what ``LRScheduler`` will take: ``initial_lr``, else ``lr``.
+    """
+    groups = optimizer.param_groups
+    bases = [float(group.get("initial_lr", group["lr"])) for group in groups]
+    per_group = isinstance(min_lr_ratio, (list, tuple)) or isinstance(min_lr, (list, tuple))
+    if min_lr_ratio is not None:
+        if isinstance(min_lr, (list, tuple)) or min_lr != 0.0:
+            raise ValueError(
+                f"give min_lr or min_lr_ratio, not both: got min_lr={min_lr!r} and "
+                f"min_lr_ratio={min_lr_ratio!r}"
+            )
+        ratios = _per_group("min_lr_ratio", min_lr_ratio, optimizer)
+        for i, ratio in enumerate(ratios):
+            if not 0.0 <= ratio <= 1.0:
+                name = f"min_lr_ratio[{i}]" if per_group else "min_lr_ratio"
+                raise ValueError(f"{name} must be in [0, 1], got {ratio!r}")
+        return [base * ratio for base, ratio in zip(bases, ratios, strict=True)]
+    floors = _per_group("min_lr", min_lr, optimizer)
+    for i, (base, floor) in enumerate(zip(bases, floors, strict=True)):
+        name = f"min_lr[{i}]" if per_group else "min_lr"
+        if floor < 0.0:
+            raise ValueError(f"{name} must be >= 0, got {floor!r}")
+        if floor > base:
+            raise ValueError(
+                f"{name}={floor!r} is greater than the base lr {base!r} of param group {i}; "
+                "the decay would raise the lr"
+            )
+    return floors
+
+
 def _check_per_group_entry(state: Mapping[str, Any], key: str, groups: int) -> None:
     """``state[key]`` must be a list with one entry per param group."""
     value = state[key]
@@ -133,6 +255,8 @@ def _warn_get_lr_outside_step() -> None:
 # ----------------------------------------------------------------------- chaining
 
 _GROUP_LR = operator.itemgetter("lr")
+# How a scheduler reads the lr it finds in the param groups when it is built.
+_START_FROM: tuple[str, ...] = ("lr", "initial_lr")
 
 # The state_dict entry naming the class that saved it (a plain string, so that
 # ``torch.load(weights_only=True)`` reads it). It is never an attribute.
@@ -155,105 +279,22 @@ def _set_group_value(group: dict[str, Any], key: str, value: Any) -> None:
         group[key] = value
 
 
-class _ChainableLR(LRScheduler):
-    """The chaining rule shared by torchkit's schedulers (see the module docstring).
+class _CheckedState:
+    """``state_dict`` and ``load_state_dict`` for torchkit's schedulers, over torch's.
 
-    Subclasses set their attributes and call ``self._init_chain(n_groups)``, then call
-    ``super().__init__`` last, and implement :meth:`_schedule` (the closed form, a pure
-    function of the step bound to per-group constants). They list their per-group state
-    entries in ``_per_group_state`` so that :meth:`load_state_dict` checks their lengths.
+    Mixed in before an ``LRScheduler`` class: the state is torch's (every attribute but the
+    optimizer) plus the class name; loading checks that the state fits (class, keys, one
+    entry per param group) before anything is written, lets torch's ``load_state_dict``
+    apply it, and restores the interrupted step's lr into the groups nobody has changed.
     """
 
-    _chain_factors: list[float]
-    _unchained: bool  # all chain factors are exactly 1
+    optimizer: Optimizer
+    _last_lr: list[Any]
     # State entries holding one value per param group.
-    _per_group_state: tuple[str, ...] = ("base_lrs", "_last_lr", "_chain_factors")
-
-    def _schedule(self, step: int) -> list[float]:
-        """This scheduler's own lr for every param group at ``step`` (no chaining)."""
-        raise NotImplementedError
-
-    def _chain_start(self, index: int, lr: float) -> float:
-        """The chain factor at construction, given the group's lr at that moment.
-
-        The default reads the lr relative to the group's base lr (``initial_lr``): a
-        scheduler built earlier that scaled the lr at construction keeps its factor.
-        """
-        base = float(self.base_lrs[index])
-        return lr / base if base != 0.0 else 1.0
-
-    def get_lr(self) -> list[float]:
-        """The next lr of every param group: the chain factor times the closed form.
-
-        Returns:
-            One float per param group (``step()`` writes it into ``group["lr"]``).
-        """
-        if not self._get_lr_called_within_step:
-            _warn_get_lr_outside_step()
-        step = self.last_epoch
-        return self._chained(step, self._schedule(step))
-
-    def _chained(self, step: int, values: list[float]) -> list[float]:
-        """``values`` (the schedule at ``step``) times the chain factors, updated first."""
-        if self._is_initial:
-            self._start_chain(step)
-        else:
-            # Did another scheduler, or the user, change an lr since this one wrote it?
-            groups = self.optimizer.param_groups
-            last = self._last_lr
-            if len(groups) == 1:  # the common case, without building a list
-                changed = groups[0]["lr"] != last[0]
-            else:
-                changed = list(map(_GROUP_LR, groups)) != last
-            if changed:
-                self._remeasure_chain(step)
-        if self._unchained:  # every factor is exactly 1: the closed form, float for float
-            return values
-        # Equal lengths by construction; zip(strict=) would cost a keyword call per step.
-        return [factor * value for factor, value in zip(self._chain_factors, values)]  # noqa: B905
-
-    def _init_chain(self, groups: int) -> None:
-        """Chain factors of 1 (call in ``__init__``, before ``super().__init__``)."""
-        self._chain_factors = [1.0] * groups
-        self._unchained = True
-
-    def _factors_changed(self) -> None:
-        self._unchained = self._chain_factors.count(1.0) == len(self._chain_factors)
-
-    def _start_chain(self, step: int) -> None:
-        """Chain factors for the step taken by the constructor.
-
-        A fresh start (step 0) asks :meth:`_chain_start`; the legacy resume through
-        ``last_epoch=k`` finds the lrs of step ``k`` in the groups and divides by ``v(k)``.
-        """
-        previous = self._schedule(step - 1) if step > 0 else None
-        for i, group in enumerate(self.optimizer.param_groups):
-            lr = float(group["lr"])
-            if previous is None:
-                self._chain_factors[i] = self._chain_start(i, lr)
-            elif previous[i] != 0.0:
-                self._chain_factors[i] = lr / float(previous[i])
-        self._factors_changed()
-
-    def _remeasure_chain(self, step: int) -> None:
-        """``c = lr / v(step - 1)`` for every group whose lr is not what was written last."""
-        previous = self._schedule(step - 1)
-        groups = self.optimizer.param_groups
-        for i, (group, written) in enumerate(zip(groups, self._last_lr, strict=True)):
-            lr = group["lr"]
-            if lr != written and previous[i] != 0.0:  # at v = 0 the old factor is kept
-                self._chain_factors[i] = float(lr) / float(previous[i])
-        self._factors_changed()
-
-    def _get_closed_form_lr(self) -> list[float]:
-        """The lr of every param group at ``last_epoch`` from the closed form alone.
-
-        Used by ``step(epoch)``; it resets the chain factors to 1.
-        """
-        self._init_chain(len(self.optimizer.param_groups))
-        return self._schedule(self.last_epoch)
-
-    # ------------------------------------------------------------------ state_dict
+    _per_group_state: tuple[str, ...] = ("_last_lr",)
+    # Entries that a state_dict saved by an older torchkit may lack, with the value that
+    # reproduces the old behaviour.
+    _state_defaults: ClassVar[Mapping[str, Any]] = {}
 
     def state_dict(self) -> dict[str, Any]:
         """The scheduler's state: a copy of its attributes (as torch's) and its class name.
@@ -270,7 +311,7 @@ class _ChainableLR(LRScheduler):
             >>> NoamLR(opt, d_model=16, warmup_steps=4).state_dict()["_scheduler_class"]
             'torchkit.optim.lr_scheduler.NoamLR'
         """
-        state = copy.deepcopy(super().state_dict())
+        state = copy.deepcopy(super().state_dict())  # type: ignore[misc]
         state[_CLASS_KEY] = _class_name(type(self))
         return state
 
@@ -328,8 +369,8 @@ class _ChainableLR(LRScheduler):
         """
         state = self._checked_state(state_dict)
         keep = self._groups_holding_last_lr()
-        self.__dict__.update(state)
-        self._factors_changed()
+        super().load_state_dict(state)  # type: ignore[misc]
+        self._after_load()
         for group, lr, restore in zip(self.optimizer.param_groups, self._last_lr, keep):  # noqa: B905
             if restore:
                 _set_group_value(group, "lr", lr)
@@ -354,8 +395,10 @@ class _ChainableLR(LRScheduler):
                 "classes differ"
             )
         state = {k: v for k, v in state_dict.items() if k != _CLASS_KEY}
+        for key, value in self._state_defaults.items():
+            state.setdefault(key, value)
 
-        expected = set(super().state_dict())
+        expected = self._state_keys()
         missing = sorted(expected - _OPTIONAL_STATE_KEYS - state.keys())
         unexpected = sorted(state.keys() - expected - _OPTIONAL_STATE_KEYS)
         if missing or unexpected:
@@ -375,34 +418,152 @@ class _ChainableLR(LRScheduler):
         self._check_loaded_state(state)
         return copy.deepcopy(state)
 
+    def _state_keys(self) -> set[str]:
+        """The entries a state of this scheduler holds (its class name apart)."""
+        return set(super().state_dict())  # type: ignore[misc]
+
     def _check_loaded_state(self, state: dict[str, Any]) -> None:
         """Subclass hook: more checks on a state whose class, keys and lengths fit."""
+
+    def _after_load(self) -> None:
+        """Subclass hook: bring derived attributes in line with a state just loaded."""
+
+
+class _ChainableLR(_CheckedState, LRScheduler):
+    """The chaining rule shared by torchkit's schedulers (see the module docstring).
+
+    Subclasses set their attributes and call ``self._init_chain(n_groups)``, then call
+    ``super().__init__`` last, and implement :meth:`_schedule` (the closed form, a pure
+    function of the step bound to per-group constants). They list their per-group state
+    entries in ``_per_group_state`` so that :meth:`load_state_dict` checks their lengths.
+    """
+
+    _chain_factors: list[float]
+    _unchained: bool  # all chain factors are exactly 1
+    # How the lr found in the param groups at construction is read (see _START_FROM). A
+    # class attribute for the schedulers that do not take the argument (OneCycleLR).
+    start_from: str = "lr"
+    _per_group_state = ("base_lrs", "_last_lr", "_chain_factors")
+
+    def _schedule(self, step: int) -> list[float]:
+        """This scheduler's own lr for every param group at ``step`` (no chaining)."""
+        raise NotImplementedError
+
+    def get_lr(self) -> list[float]:
+        """The next lr of every param group: the chain factor times the closed form.
+
+        Returns:
+            One float per param group (``step()`` writes it into ``group["lr"]``).
+        """
+        if not self._get_lr_called_within_step:
+            _warn_get_lr_outside_step()
+        step = self.last_epoch
+        return self._chained(step, self._schedule(step))
+
+    def _chained(self, step: int, values: list[float]) -> list[float]:
+        """``values`` (the schedule at ``step``) times the chain factors, updated first."""
+        if self._is_initial:
+            self._start_chain(step)
+        else:
+            # Did another scheduler, or the user, change an lr since this one wrote it?
+            groups = self.optimizer.param_groups
+            last = self._last_lr
+            if len(groups) == 1:  # the common case, without building a list
+                changed = groups[0]["lr"] != last[0]
+            else:
+                changed = list(map(_GROUP_LR, groups)) != last
+            if changed:
+                self._remeasure_chain(step)
+        if self._unchained:  # every factor is exactly 1: the closed form, float for float
+            return values
+        # Equal lengths by construction; zip(strict=) would cost a keyword call per step.
+        return [factor * value for factor, value in zip(self._chain_factors, values)]  # noqa: B905
+
+    def _init_chain(self, groups: int) -> None:
+        """Chain factors of 1 (call in ``__init__``, before ``super().__init__``)."""
+        self._chain_factors = [1.0] * groups
+        self._unchained = True
+
+    def _factors_changed(self) -> None:
+        self._unchained = self._chain_factors.count(1.0) == len(self._chain_factors)
+
+    def _start_chain(self, step: int) -> None:
+        """Chain factors for the step taken by the constructor, from the lrs it finds.
+
+        With ``start_from="initial_lr"`` the lrs found are ignored (factors of 1: the closed
+        form). With ``start_from="lr"``, as torch's recursive schedulers (``LinearLR``,
+        ``CosineAnnealingLR``, ...): a fresh start (step 0) reads each lr relative to its
+        base lr, ``c = lr / initial_lr``, so a scheduler built earlier that scaled the lr
+        keeps its factor; a rebuild with ``last_epoch=k`` takes the lr found for the lr of
+        the step it lands on, ``c = lr / v(k + 1)``, so that ``last_epoch=k - 1`` after ``k``
+        steps resumes exactly (torch's convention, which ``LambdaLR`` follows too).
+        """
+        if self.start_from == "initial_lr":
+            return
+        own = self._schedule(step) if step > 0 else self.base_lrs
+        for i, group in enumerate(self.optimizer.param_groups):
+            if own[i] != 0.0:  # a zero holds no information: keep the factor of 1
+                self._chain_factors[i] = float(group["lr"]) / float(own[i])
+        self._factors_changed()
+
+    def _remeasure_chain(self, step: int) -> None:
+        """``c = lr / v(step - 1)`` for every group whose lr is not what was written last."""
+        previous = self._schedule(step - 1)
+        groups = self.optimizer.param_groups
+        for i, (group, written) in enumerate(zip(groups, self._last_lr, strict=True)):
+            lr = group["lr"]
+            if lr != written and previous[i] != 0.0:  # at v = 0 the old factor is kept
+                self._chain_factors[i] = float(lr) / float(previous[i])
+        self._factors_changed()
+
+    def _get_closed_form_lr(self) -> list[float]:
+        """The lr of every param group at ``last_epoch`` from the closed form alone.
+
+        Used by ``step(epoch)``; it resets the chain factors to 1.
+        """
+        self._init_chain(len(self.optimizer.param_groups))
+        return self._schedule(self.last_epoch)
+
+    def _after_load(self) -> None:
+        self._factors_changed()
 
 
 # -------------------------------------------------------------------- WarmupDecayLR
 
 
 class WarmupDecayLR(_ChainableLR):
-    """A warmup to each group's base lr, then a decay to ``min_lr`` at ``total_steps``.
+    """A warmup to each group's base lr, an optional stable phase, then a decay to ``min_lr``.
 
-    With ``t`` the step (``last_epoch``), ``W = warmup_steps``, ``T = total_steps`` and
-    ``p = (t - W) / (T - W)``, the lr of a group with base lr ``b`` is
+    With ``t`` the step (``last_epoch``), ``W = warmup_steps``, ``S = stable_steps``,
+    ``T = total_steps`` and ``p = (t - W - S) / (T - W - S)``, the lr of a group with base
+    lr ``b`` is
 
     * ``t < W``: ``b * w(t)``, the warmup going from ``warmup_start_factor * b`` at step 0
-      towards ``b``: ``"linear"`` ``sf + (1 - sf) * t / W``, ``"exponential"``
-      ``sf ** (1 - t / W)``, ``"constant"`` ``sf``;
-    * ``W <= t < T``: ``min_lr + (b - min_lr) * s(p)``, where ``s`` goes from 1 to 0:
-      ``"cosine"`` ``(1 + cos(pi p)) / 2``, ``"linear"`` ``1 - p``, ``"polynomial"``
-      ``(1 - p) ** power``, ``"constant"`` 1; ``"exponential"`` (``gamma ** (t - W)``),
-      ``"step"`` (``gamma ** ((t - W) // step_size)``) and ``"inverse_sqrt"``
-      (``sqrt(tau / (tau + t - W))``, ``tau = max(W, 1)``) are rescaled affinely,
+      towards ``b``: with ``q = t / W``, ``"linear"`` ``sf + (1 - sf) * q``,
+      ``"exponential"`` ``sf ** (1 - q)``, ``"constant"`` ``sf``, ``"cosine"``
+      ``sf + (1 - sf) * (1 - cos(pi q)) / 2``, ``"1-sqrt"`` ``sf + (1 - sf) * (1 - sqrt(1 - q))``;
+    * ``W <= t < W + S``: ``b`` (the stable phase of a warmup-stable-decay schedule);
+    * ``W + S <= t < T``: ``min_lr + (b - min_lr) * s(p)``, where ``s`` goes from 1 to 0:
+      ``"cosine"`` ``(1 + cos(2 pi * num_cycles * p)) / 2`` (half a cosine for the default
+      ``num_cycles``), ``"linear"`` ``1 - p``, ``"polynomial"`` ``(1 - p) ** power``,
+      ``"1-sqrt"`` ``1 - sqrt(p)``, ``"constant"`` 1; ``"exponential"``
+      (``gamma ** (t - W - S)``), ``"step"`` (``gamma ** ((t - W - S) // step_size)``) and
+      ``"inverse_sqrt"`` (``sqrt(tau / (tau + t - W - S))``) are rescaled affinely,
       ``(r - r(T)) / (1 - r(T))``, so that they too end exactly at ``min_lr``;
     * ``t >= T``: ``min_lr``.
 
+    ``total_steps=None`` makes the decay endless, for the curves that never reach 0 on their
+    own: ``"constant"`` (a warmup then the base lr for ever, transformers'
+    ``get_constant_schedule_with_warmup``), ``"inverse_sqrt"`` (transformers'
+    ``get_inverse_sqrt_schedule`` with its ``timescale``), ``"exponential"`` and ``"step"``
+    (torch's ``ExponentialLR`` and ``StepLR`` with a floor); they are then not rescaled, and
+    approach ``min_lr`` without reaching it.
+
     With ``warmup_start_factor=0.0`` and ``min_lr=0.0``, ``decay="cosine"`` and
     ``decay="linear"`` give transformers' ``get_cosine_schedule_with_warmup`` and
-    ``get_linear_schedule_with_warmup`` up to ``total_steps``; ``decay="polynomial"`` with
-    ``min_lr=lr_end`` gives ``get_polynomial_decay_schedule_with_warmup``.
+    ``get_linear_schedule_with_warmup`` up to ``total_steps``; ``stable_steps`` with
+    ``warmup_start_factor=min_lr_ratio=r`` gives its ``get_wsd_schedule``;
+    :func:`get_scheduler` builds all of them from transformers' names.
 
     The default ``warmup_start_factor`` is ``1 / (warmup_steps + 1)``: the linear warmup
     is then the line through 0 one step *before* step 0, ``b * (t + 1) / (W + 1)``, so the
@@ -413,18 +574,34 @@ class WarmupDecayLR(_ChainableLR):
         optimizer: Wrapped optimizer; each group's base lr is its ``initial_lr``
             (its ``lr`` when the scheduler is created with ``last_epoch=-1``).
         warmup_steps: Steps of warmup ``W >= 0``; 0 starts the decay at once.
-        total_steps: Step ``T > W`` at which the lr reaches ``min_lr`` and stays.
-        warmup: ``"linear"`` (default), ``"exponential"`` or ``"constant"``.
+        total_steps: Step ``T`` at which the lr reaches ``min_lr`` and stays, with
+            ``T > W`` and ``T >= W + S``; or None for an endless decay (above).
+        stable_steps: Steps ``S >= 0`` at the base lr between the warmup and the decay.
+            Default: 0.
+        warmup: ``"linear"`` (default), ``"exponential"``, ``"constant"``, ``"cosine"`` or
+            ``"1-sqrt"``.
         decay: ``"cosine"`` (default), ``"linear"``, ``"polynomial"``, ``"exponential"``,
-            ``"step"``, ``"inverse_sqrt"`` or ``"constant"``.
+            ``"step"``, ``"inverse_sqrt"``, ``"constant"`` or ``"1-sqrt"``.
         warmup_start_factor: The warmup's first lr as a fraction of the base lr, in
             ``[0, 1]`` (``(0, 1]`` for ``"exponential"``). Default: ``1 / (W + 1)``.
         min_lr: Absolute final lr (like torch's ``eta_min``), one value or one per param
             group, each in ``[0, base lr]``. Default: 0.0.
+        min_lr_ratio: The final lr as a fraction of each group's base lr, in ``[0, 1]``, one
+            value or one per group (transformers' ``min_lr_ratio``); instead of ``min_lr``.
         power: Exponent of ``"polynomial"`` decay, ``> 0``. Default: 1.0.
         gamma: Decay rate in ``(0, 1)`` per step (``"exponential"``) or per ``step_size``
             steps (``"step"``); required by those two decays, rejected by the others.
         step_size: Steps per stair of ``"step"`` decay, ``>= 1``; required by it only.
+        num_cycles: Cosine waves over the decay, ``> 0``, for ``"cosine"`` only (transformers'
+            ``num_cycles``). Default: 0.5, half a cosine.
+        timescale: ``tau`` of ``"inverse_sqrt"``, an integer ``>= 1``; for it only.
+            Default: ``max(W, 1)``.
+        start_from: How the lr found in the param groups at construction is read:
+            ``"lr"`` (default) as a factor on the schedule, as torch's chainable schedulers
+            do (a scheduler built earlier keeps its effect); ``"initial_lr"``: ignored, the
+            schedule starts from ``initial_lr``, as transformers' (``LambdaLR``) do. With
+            ``last_epoch=k``, ``"lr"`` continues from the lr found, ``"initial_lr"`` from
+            the closed form.
         last_epoch: The index of the last step, as in torch. Default: -1.
 
     Example:
@@ -433,38 +610,70 @@ class WarmupDecayLR(_ChainableLR):
         >>> sched = WarmupDecayLR(opt, warmup_steps=100, total_steps=1000, min_lr=1e-5)
         >>> sched.get_last_lr()  # step 0: 1e-3 / 101
         [9.900990099009901e-06]
+        >>> wsd = WarmupDecayLR(  # warmup 2, stable 3, 1-sqrt decay over 4, to 10 % of 1.0
+        ...     torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), 2, 9,
+        ...     stable_steps=3, decay="1-sqrt", warmup_start_factor=0.0, min_lr_ratio=0.1,
+        ... )
+        >>> [round(lr, 4) for lr in preview(wsd, 11)["lr"][0]]
+        [0.0, 0.5, 1.0, 1.0, 1.0, 1.0, 0.55, 0.3636, 0.2206, 0.1, 0.1]
 
         The lr at milestone steps of each decay is tabulated, and executed as a test, in
         ``docs/schedulers.md``.
     """
 
     _per_group_state = (*_ChainableLR._per_group_state, "min_lrs")
+    _state_defaults: ClassVar[Mapping[str, Any]] = {
+        "stable_steps": 0,
+        "num_cycles": 0.5,
+        "min_lr_ratio": None,
+        "start_from": "lr",
+    }
 
     def __init__(
         self,
         optimizer: Optimizer,
         warmup_steps: int,
-        total_steps: int,
+        total_steps: int | None,
         *,
+        stable_steps: int = 0,
         warmup: str = "linear",
         decay: str = "cosine",
         warmup_start_factor: float | None = None,
         min_lr: float | Sequence[float] = 0.0,
+        min_lr_ratio: float | Sequence[float] | None = None,
         power: float = 1.0,
         gamma: float | None = None,
         step_size: int | None = None,
+        num_cycles: float | None = None,
+        timescale: int | None = None,
+        start_from: str = "lr",
         last_epoch: int = -1,
     ) -> None:
         _check_optimizer(optimizer)
         self.warmup_steps = _check_int("warmup_steps", warmup_steps, 0)
-        self.total_steps = _check_int("total_steps", total_steps, 1)
-        if self.total_steps <= self.warmup_steps:
-            raise ValueError(
-                f"total_steps must be greater than warmup_steps, got total_steps={total_steps!r}"
-                f" and warmup_steps={warmup_steps!r}"
-            )
+        self.stable_steps = _check_int("stable_steps", stable_steps, 0)
         self.warmup = _choice("warmup", warmup, _schedules.WARMUPS)
         self.decay = _choice("decay", decay, _schedules.DECAYS)
+        if total_steps is None:
+            if decay not in _schedules.ENDLESS_DECAYS:
+                raise ValueError(
+                    f"decay={decay!r} needs total_steps (the step where it reaches min_lr), got "
+                    f"None; only {', '.join(map(repr, _schedules.ENDLESS_DECAYS))} run without one"
+                )
+            self.total_steps: int | None = None
+        else:
+            self.total_steps = _check_int("total_steps", total_steps, 1)
+            if self.total_steps <= self.warmup_steps:
+                raise ValueError(
+                    f"total_steps must be greater than warmup_steps, got total_steps="
+                    f"{total_steps!r} and warmup_steps={warmup_steps!r}"
+                )
+            if self.total_steps < self.warmup_steps + self.stable_steps:
+                raise ValueError(
+                    "total_steps must be at least warmup_steps + stable_steps, got total_steps="
+                    f"{total_steps!r}, warmup_steps={warmup_steps!r} and "
+                    f"stable_steps={stable_steps!r}"
+                )
 
         if warmup_start_factor is None:
             start_factor = 1.0 / (self.warmup_steps + 1)
@@ -482,66 +691,58 @@ class WarmupDecayLR(_ChainableLR):
         self.power = _as_float("power", power)
         if self.power <= 0.0:
             raise ValueError(f"power must be > 0, got {power!r}")
-        if decay in ("exponential", "step"):
-            if gamma is None:
-                raise ValueError(f"decay={decay!r} needs gamma (a rate in (0, 1)), got None")
-            self.gamma: float | None = _as_float("gamma", gamma)
-            if not 0.0 < self.gamma < 1.0:
-                raise ValueError(f"gamma must be in (0, 1), got {gamma!r}")
-        elif gamma is not None:
-            raise ValueError(
-                f"gamma is only used by decay='exponential' or 'step', got gamma={gamma!r} "
-                f"with decay={decay!r}"
-            )
-        else:
-            self.gamma = None
-        if decay == "step":
-            if step_size is None:
-                raise ValueError("decay='step' needs step_size (steps per stair), got None")
-            self.step_size: int | None = _check_int("step_size", step_size, 1)
-        elif step_size is not None:
-            raise ValueError(
-                f"step_size is only used by decay='step', got step_size={step_size!r} "
-                f"with decay={decay!r}"
-            )
-        else:
-            self.step_size = None
+        self.gamma: float | None = _option_for(
+            "gamma", gamma, decay, ("exponential", "step"), _check_rate, needs="a rate in (0, 1)"
+        )
+        self.step_size: int | None = _option_for(
+            "step_size", step_size, decay, ("step",), _check_stair, needs="steps per stair"
+        )
+        cycles = _option_for("num_cycles", num_cycles, decay, ("cosine",), _check_positive)
+        self.num_cycles = 0.5 if cycles is None else cycles
+        given = _option_for("timescale", timescale, decay, ("inverse_sqrt",), _check_stair)
+        self._timescale = max(self.warmup_steps, 1) if given is None else given
+        self.start_from = _choice("start_from", start_from, _START_FROM)
 
-        self.min_lrs = _per_group("min_lr", min_lr, optimizer)
-        for i, (group, floor) in enumerate(zip(optimizer.param_groups, self.min_lrs, strict=True)):
-            name = f"min_lr[{i}]" if isinstance(min_lr, (list, tuple)) else "min_lr"
-            if floor < 0.0:
-                raise ValueError(f"{name} must be >= 0, got {floor!r}")
-            base = group.get("initial_lr", group["lr"])  # what LRScheduler takes as base lr
-            if floor > float(base):
-                raise ValueError(
-                    f"{name}={floor!r} is greater than the base lr {float(base)!r} of param "
-                    f"group {i}; the decay would raise the lr"
-                )
-        self._timescale = max(self.warmup_steps, 1)
+        self.min_lrs = _floors(optimizer, min_lr, min_lr_ratio)
+        # As given (checked by _floors), as plain floats: one, or one per group.
+        self.min_lr_ratio: float | list[float] | None = None
+        if isinstance(min_lr_ratio, (list, tuple)):
+            self.min_lr_ratio = [float(ratio) for ratio in min_lr_ratio]
+        elif min_lr_ratio is not None:
+            self.min_lr_ratio = _as_float("min_lr_ratio", min_lr_ratio)
         last_epoch = _check_int("last_epoch", last_epoch, -1)
         self._init_chain(len(optimizer.param_groups))
         super().__init__(optimizer, last_epoch)
 
     def _schedule(self, step: int) -> list[float]:
         if step < self.warmup_steps:
-            w = _schedules.warmup_factor(
-                self.warmup, step, self.warmup_steps, self.warmup_start_factor
-            )
+            shape = _schedules.WARMUP_FUNCTIONS[self.warmup]
+            w = shape(step, self.warmup_steps, self.warmup_start_factor)
             return [base * w for base in self.base_lrs]
-        if step >= self.total_steps:
+        start = self.warmup_steps + self.stable_steps
+        if step < start:
+            return list(self.base_lrs)
+        total = self.total_steps
+        if total is not None and step >= total:
             return list(self.min_lrs)
-        s = _schedules.decay_fraction(
-            self.decay,
-            step - self.warmup_steps,
-            self.total_steps - self.warmup_steps,
-            self.power,
-            self.gamma,
-            self.step_size,
-            self._timescale,
-        )
+        if self.decay == "constant":
+            s = 1.0
+        else:
+            s = _schedules.decay_fraction(
+                self.decay,
+                step - start,
+                None if total is None else total - start,
+                self.power,
+                self.gamma,
+                self.step_size,
+                self._timescale,
+                self.num_cycles,
+            )
+        bases, floors = self.base_lrs, self.min_lrs
+        if len(bases) == 1:  # the common case, without the cost of a comprehension
+            return [floors[0] + (bases[0] - floors[0]) * s]
         # Equal lengths by construction; zip(strict=) would cost a keyword call per step.
-        return [floor + (base - floor) * s for base, floor in zip(self.base_lrs, self.min_lrs)]  # noqa: B905
+        return [floor + (base - floor) * s for base, floor in zip(bases, floors)]  # noqa: B905
 
 
 # ----------------------------------------------------------------------- OneCycleLR
@@ -599,6 +800,9 @@ class OneCycleLR(_ChainableLR):
         [0.04, 0.52, 1.0, 0.95, 0.812, 0.611, 0.389, 0.188, 0.05, 0.0]
     """
 
+    # It sets its lr from max_lr, as torch's, whatever lr it finds (and rebuilds at the
+    # closed form, as torch's).
+    start_from = "initial_lr"
     _per_group_state = (
         *_ChainableLR._per_group_state,
         "max_lrs",
@@ -705,9 +909,6 @@ class OneCycleLR(_ChainableLR):
                         group["momentum"] = points[0]
         self._init_chain(len(optimizer.param_groups))
         super().__init__(optimizer, last_epoch)
-
-    def _chain_start(self, index: int, lr: float) -> float:
-        return 1.0
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Load a state from :meth:`state_dict`, after checking that it fits this scheduler.
@@ -856,6 +1057,8 @@ class NoamLR(_ChainableLR):
         warmup_steps: Step of the peak, an integer >= 1.
         factor: Overall scale, > 0. Default: 1.0.
         last_epoch: The index of the last step, as in torch. Default: -1.
+        start_from: ``"lr"`` (default) or ``"initial_lr"``: how the lr found in the param
+            groups at construction is read (see :class:`WarmupDecayLR`).
 
     Example:
         >>> import torch
@@ -865,6 +1068,8 @@ class NoamLR(_ChainableLR):
         ['0.005524', '0.005524', '0.01105', '0.01657', '0.0221', '0.01976', '0.01804']
     """
 
+    _state_defaults: ClassVar[Mapping[str, Any]] = {"start_from": "lr"}
+
     def __init__(
         self,
         optimizer: Optimizer,
@@ -872,6 +1077,8 @@ class NoamLR(_ChainableLR):
         warmup_steps: int,
         factor: float = 1.0,
         last_epoch: int = -1,
+        *,
+        start_from: str = "lr",
     ) -> None:
         _check_optimizer(optimizer)
         self.d_model = _check_int("d_model", d_model, 1)
@@ -879,6 +1086,7 @@ class NoamLR(_ChainableLR):
         self.factor = _as_float("factor", factor)
         if self.factor <= 0.0:
             raise ValueError(f"factor must be > 0, got {factor!r}")
+        self.start_from = _choice("start_from", start_from, _START_FROM)
         last_epoch = _check_int("last_epoch", last_epoch, -1)
         self._init_chain(len(optimizer.param_groups))
         super().__init__(optimizer, last_epoch)
@@ -886,6 +1094,761 @@ class NoamLR(_ChainableLR):
     def _schedule(self, step: int) -> list[float]:
         rate = _schedules.noam_factor(step, self.d_model, self.warmup_steps, self.factor)
         return [base * rate for base in self.base_lrs]
+
+
+# ------------------------------------------------------------------ CosineRestartsLR
+
+
+class CosineRestartsLR(_ChainableLR):
+    """Cosine annealing with restarts: timm's cycles, transformers' hard restarts, a warmup.
+
+    Each cycle is a cosine from the cycle's peak down towards ``min_lr``, and the lr jumps
+    back up at the start of the next one. The cycles are given in one of two ways:
+
+    * ``cycle_steps`` (timm's ``CosineLRScheduler``, torch's ``CosineAnnealingWarmRestarts``):
+      cycle ``i`` lasts ``cycle_steps * cycle_mul**i`` steps and peaks at
+      ``base * cycle_decay**i``; after ``cycle_limit`` cycles (None: never) the lr is
+      ``min_lr``. Inside a cycle of length ``L``, ``d`` steps in, the lr is
+      ``min_lr + (peak - min_lr) * (1 + cos(pi * d**k / L**k)) / 2``, ``k = k_decay``;
+    * ``total_steps`` and ``num_cycles`` (transformers'
+      ``get_cosine_with_hard_restarts_schedule_with_warmup``): ``num_cycles`` equal cycles
+      fill the steps up to ``total_steps``, from which the lr is ``min_lr``.
+
+    The warmup is timm's: ``warmup_steps`` of a straight line from ``warmup_start_lr`` to
+    the base lr. With ``warmup_prefix=True`` the cycles start after it; with ``False``
+    (timm's default) they start at step 0 and the warmup replaces their first steps. The
+    floats are those of timm's and transformers' formulas, computed in their order: timm's
+    schedule equals this one step for step (timm's ``t`` is this scheduler's step count,
+    whether timm is stepped per epoch or per update).
+
+    Args:
+        optimizer: Wrapped optimizer; each group's base lr (``initial_lr``) is its peak.
+        cycle_steps: Length of the first cycle, a number > 0 (timm's ``t_initial``).
+        total_steps: With ``num_cycles``, instead of ``cycle_steps``: the step at which the
+            last cycle ends, an integer beyond the warmup (when it is a prefix).
+        num_cycles: With ``total_steps``: how many equal cycles, a number > 0 (a fractional
+            last cycle is cut at ``total_steps``).
+        cycle_mul: Each cycle is ``cycle_mul`` times as long as the one before, >= 1.
+            Default: 1.0. Only with ``cycle_steps``.
+        cycle_decay: Each cycle peaks ``cycle_decay`` times lower, > 0. Default: 1.0.
+        cycle_limit: Number of cycles, an integer >= 1, or None for no limit. Default:
+            None (timm's default is 1). Only with ``cycle_steps``.
+        min_lr: Absolute lower end of every cycle, one value or one per param group, each in
+            ``[0, base lr]``. Default: 0.0.
+        k_decay: Exponent of the k-decay variant, > 0; 1 is the plain cosine. Default: 1.0.
+        warmup_steps: Steps of linear warmup, an integer >= 0. Default: 0.
+        warmup_start_lr: Absolute lr at step 0 of the warmup, one value or one per group,
+            >= 0 (timm's ``warmup_lr_init``); only with ``warmup_steps > 0``. Default: 0.0.
+        warmup_prefix: Start the cycles after the warmup (True) or at step 0 (False).
+            Default: False.
+        start_from: ``"lr"`` (default) or ``"initial_lr"``: how the lr found in the param
+            groups at construction is read (see :class:`WarmupDecayLR`).
+        last_epoch: The index of the last step, as in torch. Default: -1.
+
+    Example:
+        >>> import torch
+        >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        >>> sched = CosineRestartsLR(opt, 4, cycle_mul=2.0, cycle_decay=0.5)  # 4, 8, 16, ...
+        >>> [round(lr, 4) for lr in preview(sched, 13)["lr"][0]]
+        [1.0, 0.8536, 0.5, 0.1464, 0.5, 0.481, 0.4268, 0.3457, 0.25, 0.1543, 0.0732, 0.019, 0.25]
+        >>> hard = CosineRestartsLR(opt, total_steps=8, num_cycles=2)  # transformers' restarts
+        >>> [round(lr, 4) for lr in preview(hard, 10)["lr"][0]]
+        [1.0, 0.8536, 0.5, 0.1464, 1.0, 0.8536, 0.5, 0.1464, 0.0, 0.0]
+    """
+
+    _per_group_state = (*_ChainableLR._per_group_state, "min_lrs", "warmup_start_lrs")
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        cycle_steps: float | None = None,
+        *,
+        total_steps: int | None = None,
+        num_cycles: float | None = None,
+        cycle_mul: float = 1.0,
+        cycle_decay: float = 1.0,
+        cycle_limit: int | None = None,
+        min_lr: float | Sequence[float] = 0.0,
+        k_decay: float = 1.0,
+        warmup_steps: int = 0,
+        warmup_start_lr: float | Sequence[float] = 0.0,
+        warmup_prefix: bool = False,
+        start_from: str = "lr",
+        last_epoch: int = -1,
+    ) -> None:
+        _check_optimizer(optimizer)
+        self.warmup_steps = _check_int("warmup_steps", warmup_steps, 0)
+        if not isinstance(warmup_prefix, bool):
+            raise ValueError(f"warmup_prefix must be a bool, got {warmup_prefix!r}")
+        self.warmup_prefix = warmup_prefix
+        fitted = total_steps is not None or num_cycles is not None
+        if (cycle_steps is None) == (not fitted) or (
+            fitted and (total_steps is None or num_cycles is None)
+        ):
+            raise ValueError(
+                "give cycle_steps (timm's cycles), or total_steps and num_cycles (transformers' "
+                f"hard restarts); got cycle_steps={cycle_steps!r}, total_steps={total_steps!r}, "
+                f"num_cycles={num_cycles!r}"
+            )
+        self.cycle_steps = (
+            None if cycle_steps is None else _check_positive("cycle_steps", cycle_steps)
+        )
+        self.total_steps = (
+            None if total_steps is None else _check_int("total_steps", total_steps, 1)
+        )
+        self.num_cycles = None if num_cycles is None else _check_positive("num_cycles", num_cycles)
+        if (
+            self.total_steps is not None
+            and self.warmup_prefix
+            and self.total_steps <= self.warmup_steps
+        ):
+            raise ValueError(
+                "total_steps must be greater than warmup_steps when the warmup is a prefix, "
+                f"got total_steps={total_steps!r} and warmup_steps={warmup_steps!r}"
+            )
+        self.cycle_mul = _as_float("cycle_mul", cycle_mul)
+        if self.cycle_mul < 1.0:
+            raise ValueError(
+                f"cycle_mul must be >= 1 (shrinking cycles end after finitely many steps), got "
+                f"{cycle_mul!r}"
+            )
+        if cycle_limit is not None:
+            cycle_limit = _check_int("cycle_limit", cycle_limit, 1)
+        if fitted and (self.cycle_mul != 1.0 or cycle_limit is not None):
+            raise ValueError(
+                "cycle_mul and cycle_limit are only used with cycle_steps; num_cycles fixes the "
+                f"cycles, got cycle_mul={cycle_mul!r} and cycle_limit={cycle_limit!r}"
+            )
+        self.cycle_limit = cycle_limit
+        self.cycle_decay = _check_positive("cycle_decay", cycle_decay)
+        self.k_decay = _check_positive("k_decay", k_decay)
+        self.min_lrs = _floors(optimizer, min_lr, None)
+        self.warmup_start_lrs = _per_group("warmup_start_lr", warmup_start_lr, optimizer)
+        if any(start < 0.0 for start in self.warmup_start_lrs):
+            raise ValueError(f"warmup_start_lr must be >= 0, got {warmup_start_lr!r}")
+        if self.warmup_steps == 0 and any(start != 0.0 for start in self.warmup_start_lrs):
+            raise ValueError(
+                f"warmup_start_lr is only used with warmup_steps > 0, got warmup_start_lr="
+                f"{warmup_start_lr!r} with warmup_steps=0"
+            )
+        self.start_from = _choice("start_from", start_from, _START_FROM)
+        # The last cycle located, [index, length, start]: the next steps are most often in it.
+        self._cycle_memo: list[Any] = []
+        last_epoch = _check_int("last_epoch", last_epoch, -1)
+        self._init_chain(len(optimizer.param_groups))
+        super().__init__(optimizer, last_epoch)
+
+    def _schedule(self, step: int) -> list[float]:
+        warmup = self.warmup_steps
+        if step < warmup:
+            # Equal lengths by construction; zip(strict=) would cost a keyword call per step.
+            return [
+                start + step * ((base - start) / warmup)
+                for base, start in zip(self.base_lrs, self.warmup_start_lrs)  # noqa: B905
+            ]
+        t = step - warmup if self.warmup_prefix else step
+        if self.cycle_steps is None:  # num_cycles equal cycles up to total_steps
+            span = self.total_steps - (warmup if self.warmup_prefix else 0)  # type: ignore[operator]
+            if t >= span:
+                return list(self.min_lrs)
+            cycle, done = _schedules.fitted_cycle(t, span, self.num_cycles)  # type: ignore[arg-type]
+            cosine = _schedules.cycle_cosine(done, 1.0, self.k_decay)
+            return self._cycle_lrs(cycle, cosine)
+        memo = self._cycle_memo
+        # Steps at least one away from the cycle's ends are in it whatever the rounding of the
+        # logarithm that locates cycles: they reuse the cycle found for an earlier step.
+        if memo and memo[2] + 1 <= t <= memo[2] + memo[1] - 1:
+            cycle, length, start = memo
+        else:
+            cycle, length, start = _schedules.timm_cycle(t, self.cycle_steps, self.cycle_mul)
+            if self.cycle_limit is not None and cycle >= self.cycle_limit:
+                return list(self.min_lrs)  # past the last cycle (not remembered)
+            self._cycle_memo = [cycle, length, start]
+        return self._cycle_lrs(cycle, _schedules.cycle_cosine(t - start, length, self.k_decay))
+
+    def _cycle_lrs(self, cycle: int, cosine: float) -> list[float]:
+        """timm's ``min_lr + 0.5 * (peak - min_lr) * cosine`` for every group, in its order."""
+        gamma = self.cycle_decay**cycle
+        bases, floors = self.base_lrs, self.min_lrs
+        if len(bases) == 1:  # the common case, without the cost of a comprehension
+            return [floors[0] + 0.5 * (bases[0] * gamma - floors[0]) * cosine]
+        return [
+            floor + 0.5 * (base * gamma - floor) * cosine
+            for base, floor in zip(bases, floors)  # noqa: B905
+        ]
+
+
+# ----------------------------------------------------------- plateau and chaining
+
+
+def _group_lrs(optimizer: Optimizer) -> list[Any]:
+    """The lr of every param group (a copy of a tensor lr, as torch keeps them)."""
+    return [
+        group["lr"].clone() if isinstance(group["lr"], torch.Tensor) else group["lr"]
+        for group in optimizer.param_groups
+    ]
+
+
+class ReduceLROnPlateau(_CheckedState, _TorchReduceLROnPlateau):
+    """torch's ``ReduceLROnPlateau``, checked, resumable, and meant to compose.
+
+    Alone, it is torch's class: the same decisions for any metric sequence (``mode``,
+    ``threshold`` and ``threshold_mode``, ``patience``, ``cooldown``), the same cut
+    ``lr = max(lr * factor, min_lr)`` per group, skipped when it would change the lr by no
+    more than ``eps``. A cut multiplies whatever lr the group holds, so stepped after a
+    torchkit scheduler (``warmup.step(); plateau.step(val_loss)``, or both in a
+    :class:`ChainedScheduler`) it acts as a factor on that schedule: the torchkit scheduler
+    measures the cut as a change of its chain factor and carries it on, so the lr is
+    ``schedule(t) * cuts``. ``min_lr`` bounds the cuts, not the schedule: a cut never takes
+    the lr below it, and a schedule that decays further takes the product with it.
+
+    What it adds to torch's: arguments are checked (``ValueError`` naming the argument);
+    ``state_dict`` names the class; ``load_state_dict`` refuses a state of another class or
+    number of param groups before writing anything, and restores the lr of the interrupted
+    step into the param groups whose lr nobody changed since this scheduler last looked (as
+    torchkit's schedulers do; see :meth:`WarmupDecayLR.load_state_dict`), which makes the
+    "load the optimizer, then build and load" order exact for a chain ending with it.
+
+    Args:
+        optimizer: Wrapped optimizer.
+        mode: ``"min"`` (default; a loss) or ``"max"`` (an accuracy).
+        factor: The cut ``new_lr = lr * factor``, in ``[0, 1)``. Default: 0.1.
+        patience: Epochs without improvement tolerated before a cut, an integer >= 0.
+            Default: 10.
+        threshold: What counts as an improvement over the best value, >= 0. Default: 1e-4.
+        threshold_mode: ``"rel"`` (default) or ``"abs"``.
+        cooldown: Epochs after a cut during which bad epochs are not counted, an integer
+            >= 0. Default: 0.
+        min_lr: Lower bound of the cuts, one value or one per param group, >= 0. Default: 0.
+        eps: A cut changing the lr by no more than ``eps`` is skipped, >= 0. Default: 1e-8.
+
+    Example:
+        >>> import torch
+        >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        >>> warmup = WarmupDecayLR(opt, 4, None, decay="constant", warmup_start_factor=0.2)
+        >>> plateau = ReduceLROnPlateau(opt, factor=0.5, patience=1)
+        >>> lrs = []
+        >>> for loss in [1.0, 1.0, 1.0, 1.0, 1.0, 1.0]:  # no progress after the first epoch
+        ...     opt.step()
+        ...     warmup.step()
+        ...     plateau.step(loss)
+        ...     lrs.append(round(opt.param_groups[0]["lr"], 4))
+        >>> lrs  # the cut at step 3 halves the rest of the warmup (0.8 -> 0.4, 1.0 -> 0.5)
+        [0.4, 0.6, 0.4, 0.5, 0.25, 0.25]
+    """
+
+    _per_group_state = ("_last_lr", "min_lrs")
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        mode: str = "min",
+        factor: float = 0.1,
+        patience: int = 10,
+        threshold: float = 1e-4,
+        threshold_mode: str = "rel",
+        cooldown: int = 0,
+        min_lr: float | Sequence[float] = 0,
+        eps: float = 1e-8,
+    ) -> None:
+        _check_optimizer(optimizer)
+        mode = _choice("mode", mode, ("min", "max"))
+        threshold_mode = _choice("threshold_mode", threshold_mode, ("rel", "abs"))
+        cut = _as_float("factor", factor)
+        if not 0.0 <= cut < 1.0:
+            raise ValueError(f"factor must be in [0, 1), got {factor!r}")
+        patience = _check_int("patience", patience, 0)
+        cooldown = _check_int("cooldown", cooldown, 0)
+        for name, value in (("threshold", threshold), ("eps", eps)):
+            if _as_float(name, value) < 0.0:
+                raise ValueError(f"{name} must be >= 0, got {value!r}")
+        floors = _per_group("min_lr", min_lr, optimizer)
+        if any(floor < 0.0 for floor in floors):
+            raise ValueError(f"min_lr must be >= 0, got {min_lr!r}")
+        super().__init__(
+            optimizer,
+            mode=mode,  # type: ignore[arg-type]
+            factor=cut,
+            patience=patience,
+            threshold=float(threshold),
+            threshold_mode=threshold_mode,  # type: ignore[arg-type]
+            cooldown=cooldown,
+            min_lr=floors if isinstance(min_lr, (list, tuple)) else floors[0],
+            eps=float(eps),
+        )
+
+
+def _takes_metrics(scheduler: object) -> bool:
+    """Does ``scheduler.step`` want a metric (a plateau, or a chain holding one)?"""
+    if isinstance(scheduler, _TorchReduceLROnPlateau):
+        return True
+    if isinstance(scheduler, ChainedScheduler):
+        return True in scheduler._takes_metrics
+    return False
+
+
+class ChainedScheduler(_CheckedState, _TorchChainedScheduler):
+    """torch's ``ChainedScheduler`` that also chains ``ReduceLROnPlateau`` and passes it the metric.
+
+    ``step(metrics)`` steps every member in order, giving ``metrics`` to those that take
+    one (a ``ReduceLROnPlateau``, torch's or torchkit's, or a nested chain holding one) and
+    calling the others' ``step()``. ``ChainedScheduler([warmup, plateau])`` is then
+    warmup-then-plateau in one object, stepped once per epoch with the validation loss,
+    saved and resumed as one. Without a member that takes a metric it is torch's class.
+
+    Its ``state_dict`` holds the members' states (plain data, as torch's) and the class
+    name; ``load_state_dict`` checks that the state has one entry per member, then loads the
+    members from the last to the first, so that the last scheduler to touch the lr restores
+    the interrupted step's lr and the earlier ones take it as the chain left it: resuming is
+    exact whether the optimizer's state is loaded before or after the chain is built.
+
+    Args:
+        schedulers: The schedulers, all on the same optimizer, stepped in this order.
+        optimizer: Their optimizer. Default: the first scheduler's.
+
+    Example:
+        >>> import torch
+        >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        >>> chain = ChainedScheduler(
+        ...     [
+        ...         WarmupDecayLR(opt, 4, None, decay="constant", warmup_start_factor=0.2),
+        ...         ReduceLROnPlateau(opt, factor=0.5, patience=1),
+        ...     ]
+        ... )
+        >>> lrs = []
+        >>> for loss in [1.0, 1.0, 1.0, 1.0, 1.0, 1.0]:
+        ...     opt.step()
+        ...     chain.step(loss)
+        ...     lrs.append(round(chain.get_last_lr()[0], 4))
+        >>> lrs
+        [0.4, 0.6, 0.4, 0.5, 0.25, 0.25]
+    """
+
+    _per_group_state = ("_last_lr",)
+
+    def __init__(
+        self, schedulers: Sequence[LRScheduler], optimizer: Optimizer | None = None
+    ) -> None:
+        # torch's checks, without its refusal of ReduceLROnPlateau.
+        if len(schedulers) < 1:
+            raise ValueError("ChainedScheduler needs at least one scheduler, got none")
+        for index, scheduler in enumerate(schedulers):
+            if not isinstance(scheduler, LRScheduler):
+                raise TypeError(
+                    f"schedulers[{index}] must be an LRScheduler, got {type(scheduler).__name__}"
+                )
+        optimizer = _check_optimizer(optimizer or schedulers[0].optimizer)
+        for index, scheduler in enumerate(schedulers):
+            if scheduler.optimizer is not optimizer:
+                raise ValueError(
+                    f"every scheduler must wrap the same optimizer, but schedulers[{index}] "
+                    f"({type(scheduler).__name__}) wraps another one"
+                )
+        self._schedulers = list(schedulers)
+        self.optimizer = optimizer
+        self._last_lr = _group_lrs(optimizer)
+        # Which members step with the metric (fixed: the members are).
+        self._takes_metrics = [_takes_metrics(scheduler) for scheduler in self._schedulers]
+
+    def step(self, metrics: float | torch.Tensor | None = None) -> None:  # type: ignore[override]
+        """Step every scheduler, passing ``metrics`` to those that take it.
+
+        Args:
+            metrics: The metric for the members that take one (validation loss, ...);
+                required when there is such a member, rejected when there is none.
+        """
+        takes = self._takes_metrics
+        if metrics is None and True in takes:
+            index = takes.index(True)
+            raise TypeError(
+                f"step() needs metrics: schedulers[{index}] "
+                f"({type(self._schedulers[index]).__name__}) takes one"
+            )
+        if metrics is not None and True not in takes:
+            raise ValueError(
+                "step() got metrics but no scheduler of this chain takes one (only "
+                "ReduceLROnPlateau does)"
+            )
+        if metrics is None:
+            for scheduler in self._schedulers:
+                scheduler.step()
+        else:
+            for scheduler, wants in zip(self._schedulers, takes):  # noqa: B905
+                if wants:
+                    scheduler.step(metrics)  # type: ignore[call-arg]
+                else:
+                    scheduler.step()
+        # The last member to step took its copy of the lrs the chain leaves.
+        self._last_lr = self._schedulers[-1].get_last_lr()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The chain's state: its own attributes, one state per member, its class name.
+
+        Returns:
+            Plain data that ``torch.load(weights_only=True)`` reads.
+        """
+        state = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "_schedulers")}
+        state = copy.deepcopy(state)
+        state["_schedulers"] = [scheduler.state_dict() for scheduler in self._schedulers]
+        state[_CLASS_KEY] = _class_name(type(self))
+        return state
+
+    def _state_keys(self) -> set[str]:
+        return set(self.__dict__) - {"optimizer", "_schedulers"}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Load a state from :meth:`state_dict`: the members' states, last member first.
+
+        Args:
+            state_dict: A state returned by :meth:`state_dict` (it is not modified).
+        """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
+        members = state_dict.get("_schedulers")
+        if not isinstance(members, (list, tuple)) or len(members) != len(self._schedulers):
+            count = len(members) if isinstance(members, (list, tuple)) else members
+            raise ValueError(
+                f"the state_dict holds {count!r} scheduler states but this chain has "
+                f"{len(self._schedulers)} schedulers"
+            )
+        own = self._checked_state({k: v for k, v in state_dict.items() if k != "_schedulers"})
+        for scheduler, member in reversed(list(zip(self._schedulers, members, strict=True))):
+            scheduler.load_state_dict(member)
+        self.__dict__.update(own)
+
+
+# ---------------------------------------------------------------------- get_scheduler
+
+# transformers' SchedulerType values that get_scheduler accepts, in transformers' order.
+SCHEDULER_NAMES: tuple[str, ...] = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+    "reduce_lr_on_plateau",
+    "cosine_with_min_lr",
+    "cosine_warmup_with_min_lr",
+    "warmup_stable_decay",
+)
+
+# The scheduler_specific_kwargs of each name (transformers' keyword arguments of the
+# matching get_*_schedule function) and their defaults; _REQUIRED marks a required one.
+_REQUIRED = object()
+_PLATEAU_OPTIONS = (
+    "mode",
+    "factor",
+    "patience",
+    "threshold",
+    "threshold_mode",
+    "cooldown",
+    "min_lr",
+    "eps",
+)
+_FACTORY_OPTIONS: dict[str, dict[str, Any]] = {
+    "linear": {"last_epoch": -1},
+    "cosine": {"num_cycles": 0.5, "last_epoch": -1},
+    "cosine_with_restarts": {"num_cycles": 1, "last_epoch": -1},
+    "polynomial": {"lr_end": 1e-7, "power": 1.0, "last_epoch": -1},
+    "constant": {},
+    "constant_with_warmup": {},
+    "inverse_sqrt": {"timescale": None, "last_epoch": -1},
+    "cosine_with_min_lr": {
+        "num_cycles": 0.5,
+        "min_lr": None,
+        "min_lr_rate": None,
+        "last_epoch": -1,
+    },
+    "cosine_warmup_with_min_lr": {
+        "num_cycles": 0.5,
+        "min_lr": None,
+        "min_lr_rate": None,
+        "warmup_lr_rate": None,
+        "last_epoch": -1,
+    },
+    "warmup_stable_decay": {
+        "num_decay_steps": _REQUIRED,
+        "num_stable_steps": None,
+        "warmup_type": "linear",
+        "decay_type": "cosine",
+        "min_lr_ratio": 0.0,
+        "num_cycles": 0.5,
+        "last_epoch": -1,
+    },
+}
+_WSD_SHAPES = ("linear", "cosine", "1-sqrt")
+
+
+def _factory_options(name: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """``given`` completed with the defaults of ``name``'s options; unknown ones refused."""
+    known = _FACTORY_OPTIONS[name]
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        takes = ", ".join(sorted(known)) if known else "none (transformers ignores them)"
+        raise TypeError(
+            f"get_scheduler({name!r}) got unexpected scheduler_specific_kwargs {unknown}; "
+            f"it takes: {takes}"
+        )
+    options = {**known, **given}
+    missing = [key for key, value in options.items() if value is _REQUIRED]
+    if missing:
+        raise ValueError(f"get_scheduler({name!r}) needs scheduler_specific_kwargs {missing}")
+    return options
+
+
+def _min_lr_rate(optimizer: Optimizer, min_lr: float | None, min_lr_rate: float | None) -> float:
+    """transformers' cosine-with-min-lr floor as a fraction of the lr (``min_lr / defaults lr``)."""
+    if min_lr is not None and min_lr_rate is not None:
+        raise ValueError(
+            f"give min_lr or min_lr_rate, not both: got min_lr={min_lr!r} and "
+            f"min_lr_rate={min_lr_rate!r}"
+        )
+    if min_lr is not None:
+        return _as_float("min_lr", min_lr) / float(optimizer.defaults["lr"])
+    if min_lr_rate is None:
+        raise ValueError(
+            "one of min_lr or min_lr_rate must be given in scheduler_specific_kwargs, got neither"
+        )
+    return _as_float("min_lr_rate", min_lr_rate)
+
+
+def _one_step_ahead(scheduler: LRScheduler) -> LRScheduler:
+    """Take one step at construction (the schedule then starts at its step 1)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()`", UserWarning)
+        scheduler.step()
+    return scheduler
+
+
+def get_scheduler(
+    name: str,
+    optimizer: Optimizer,
+    num_warmup_steps: int | None = None,
+    num_training_steps: int | None = None,
+    scheduler_specific_kwargs: Mapping[str, Any] | None = None,
+) -> LRScheduler:
+    """transformers' ``get_scheduler``, returning torchkit's schedulers.
+
+    Takes every name of transformers' ``SchedulerType`` (a string, or the enum itself) with
+    transformers' arguments and their meanings, and returns the torchkit scheduler with the
+    same learning rates at every step from 0 to ``num_training_steps``, each computed from
+    the step alone (no ``LambdaLR``, no lambda in the ``state_dict``, which
+    ``torch.load(weights_only=True)`` reads):
+
+    ======================================  =====================================================
+    name                                    returns
+    ======================================  =====================================================
+    ``linear``, ``cosine``, ``polynomial``  :class:`WarmupDecayLR` (warmup from 0)
+    ``constant``, ``constant_with_warmup``  :class:`WarmupDecayLR` with ``decay="constant"``, no end
+    ``inverse_sqrt``                        :class:`WarmupDecayLR`, endless ``"inverse_sqrt"``
+    ``cosine_with_min_lr``                  :class:`WarmupDecayLR` with ``min_lr_ratio``
+    ``cosine_warmup_with_min_lr``           :class:`WarmupDecayLR`, one step ahead (below)
+    ``warmup_stable_decay``                 :class:`WarmupDecayLR` with ``stable_steps``
+    ``cosine_with_restarts``                :class:`CosineRestartsLR` with ``num_cycles``
+    ``reduce_lr_on_plateau``                :class:`ReduceLROnPlateau`
+    ======================================  =====================================================
+
+    Like transformers' schedules, they start from each group's ``initial_lr`` whatever lr a
+    previous schedule left in the optimizer (``start_from="initial_lr"``), so several can be
+    built in turn on one optimizer, and ``last_epoch=k`` gives the closed form at ``k + 1``.
+
+    Where they differ from transformers, on purpose:
+
+    * past ``num_training_steps`` the lr stays at its final value, where transformers'
+      cosine schedules follow the cosine back up;
+    * ``cosine_warmup_with_min_lr`` evaluates transformers' cosine schedule one step ahead
+      (its lambda reads step ``t + 1``): the returned scheduler has taken one step, so its
+      ``last_epoch`` is one more than transformers'; transformers' schedule reaches
+      ``min_lr`` at ``num_training_steps - 1`` and climbs again at ``num_training_steps``,
+      where torchkit stays. With ``warmup_lr_rate`` and ``num_warmup_steps=1`` it starts at
+      ``warmup_lr_rate`` and jumps into the decay, which no warmup-then-decay schedule does:
+      that combination raises ``ValueError``;
+    * with ``num_cycles`` other than 0.5, the cosine of ``cosine``, ``cosine_with_min_lr``
+      and ``cosine_warmup_with_min_lr`` does not end at ``min_lr``: transformers keeps the
+      wave going at and past ``num_training_steps``, torchkit drops to ``min_lr`` there (as
+      transformers' own ``warmup_stable_decay`` does);
+    * arguments transformers would turn into odd schedules raise ``ValueError``:
+      ``num_training_steps <= num_warmup_steps``, ``power <= 0``, a negative
+      ``num_stable_steps``; ``scheduler_specific_kwargs`` for ``constant`` and
+      ``constant_with_warmup`` (which transformers ignores) raise ``TypeError``, and so
+      does an option a name does not take. The step counts are accepted for every name, as
+      transformers' ``Trainer`` passes them whatever the schedule.
+
+    Args:
+        name: One of :data:`SCHEDULER_NAMES` (or transformers' ``SchedulerType``).
+        optimizer: The optimizer to schedule.
+        num_warmup_steps: Warmup steps; required by every name but ``constant`` and
+            ``reduce_lr_on_plateau``.
+        num_training_steps: Total steps; required by ``linear``, ``cosine``,
+            ``cosine_with_restarts``, ``polynomial`` and the two ``*_with_min_lr``, and by
+            ``warmup_stable_decay`` unless ``num_stable_steps`` is given.
+        scheduler_specific_kwargs: The other arguments of transformers' function for the
+            name (``num_cycles``, ``lr_end``, ``power``, ``timescale``, ``min_lr``,
+            ``min_lr_rate``, ``warmup_lr_rate``, ``num_decay_steps``, ``num_stable_steps``,
+            ``warmup_type``, ``decay_type``, ``min_lr_ratio``, ``last_epoch``, or
+            ``ReduceLROnPlateau``'s).
+
+    Returns:
+        The scheduler, built on ``optimizer`` (which it has stepped to its step 0).
+
+    Example:
+        >>> import torch
+        >>> opt = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=10.0)
+        >>> sched = get_scheduler("cosine", opt, num_warmup_steps=2, num_training_steps=10)
+        >>> [round(lr, 2) for lr in preview(sched, 10)["lr"][0]]  # transformers' own test
+        [0.0, 5.0, 10.0, 9.62, 8.54, 6.91, 5.0, 3.09, 1.46, 0.38]
+        >>> type(sched).__name__, sched.decay
+        ('WarmupDecayLR', 'cosine')
+    """
+    raw = getattr(name, "value", name)
+    if not isinstance(raw, str) or raw not in SCHEDULER_NAMES:
+        valid = ", ".join(repr(n) for n in SCHEDULER_NAMES)
+        raise ValueError(f"name must be one of {valid}; got {name!r}")
+    name = raw
+    _check_optimizer(optimizer)
+    given = dict(scheduler_specific_kwargs or {})
+    if name == "reduce_lr_on_plateau":
+        unknown = sorted(set(given) - set(_PLATEAU_OPTIONS))
+        if unknown:
+            raise TypeError(
+                f"get_scheduler({name!r}) got unexpected scheduler_specific_kwargs {unknown}; "
+                f"it takes: {', '.join(_PLATEAU_OPTIONS)}"
+            )
+        return ReduceLROnPlateau(optimizer, **given)
+    options = _factory_options(name, given)
+    if name == "constant":
+        return WarmupDecayLR(optimizer, 0, None, decay="constant", start_from="initial_lr")
+
+    if num_warmup_steps is None:
+        raise ValueError(f"{name} requires num_warmup_steps, got None")
+    warmup = _check_int("num_warmup_steps", num_warmup_steps, 0)
+    total = None
+    if num_training_steps is not None:
+        total = _check_int("num_training_steps", num_training_steps, 1)
+    common = {"warmup_start_factor": 0.0, "start_from": "initial_lr"}
+    if name == "constant_with_warmup":
+        return WarmupDecayLR(optimizer, warmup, None, decay="constant", **common)
+    last_epoch = options.pop("last_epoch")
+    common["last_epoch"] = last_epoch
+    if name == "inverse_sqrt":
+        timescale = options["timescale"]
+        if timescale is None:
+            timescale = warmup or 10_000
+        return WarmupDecayLR(
+            optimizer, warmup, None, decay="inverse_sqrt", timescale=timescale, **common
+        )
+    if name == "warmup_stable_decay":
+        return _warmup_stable_decay(optimizer, warmup, total, options, common)
+
+    if total is None:
+        raise ValueError(f"{name} requires num_training_steps, got None")
+    if name == "linear":
+        return WarmupDecayLR(optimizer, warmup, total, decay="linear", **common)
+    if name == "cosine":
+        return WarmupDecayLR(optimizer, warmup, total, num_cycles=options["num_cycles"], **common)
+    if name == "cosine_with_restarts":
+        del common["warmup_start_factor"]  # the warmup starts from warmup_start_lr=0.0
+        return CosineRestartsLR(
+            optimizer,
+            total_steps=total,
+            num_cycles=options["num_cycles"],
+            warmup_steps=warmup,
+            warmup_prefix=True,
+            **common,
+        )
+    if name == "polynomial":
+        lr_init = float(optimizer.defaults["lr"])
+        lr_end = _as_float("lr_end", options["lr_end"])
+        if not lr_init > lr_end:
+            raise ValueError(f"lr_end ({lr_end}) must be smaller than initial lr ({lr_init})")
+        return WarmupDecayLR(
+            optimizer,
+            warmup,
+            total,
+            decay="polynomial",
+            power=options["power"],
+            min_lr_ratio=lr_end / lr_init,
+            **common,
+        )
+    rate = _min_lr_rate(optimizer, options["min_lr"], options["min_lr_rate"])
+    cycles = options["num_cycles"]
+    if name == "cosine_with_min_lr":
+        return WarmupDecayLR(
+            optimizer, warmup, total, num_cycles=cycles, min_lr_ratio=rate, **common
+        )
+    # cosine_warmup_with_min_lr: transformers' lambda at step t is the cosine-with-min-lr
+    # schedule at t + 1, with its own warmup when warmup_lr_rate is given.
+    warmup_rate = options["warmup_lr_rate"]
+    if warmup_rate is None or warmup == 0:
+        return _one_step_ahead(
+            WarmupDecayLR(optimizer, warmup, total, num_cycles=cycles, min_lr_ratio=rate, **common)
+        )
+    if warmup == 1:
+        raise ValueError(
+            "cosine_warmup_with_min_lr with warmup_lr_rate and num_warmup_steps=1 starts at "
+            "warmup_lr_rate and continues one step into the decay, which no warmup-then-decay "
+            "schedule does; use num_warmup_steps=0 or >= 2, or leave warmup_lr_rate out"
+        )
+    common["warmup_start_factor"] = warmup_rate
+    return WarmupDecayLR(
+        optimizer, warmup - 1, total - 1, num_cycles=cycles, min_lr_ratio=rate, **common
+    )
+
+
+def _warmup_stable_decay(
+    optimizer: Optimizer,
+    warmup: int,
+    total: int | None,
+    options: dict[str, Any],
+    common: dict[str, Any],
+) -> WarmupDecayLR:
+    """transformers' ``get_wsd_schedule`` as a :class:`WarmupDecayLR`."""
+    decay_steps = _check_int("num_decay_steps", options["num_decay_steps"], 0)
+    stable = options["num_stable_steps"]
+    if total is None and stable is None:
+        raise ValueError(
+            "warmup_stable_decay needs num_training_steps or num_stable_steps, got neither"
+        )
+    if total is not None and stable is not None:
+        warnings.warn(
+            "Both num_training_steps and num_stable_steps are specified. num_stable_steps "
+            "will be used.",
+            UserWarning,
+            stacklevel=3,
+        )
+    if stable is None:
+        stable = total - warmup - decay_steps  # type: ignore[operator]
+        if stable < 0:
+            raise ValueError(
+                f"num_training_steps={total!r} is less than num_warmup_steps + num_decay_steps "
+                f"= {warmup + decay_steps!r}: the stable phase would be negative"
+            )
+    stable = _check_int("num_stable_steps", stable, 0)
+    warmup_type = _choice("warmup_type", options["warmup_type"], _WSD_SHAPES)
+    decay_type = _choice("decay_type", options["decay_type"], _WSD_SHAPES)
+    cycles = options["num_cycles"]
+    if decay_type != "cosine":
+        if cycles != 0.5:
+            raise ValueError(
+                f"num_cycles is only used by decay_type='cosine', got num_cycles={cycles!r} "
+                f"with decay_type={decay_type!r}"
+            )
+        cycles = None
+    ratio = _as_float("min_lr_ratio", options["min_lr_ratio"])
+    common = {**common, "warmup_start_factor": ratio}
+    return WarmupDecayLR(
+        optimizer,
+        warmup,
+        warmup + stable + decay_steps,
+        stable_steps=stable,
+        warmup=warmup_type,
+        decay=decay_type,
+        min_lr_ratio=ratio,
+        num_cycles=cycles,
+        **common,
+    )
 
 
 # ------------------------------------------------------------------ preview / plot
@@ -930,6 +1893,7 @@ def preview(
     steps: int,
     *,
     optimizer: Optimizer | None = None,
+    metrics: Sequence[float] | None = None,
 ) -> dict[str, list[list[float]]]:
     """The lrs (and momenta) of the next ``steps`` optimizer steps, without side effects.
 
@@ -938,13 +1902,17 @@ def preview(
     are not touched, and the model's parameters are not copied. A factory is called with
     such a stand-in built from ``optimizer``, or, when ``optimizer`` is None, from
     ``SGD(lr=1.0, momentum=0.9)`` with one param group (so the lrs are the schedule's
-    multipliers). Works for any scheduler whose ``step()`` takes no argument, including
-    torch's and ``ChainedScheduler``/``SequentialLR``.
+    multipliers). Works for any scheduler, including torch's and
+    ``ChainedScheduler``/``SequentialLR``; one whose ``step()`` takes a metric
+    (``ReduceLROnPlateau``, or a :class:`ChainedScheduler` holding one) is given ``metrics``.
 
     Args:
         scheduler_or_factory: An ``LRScheduler``, or a callable ``optimizer -> LRScheduler``.
         steps: Number of steps to report, >= 1; the first is the current lr.
         optimizer: Only with a factory: whose param-group hyperparameters to copy.
+        metrics: For a scheduler that takes a metric, and only for one: the metric passed to
+            each step after the first (``metrics[i - 1]`` to step ``i``), at least
+            ``steps - 1`` values.
 
     Returns:
         ``{"lr": lrs}`` with ``lrs[g][i]`` the lr of param group ``g`` at the ``i``-th step,
@@ -961,8 +1929,14 @@ def preview(
         (0.1, 0)
     """
     steps = _check_int("steps", steps, 1)
-    if isinstance(scheduler_or_factory, ReduceLROnPlateau):
-        raise ValueError("preview cannot drive ReduceLROnPlateau: its step() needs a metric")
+    if metrics is not None:
+        if isinstance(metrics, (str, bytes)) or not isinstance(metrics, Sequence):
+            raise TypeError(f"metrics must be a sequence of numbers, got {type(metrics).__name__}")
+        if len(metrics) < steps - 1:
+            raise ValueError(
+                f"metrics has {len(metrics)} values but {steps} steps need {steps - 1} (one per "
+                "step after the first)"
+            )
     if isinstance(scheduler_or_factory, LRScheduler):
         if optimizer is not None:
             raise ValueError(
@@ -977,15 +1951,25 @@ def preview(
             optimizer = torch.optim.SGD([torch.zeros(())], lr=1.0, momentum=0.9)
         stand_in = _PreviewOptimizer(_check_optimizer(optimizer))
         scheduler = scheduler_or_factory(stand_in)
-        if not isinstance(scheduler, LRScheduler) or isinstance(scheduler, ReduceLROnPlateau):
+        if not isinstance(scheduler, LRScheduler):
             raise TypeError(
-                "the factory must return an LRScheduler whose step() takes no argument, "
-                f"got {type(scheduler).__name__}"
+                "the factory must return an LRScheduler built on the optimizer it is given, got "
+                f"{type(scheduler).__name__}"
             )
     else:
         raise TypeError(
             "scheduler_or_factory must be an LRScheduler or a callable taking an optimizer, "
             f"got {type(scheduler_or_factory).__name__}"
+        )
+    takes_metrics = _takes_metrics(scheduler)
+    if takes_metrics and metrics is None:
+        raise ValueError(
+            f"preview cannot drive {type(scheduler).__name__} without metrics: its step() "
+            "needs a metric (pass metrics=[...], one per step after the first)"
+        )
+    if metrics is not None and not takes_metrics:
+        raise ValueError(
+            f"metrics were given but the step() of {type(scheduler).__name__} takes none"
         )
 
     groups = stand_in.param_groups
@@ -995,7 +1979,10 @@ def preview(
     for i in range(steps):
         if i:
             stand_in.step()
-            scheduler.step()
+            if takes_metrics:
+                scheduler.step(metrics[i - 1])  # type: ignore[call-arg,index]
+            else:
+                scheduler.step()
         for g, group in enumerate(groups):
             lrs[g].append(float(group["lr"]))
             if has_momentum:
@@ -1015,6 +2002,8 @@ def plot_schedule(
     momentum: bool = False,
     log_scale: bool = False,
     title: str | None = None,
+    metrics: Sequence[float] | None = None,
+    dpi: int = 110,
 ) -> Path:
     """Write a PNG plot of the lr (and optionally momentum) of one or more schedules.
 
@@ -1032,6 +2021,10 @@ def plot_schedule(
             (a momentum that stays constant is left out of the panel).
         log_scale: Logarithmic lr axis.
         title: Figure title.
+        metrics: Passed to :func:`preview`: the metric of each step after the first, for
+            schedules whose ``step()`` takes one (every schedule plotted must then take it).
+        dpi: Resolution of the PNG, an integer >= 1 (the figure is 8 inches wide).
+            Default: 110.
 
     Returns:
         The path written.
@@ -1056,8 +2049,11 @@ def plot_schedule(
     if not items:
         raise ValueError("schedules is empty: give at least one scheduler or factory")
     steps = _check_int("steps", steps, 1)
+    dpi = _check_int("dpi", dpi, 1)
 
-    previews = [(label, preview(s, steps, optimizer=optimizer)) for label, s in items]
+    previews = [
+        (label, preview(s, steps, optimizer=optimizer, metrics=metrics)) for label, s in items
+    ]
     show_momentum = momentum and any(
         min(series) != max(series) for _, p in previews for series in p.get("momentum", [])
     )
@@ -1083,7 +2079,7 @@ def plot_schedule(
     if title:
         figure.suptitle(title)
     path = Path(path)
-    figure.savefig(path, format="png", dpi=110)
+    figure.savefig(path, format="png", dpi=dpi)
     return path
 
 

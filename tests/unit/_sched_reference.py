@@ -1,0 +1,209 @@
+"""References for the scheduler tests: transformers' and timm's LR schedules, written out.
+
+Each ``hf_*`` function is the multiplier that the matching ``transformers.optimization``
+``get_*_schedule`` function hands to ``LambdaLR`` (``lr = base_lr * multiplier(step)``), with
+the same operations in the same order, so that a float-for-float reproduction is checkable
+to 1e-12 without transformers installed. :func:`timm_cosine_lrs` is
+``timm.scheduler.CosineLRScheduler``'s lr at ``t`` (its ``_get_lr``, no noise). Nothing here
+calls torchkit. The helpers at the end run a scheduler and compare lrs for the test modules.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def hf_warmup(t: int, warmup: int) -> float:
+    """The linear warmup every transformers schedule shares: ``t / max(1, warmup)``."""
+    return float(t) / float(max(1, warmup))
+
+
+def hf_constant(t: int) -> float:
+    """``get_constant_schedule``."""
+    return 1.0
+
+
+def hf_constant_with_warmup(t: int, warmup: int) -> float:
+    """``get_constant_schedule_with_warmup``."""
+    if t < warmup:
+        return float(t) / float(max(1.0, warmup))
+    return 1.0
+
+
+def hf_linear(t: int, warmup: int, total: int) -> float:
+    """``get_linear_schedule_with_warmup``."""
+    if t < warmup:
+        return hf_warmup(t, warmup)
+    return max(0.0, float(total - t) / float(max(1, total - warmup)))
+
+
+def hf_cosine(t: int, warmup: int, total: int, num_cycles: float = 0.5) -> float:
+    """``get_cosine_schedule_with_warmup``: the cosine goes on past ``total``."""
+    if t < warmup:
+        return hf_warmup(t, warmup)
+    progress = float(t - warmup) / float(max(1, total - warmup))
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * float(num_cycles) * 2.0 * progress)))
+
+
+def hf_cosine_with_hard_restarts(t: int, warmup: int, total: int, num_cycles: float = 1) -> float:
+    """``get_cosine_with_hard_restarts_schedule_with_warmup``: 0 from ``total`` on."""
+    if t < warmup:
+        return hf_warmup(t, warmup)
+    progress = float(t - warmup) / float(max(1, total - warmup))
+    if progress >= 1.0:
+        return 0.0
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * ((float(num_cycles) * progress) % 1.0))))
+
+
+def hf_polynomial(
+    t: int, warmup: int, total: int, lr_init: float, lr_end: float = 1e-7, power: float = 1.0
+) -> float:
+    """``get_polynomial_decay_schedule_with_warmup`` (``lr_init``: the optimizer's default lr)."""
+    if t < warmup:
+        return hf_warmup(t, warmup)
+    if t > total:
+        return lr_end / lr_init
+    pct_remaining = 1 - (t - warmup) / (total - warmup)
+    return ((lr_init - lr_end) * pct_remaining**power + lr_end) / lr_init
+
+
+def hf_inverse_sqrt(t: int, warmup: int, timescale: int | None = None) -> float:
+    """``get_inverse_sqrt_schedule``."""
+    if timescale is None:
+        timescale = warmup or 10_000
+    if t < warmup:
+        return hf_warmup(t, warmup)
+    return 1.0 / math.sqrt((t + timescale - warmup) / timescale)
+
+
+def hf_cosine_with_min_lr(
+    t: int, warmup: int, total: int, num_cycles: float = 0.5, min_lr_rate: float = 0.0
+) -> float:
+    """``get_cosine_with_min_lr_schedule_with_warmup`` (``min_lr_rate``; ``min_lr`` is
+    ``min_lr_rate`` times the optimizer's default lr)."""
+    if t < warmup:
+        return hf_warmup(t, warmup)
+    progress = float(t - warmup) / float(max(1, total - warmup))
+    factor = 0.5 * (1.0 + math.cos(math.pi * float(num_cycles) * 2.0 * progress))
+    return max(0, factor * (1 - min_lr_rate) + min_lr_rate)
+
+
+def hf_cosine_warmup_with_min_lr(
+    t: int,
+    warmup: int,
+    total: int,
+    num_cycles: float = 0.5,
+    min_lr_rate: float = 0.0,
+    warmup_lr_rate: float | None = None,
+) -> float:
+    """``get_cosine_with_min_lr_schedule_with_warmup_lr_rate`` (``cosine_warmup_with_min_lr``)."""
+    step, warmup_f, total_f = float(t), float(warmup), float(total)
+    if step < warmup_f:
+        if warmup_lr_rate is None:
+            return (step + 1.0) / max(1.0, warmup_f)
+        return warmup_lr_rate + (1.0 - warmup_lr_rate) * step / max(1, warmup_f - 1)
+    progress = (step - warmup_f + 1.0) / max(1.0, total_f - warmup_f)
+    factor = 0.5 * (1.0 + math.cos(math.pi * num_cycles * 2.0 * progress))
+    return max(0, factor * (1 - min_lr_rate) + min_lr_rate)
+
+
+def hf_wsd(
+    t: int,
+    warmup: int,
+    stable: int,
+    decay: int,
+    warmup_type: str = "linear",
+    decay_type: str = "cosine",
+    min_lr_ratio: float = 0.0,
+    num_cycles: float = 0.5,
+) -> float:
+    """``get_wsd_schedule`` (``stable``: ``num_stable_steps``, or ``total - warmup - decay``)."""
+    if t < warmup:
+        progress = float(t) / float(max(1, warmup))
+        shape = {
+            "linear": lambda p: p,
+            "cosine": lambda p: 0.5 * (1.0 - math.cos(math.pi * p)),
+            "1-sqrt": lambda p: 1.0 - math.sqrt(1.0 - p),
+        }[warmup_type]
+        return max(0.0, shape(progress) * (1.0 - min_lr_ratio) + min_lr_ratio)
+    if t < warmup + stable:
+        return 1.0
+    if t < warmup + stable + decay:
+        progress = float(t - warmup - stable) / float(max(1, decay))
+        shape = {
+            "linear": lambda p: 1.0 - p,
+            "cosine": lambda p: 0.5 * (1.0 + math.cos(math.pi * float(num_cycles) * 2.0 * p)),
+            "1-sqrt": lambda p: 1.0 - math.sqrt(p),
+        }[decay_type]
+        return max(0.0, shape(progress) * (1.0 - min_lr_ratio) + min_lr_ratio)
+    return min_lr_ratio
+
+
+def timm_cosine_lrs(
+    t: int,
+    base_lrs: list[float],
+    t_initial: float,
+    lr_min: float = 0.0,
+    cycle_mul: float = 1.0,
+    cycle_decay: float = 1.0,
+    cycle_limit: int = 1,
+    warmup_t: int = 0,
+    warmup_lr_init: float = 0.0,
+    warmup_prefix: bool = False,
+    k_decay: float = 1.0,
+) -> list[float]:
+    """``timm.scheduler.CosineLRScheduler(...)._get_lr(t)``: the lr of every group at ``t``
+    (an epoch with ``t_in_epochs=True``, an update count otherwise)."""
+    if t < warmup_t:
+        increments = [(base - warmup_lr_init) / warmup_t for base in base_lrs]
+        return [warmup_lr_init + t * inc for inc in increments]
+    if warmup_prefix:
+        t = t - warmup_t
+    if cycle_mul != 1:
+        i = math.floor(math.log(1 - t / t_initial * (1 - cycle_mul), cycle_mul))
+        t_i = cycle_mul**i * t_initial
+        t_curr = t - (1 - cycle_mul**i) / (1 - cycle_mul) * t_initial
+    else:
+        i = t // t_initial
+        t_i = t_initial
+        t_curr = t - (t_initial * i)
+    if i >= cycle_limit:
+        return [lr_min for _ in base_lrs]
+    peaks = [base * cycle_decay**i for base in base_lrs]
+    return [
+        lr_min + 0.5 * (peak - lr_min) * (1 + math.cos(math.pi * t_curr**k_decay / t_i**k_decay))
+        for peak in peaks
+    ]
+
+
+# ------------------------------------------------------------------------- helpers
+
+
+def lrs_of(optimizer, scheduler, steps: int) -> list[list[float]]:
+    """The lr of every group at steps 0..steps-1 of a training loop (optimizer, then scheduler)."""
+    lrs = []
+    for t in range(steps):
+        if t:
+            optimizer.step()
+            scheduler.step()
+        lrs.append([group["lr"] for group in optimizer.param_groups])
+    return lrs
+
+
+def assert_lrs(actual, expected, what: str = "lr", rtol: float = 1e-12) -> None:
+    """``actual == expected`` up to float64 rounding of the same formula in another order
+    (relative ``rtol``, no absolute slack: a 0 must be a 0)."""
+    torch.testing.assert_close(
+        torch.tensor(actual, dtype=torch.float64),
+        torch.tensor(expected, dtype=torch.float64),
+        rtol=rtol,
+        atol=0.0,
+        msg=lambda m: f"{what}: {m}",
+    )
+
+
+def hyperparameters(optimizer) -> list[dict]:
+    """Every param group's entries but its params (what a scheduler reads and writes)."""
+    return [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
