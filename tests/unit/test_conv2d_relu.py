@@ -236,21 +236,32 @@ def test_bf16_rounds_to_nearest_even_not_toward_zero(kernel_launches):
     assert kernel_launches == [KERNEL]
 
 
+def _op(x, weight, bias):
+    conv = ((2, 1), (1, 1), (1, 2), 2)
+    return torch.ops.torchkit.conv2d_relu(x, weight, bias, *conv, False, None, None)
+
+
+def _functional(x, weight, bias):
+    with torchkit.force_backend("triton-interpreter"):
+        return conv2d_relu(x, weight, bias, stride=(2, 1), padding=1, dilation=(1, 2), groups=2)
+
+
 @pytest.mark.interpreter
-def test_gradcheck_float64_through_the_kernel(kernel_launches):
+@pytest.mark.parametrize(
+    "fn",
+    [
+        pytest.param(_op, id="custom-op"),  # what tracers record: torch.library autograd
+        pytest.param(_functional, id="eager"),  # eager calls: the same backward, without it
+    ],
+)
+def test_gradcheck_float64_through_the_kernel(fn, kernel_launches):
     # float64 runs through tl.dot with a float64 accumulator, so finite differences are exact
     # enough. fast_mode checks random projections of the Jacobian: a handful of launches
-    # instead of two per input element, each of which costs an interpreted kernel run. The
-    # op's backward is registered with torch.library.register_autograd.
+    # instead of two per input element, each of which costs an interpreted kernel run.
     torch.manual_seed(0)
     x = torch.randn(2, 4, 5, 4, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(6, 2, 3, 2, dtype=torch.float64, requires_grad=True)
     bias = torch.randn(6, dtype=torch.float64, requires_grad=True)
-
-    def fn(x, weight, bias):
-        conv = ((2, 1), (1, 1), (1, 2), 2)
-        return torch.ops.torchkit.conv2d_relu(x, weight, bias, *conv, False, None, None)
-
     assert torch.autograd.gradcheck(fn, (x, weight, bias), fast_mode=True)
     assert torch.autograd.gradgradcheck(fn, (x, weight, bias), fast_mode=True)
     assert kernel_launches.count(KERNEL) > 0
@@ -642,3 +653,22 @@ def test_bad_blocks_are_reported():
     layer.blocks = Conv2dReLUBlocks(block_m=24)
     with pytest.raises(ValueError, match=r"blocks\.block_m must be a power of two >= 16, got 24"):
         _check(layer, torch.randn(1, 16, 5, 5))
+
+
+@pytest.mark.interpreter
+def test_eager_training_calls_skip_the_custom_op_dispatch(monkeypatch):
+    """torch.library's Python dispatch costs more than a launch (see _Conv2dReLUFunction): an
+    eager call records the autograd.Function that shares the op's backward, never the op."""
+    import torchkit.nn.conv as conv_module
+
+    def refuse(*args):
+        raise AssertionError("the eager path went through the custom op")
+
+    monkeypatch.setattr(conv_module, "_conv2d_relu_op", refuse)
+    layer = FusedConv2dReLU(16, 8, 3, padding=1)
+    x = torch.randn(1, 16, 5, 5, requires_grad=True)
+    with torchkit.force_backend("triton-interpreter"):
+        out = layer(x)
+        with torch.no_grad():
+            assert_tensors_close(layer(x), out.detach())
+    assert type(out.grad_fn).__name__ == "_Conv2dReLUFunctionBackward"
