@@ -278,3 +278,17 @@ def test_sass_stats_prefers_mmas_over_length():
 )
 def test_ieee_sqrt_div_reads_the_ptx(ptx, expected):
     assert kernel_report.ieee_sqrt_div(ptx) is expected
+
+
+def _row(variant: str, config: str, loop: int, yardstick: int | None) -> Any:
+    return kernel_report.KernelResources(
+        "k", variant, "sm_90", config, 4, 3, 96, 0, 0, 1024, 10, [64, 64, 32], loop, 2, 4, 128,
+        None, yardstick,
+    )  # fmt: skip
+
+
+def test_summary_reports_the_worst_ratio_to_the_yardstick():
+    rows = [_row("fp16", "a", 100, 80), _row("fp16", "b", 90, 80), _row("flat", "a", 300, None)]
+    lines = kernel_report.format_summary(rows).splitlines()
+    assert lines[2].split("|")[9:11] == [" 90-100 ", " 1.25x "]
+    assert lines[3].split("|")[9:11] == [" 300 ", " - "]
