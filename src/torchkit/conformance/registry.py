@@ -1,58 +1,77 @@
 """The implementations under test, grouped in families.
 
-An example tagged ``family=NAME`` runs once per implementation of that family, with the
-family's name (``Adam``, ``Conv2d``, ...) bound to it. Implementations are named by import
-path and imported only when an item runs, so an implementation that cannot be imported fails
-its own items, with the import error, and nothing else.
+An example tagged ``family=NAME`` runs once per implementation of that family, with the family's
+name (``Adam``, ``WarmupDecayLR``, ...) bound to it; the first implementation is the reference.
+Implementations are named by import path and imported only when an item runs, so one that cannot
+be imported fails its own items, with the import error, and nothing else.
 
-A third party adds its own with ``--conformance-impl=MODULE`` (repeatable) or the environment
-variable ``TORCHKIT_CONFORMANCE_IMPL`` (comma-separated modules). The module exposes either
+A third party adds its own with ``--conformance-impl=MODULE`` (repeatable), the ini option
+``conformance_impl`` or the environment variable ``TORCHKIT_CONFORMANCE_IMPL``. The module exposes
 
-* ``register_conformance(registry)``, a function calling :meth:`Registry.register` (and
-  :meth:`Registry.add_family` for a new family), or
-* ``CONFORMANCE_IMPLEMENTATIONS``, a dict ``{family: {name: target}}``, where a target is an
-  object or an ``"module:attribute"`` string.
+* ``register_conformance(registry)``, calling :meth:`Registry.register` (and
+  :meth:`Registry.add_family` for a new family), or ``CONFORMANCE_IMPLEMENTATIONS``, a dict
+  ``{family: {name: object or "module:attribute"}}``;
+* optionally ``CONFORMANCE_EXPECTATIONS``, the path of its expectations file (known
+  disagreements, each with a reason; see :mod:`torchkit.conformance.plugin`).
+
+``register_conformance`` may raise :class:`PluginUnavailable` (say, when the library it adapts is
+not installed): the run goes on and the report says why the plugin was not tested.
 
 Example:
     >>> registry = builtin_registry()
     >>> [i.name for i in registry.implementations("adam")]
     ['torch.optim.Adam', 'torchkit.optim.FusedAdam']
+    >>> registry.families["warmup_decay"].binding
+    'WarmupDecayLR'
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 
 __all__ = [
+    "ALL_KINDS",
     "ENV_VAR",
     "Family",
     "Implementation",
     "ImplementationUnavailable",
+    "LoadedPlugins",
+    "PluginUnavailable",
     "Registry",
     "TorchConv2dReLU",
     "builtin_registry",
     "load_plugins",
+    "plugin_modules",
 ]
 
 ENV_VAR = "TORCHKIT_CONFORMANCE_IMPL"
 ALL_KINDS = frozenset({"session", "shapes", "milestones"})
+_CONV, _LR, _TORCH_LR = (
+    "torchkit.nn:FusedConv2dReLU",
+    "torchkit.optim.lr_scheduler",
+    "torch.optim.lr_scheduler",
+)
 
 
 class ImplementationUnavailable(Exception):
     """An implementation could not be imported; its items fail with this message."""
 
 
+class PluginUnavailable(Exception):
+    """Raised by ``register_conformance`` when the plugin cannot run here; the message says why."""
+
+
 class TorchConv2dReLU(nn.Conv2d):
     """Stock torch's Conv2d followed by ReLU: the reference of the ``conv2d_relu`` family.
 
-    A ``nn.Conv2d`` subclass, so ``weight``, ``bias``, ``repr`` and ``state_dict`` keys are
-    those of ``torchkit.nn.FusedConv2dReLU``.
+    A ``nn.Conv2d`` subclass, so ``weight``, ``bias``, ``repr`` and ``state_dict`` keys are those
+    of ``torchkit.nn.FusedConv2dReLU``.
 
     Example:
         >>> layer = TorchConv2dReLU(1, 2, 3)
@@ -66,7 +85,7 @@ class TorchConv2dReLU(nn.Conv2d):
 
 @dataclass(frozen=True)
 class Family:
-    """A family: the name bound in examples and what it stands for."""
+    """A family: the name bound in its examples and what it stands for."""
 
     name: str
     binding: str
@@ -114,25 +133,22 @@ class Registry:
 
     families: dict[str, Family] = field(default_factory=dict)
     _implementations: list[Implementation] = field(default_factory=list)
-    # The module whose register_conformance() is running: the default origin of what it adds.
-    _loading: str = "built-in"
+    _loading: str = "built-in"  # the plugin being loaded: the origin of what it registers
 
     def add_family(self, name: str, binding: str, description: str = "") -> None:
         """Declare a family whose examples bind ``binding`` to each implementation.
 
         Raises:
-            ValueError: if ``name`` exists with another binding, or ``binding`` is not an
-                identifier.
+            ValueError: if ``binding`` is not an identifier, or ``name`` exists with another
+                binding.
         """
         if not binding.isidentifier():
             raise ValueError(f"binding must be a Python identifier, got {binding!r}")
-        known = self.families.get(name)
-        if known is not None and known.binding != binding:
+        known = self.families.setdefault(name, Family(name, binding, description))
+        if known.binding != binding:
             raise ValueError(
                 f"family {name!r} already binds {known.binding!r}, cannot rebind to {binding!r}"
             )
-        if known is None:
-            self.families[name] = Family(name, binding, description)
 
     def register(
         self,
@@ -150,8 +166,7 @@ class Registry:
             name: the name in test ids; unique within the family, no spaces or brackets.
             target: the object bound in examples, or ``"module:attribute"``.
             kinds: the example kinds it runs in (default: all).
-            origin: who registered it (shown in the report header; default: the plugin
-                module being loaded, or "built-in").
+            origin: who registered it (default: the plugin being loaded, or "built-in").
 
         Raises:
             ValueError: for an unknown family, a duplicate or malformed name, unknown kinds.
@@ -182,87 +197,121 @@ class Registry:
         ]
 
     def reference(self, family: str) -> Implementation:
-        """The first registered implementation of ``family``: the one setup replays use."""
+        """The first registered implementation of ``family``: the one replays bind."""
         return self.implementations(family)[0]
 
 
+# family: (binding, description, implementations as "module:attribute"; the first is the
+# reference). A family whose API torch lacks has torchkit's class as its reference: the pages'
+# fixed "# implementation: torch" blocks show torch's way.
+_BUILTIN = {
+    "conv2d": ("Conv2d", "2-D convolution layers", ["torch.nn:Conv2d"]),
+    "conv2d_relu": ("Conv2dReLU", "Conv2d then ReLU", [f"{__name__}:TorchConv2dReLU", _CONV]),
+    "adam": ("Adam", "Adam optimizers", ["torch.optim:Adam", "torchkit.optim:FusedAdam"]),
+    "adamw": ("AdamW", "AdamW optimizers", ["torch.optim:AdamW", "torchkit.optim:FusedAdamW"]),
+    "onecycle": (
+        "OneCycleLR",
+        "the 1cycle schedule",
+        [f"{_TORCH_LR}:OneCycleLR", f"{_LR}:OneCycleLR"],
+    ),
+    "warmup_decay": ("WarmupDecayLR", "warmup then decay to min_lr", [f"{_LR}:WarmupDecayLR"]),
+    "noam": ("NoamLR", "the Transformer's inverse-sqrt schedule", [f"{_LR}:NoamLR"]),
+    "plateau": (
+        "ReduceLROnPlateau",
+        "cut the lr when a metric stalls",
+        [f"{_TORCH_LR}:ReduceLROnPlateau"],
+    ),
+}
+
+
 def builtin_registry() -> Registry:
-    """The families of ``docs/conformance.md`` with stock torch's and torchkit's implementations."""
+    """Every family of ``docs/conformance.md``, with stock torch's and torchkit's implementations.
+
+    An implementation's name is its import path (``torch.optim.Adam``); ``torch.nn.Conv2d+ReLU``
+    is :class:`TorchConv2dReLU`, and ``FusedConv2dReLU`` is also a ``conv2d`` for shapes only.
+    """
     registry = Registry()
-    registry.add_family("conv2d", "Conv2d", "2-D convolution layers")
-    registry.add_family("conv2d_relu", "Conv2dReLU", "Conv2d followed by ReLU")
-    registry.add_family("adam", "Adam", "Adam optimizers")
-    registry.add_family("adamw", "AdamW", "AdamW optimizers")
-    registry.add_family("onecycle", "OneCycleLR", "the 1cycle LR schedule")
-    registry.register("conv2d", "torch.nn.Conv2d", nn.Conv2d)
-    registry.register(
-        "conv2d", "torchkit.nn.FusedConv2dReLU", "torchkit.nn:FusedConv2dReLU", kinds={"shapes"}
-    )
-    registry.register("conv2d_relu", "torch.nn.Conv2d+ReLU", TorchConv2dReLU)
-    registry.register("conv2d_relu", "torchkit.nn.FusedConv2dReLU", "torchkit.nn:FusedConv2dReLU")
-    registry.register("adam", "torch.optim.Adam", torch.optim.Adam)
-    registry.register("adam", "torchkit.optim.FusedAdam", "torchkit.optim:FusedAdam")
-    registry.register("adamw", "torch.optim.AdamW", torch.optim.AdamW)
-    registry.register("adamw", "torchkit.optim.FusedAdamW", "torchkit.optim:FusedAdamW")
-    registry.register(
-        "onecycle", "torch.optim.lr_scheduler.OneCycleLR", torch.optim.lr_scheduler.OneCycleLR
-    )
-    registry.register(
-        "onecycle",
-        "torchkit.optim.lr_scheduler.OneCycleLR",
-        "torchkit.optim.lr_scheduler:OneCycleLR",
-    )
+    for family, (binding, description, targets) in _BUILTIN.items():
+        registry.add_family(family, binding, description)
+        for target in targets:
+            name = (
+                "torch.nn.Conv2d+ReLU"
+                if target.endswith("TorchConv2dReLU")
+                else target.replace(":", ".")
+            )
+            registry.register(family, name, target)
+    registry.register("conv2d", _CONV.replace(":", "."), _CONV, kinds={"shapes"})
     return registry
 
 
-def load_plugins(registry: Registry, modules: list[str]) -> list[str]:
+@dataclass
+class LoadedPlugins:
+    """What :func:`load_plugins` did: modules loaded, their expectations files, those skipped."""
+
+    loaded: list[str] = field(default_factory=list)
+    expectations: list[Path] = field(default_factory=list)
+    unavailable: dict[str, str] = field(default_factory=dict)  # module -> why
+
+
+def load_plugins(registry: Registry, modules: list[str]) -> LoadedPlugins:
     """Import third-party modules and let each register its implementations.
 
     Args:
         registry: the registry to extend.
-        modules: module names from ``--conformance-impl`` and ``TORCHKIT_CONFORMANCE_IMPL``.
+        modules: module names (duplicates are loaded once).
 
     Returns:
-        The modules loaded, in order, without duplicates.
+        The modules loaded, the expectations files they declare, and the modules that raised
+        :class:`PluginUnavailable` with the reason.
 
     Raises:
         ValueError: if a module cannot be imported or exposes neither
             ``register_conformance`` nor ``CONFORMANCE_IMPLEMENTATIONS``.
     """
-    loaded: list[str] = []
-    for name in modules:
-        if name in loaded:
-            continue
+    result = LoadedPlugins()
+    for name in dict.fromkeys(modules):
         try:
             module = importlib.import_module(name)
         except ImportError as error:
             raise ValueError(
                 f"conformance implementation module {name!r} cannot be imported: {error}"
             ) from error
-        register: Callable[[Registry], None] | None = getattr(module, "register_conformance", None)
+        register = getattr(module, "register_conformance", None)
         table = getattr(module, "CONFORMANCE_IMPLEMENTATIONS", None)
-        if callable(register):
-            registry._loading = name
-            try:
-                register(registry)
-            finally:
-                registry._loading = "built-in"
-        elif isinstance(table, dict):
-            for family, entries in table.items():
-                for impl_name, target in entries.items():
-                    registry.register(family, impl_name, target, origin=name)
-        else:
+        if not callable(register) and not isinstance(table, dict):
             raise ValueError(
                 f"conformance implementation module {name!r} exposes neither "
                 "register_conformance(registry) nor a CONFORMANCE_IMPLEMENTATIONS dict"
             )
-        loaded.append(name)
-    return loaded
+        registry._loading = name
+        try:
+            if callable(register):
+                register(registry)
+            else:
+                for family, entries in table.items():
+                    for implementation, target in entries.items():
+                        registry.register(family, implementation, target)
+        except PluginUnavailable as why:
+            result.unavailable[name] = str(why)
+            continue
+        finally:
+            registry._loading = "built-in"
+        result.loaded.append(name)
+        expectations = getattr(module, "CONFORMANCE_EXPECTATIONS", None)
+        if expectations is not None:
+            result.expectations.append(Path(expectations))
+    return result
 
 
-def plugin_modules(option_values: list[str] | None) -> list[str]:
-    """Module names from the command-line option values and the environment variable."""
+def plugin_modules(*values: list[str] | str | None) -> list[str]:
+    """Module names from option/ini values and ``TORCHKIT_CONFORMANCE_IMPL`` (comma-separated).
+
+    Example:
+        >>> plugin_modules(["a, b"], "c", None)[:3]
+        ['a', 'b', 'c']
+    """
     names: list[str] = []
-    for value in [*(option_values or []), os.environ.get(ENV_VAR, "")]:
-        names += [n.strip() for n in value.split(",") if n.strip()]
+    for value in [*values, os.environ.get(ENV_VAR, "")]:
+        for text in [value] if isinstance(value, str) else value or []:
+            names += [n.strip() for n in text.split(",") if n.strip()]
     return names
