@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import doctest
 import io
 import logging
 import math
@@ -50,7 +51,6 @@ from torchkit.conformance.pages import (
     Directive,
     Page,
     PageError,
-    Statement,
     cases,
     load_page,
     milestone_columns,
@@ -60,8 +60,6 @@ from torchkit.conformance.pages import (
 )
 from torchkit.conformance.registry import Implementation, ImplementationUnavailable, Registry
 from torchkit.conformance.values import compare_number, compare_outputs, parse_number, parse_output
-
-__all__ = ["STATE_KEY", "PageState", "evaluate", "fresh_namespace", "setup_page"]
 
 STATE_KEY = "__conformance__"
 _FULL_PRECISION = 16  # digits the actual output is printed with: its rounding adds nothing
@@ -190,7 +188,7 @@ class PageState:
             with contextlib.suppress(Exception):  # the session's own item reports its failures
                 namespace.update(self.binding(directive, None))
             block = directive.blocks[0]
-            parts = [(s.source, s.line, "single") for s in block.statements if not s.skip]
+            parts = [(s.source, s.lineno, "single") for s in block.statements if not _skipped(s)]
             with _output(shown=False):
                 for source, line, mode in parts or [(block.source, block.line, "exec")]:
                     with contextlib.suppress(Exception):
@@ -253,17 +251,21 @@ def _check_block(case: Case, block: Block, namespace: dict, *, grad_fn_names: bo
                 return f"{page.label}:{block.line}: {case.directive.slug} raised\n{_trace(error)}"
         return None
     for statement in block.statements:
-        if not statement.skip and (
+        if not _skipped(statement) and (
             problem := _check_statement(page, statement, namespace, grad_fn_names)
         ):
             return problem
     return None
 
 
+def _skipped(statement: doctest.Example) -> bool:
+    return bool(statement.options.get(doctest.SKIP))
+
+
 def _check_statement(
-    page: Page, statement: Statement, namespace: dict, grad_fn_names: bool
+    page: Page, statement: doctest.Example, namespace: dict, grad_fn_names: bool
 ) -> str | None:
-    where = f"{page.label}:{statement.line}"
+    where = f"{page.label}:{statement.lineno}"
     shown = "\n".join(
         (">>> " if i == 0 else "... ") + line
         for i, line in enumerate(statement.source.rstrip("\n").split("\n"))
@@ -271,7 +273,7 @@ def _check_statement(
     error = None
     with _output(shown=True) as buffer:
         try:
-            exec(_compile(statement.source, page, statement.line, "single"), namespace)
+            exec(_compile(statement.source, page, statement.lineno, "single"), namespace)
         except Exception as raised:
             error = raised
     if statement.exc_msg is not None:

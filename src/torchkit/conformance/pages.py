@@ -42,28 +42,6 @@ from sybil.parsers.markdown.lexers import DirectiveInHTMLCommentLexer, RawFenced
 
 from torchkit.conformance.registry import Implementation, Registry
 
-__all__ = [
-    "KINDS",
-    "Block",
-    "Case",
-    "ConformanceParser",
-    "Directive",
-    "Page",
-    "PageError",
-    "Statement",
-    "Table",
-    "TableLexer",
-    "cases",
-    "load_page",
-    "milestone_columns",
-    "page_files",
-    "parse_page",
-    "parse_shapes",
-    "requirement_problem",
-    "split_cells",
-    "strip_code",
-]
-
 KINDS = ("session", "shapes", "milestones", "errata")
 _OPTIONS = ("id", "family", "erratum", "requires")
 _SLUG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -81,24 +59,14 @@ class PageError(pytest.Collector.CollectError):
 
 
 @dataclass(frozen=True)
-class Statement:
-    """One ``>>>`` statement of a session, with its expected output or exception."""
-
-    source: str
-    want: str
-    exc_msg: str | None
-    line: int  # of the ``>>>`` in the page
-    skip: bool = False
-
-
-@dataclass(frozen=True)
 class Block:
     """A fenced Python block: a session's statements, or a milestone table's setup code."""
 
     source: str
     line: int  # of the block's first source line in the page
     name: str | None = None  # ``# implementation: NAME`` of a milestone block
-    statements: tuple[Statement, ...] = ()  # empty for a script (no ``>>>`` prompts)
+    # doctest's examples, ``lineno`` counted in the page; none for a script (no ``>>>``)
+    statements: tuple[doctest.Example, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -372,16 +340,9 @@ def _governed(
             return Block(text, line, name=match["name"] if match else None)
         if not text.lstrip().startswith(">>>"):
             return Block(text, line)
-        statements = tuple(
-            Statement(
-                r.parsed.source,
-                r.parsed.want,
-                r.parsed.exc_msg,
-                line + r.parsed.lineno,
-                bool(r.parsed.options.get(doctest.SKIP)),
-            )
-            for r in _DOCTESTS(text, f"{label}:{line}")
-        )
+        statements = tuple(r.parsed for r in _DOCTESTS(text, f"{label}:{line}"))
+        for statement in statements:
+            statement.lineno += line
         return Block(text, line, statements=statements)
 
     if kind == "session":

@@ -35,18 +35,9 @@ from typing import Any
 
 import pytest
 
-__all__ = [
-    "DocsDirectory",
-    "Expectation",
-    "collect_docs",
-    "default_docs_root",
-    "parse_expectations",
-]
-
 PACKAGE = "torchkit.conformance"
 PACKAGE_DIR = Path(__file__).resolve().parent
 _KINDS = ("session", "shapes", "milestones")
-_OPTIONS = ("impl", "expectations", "summary", "docs", "page", "strict")
 
 
 @dataclass(frozen=True)
@@ -103,46 +94,32 @@ def default_docs_root() -> Path:
     return installed
 
 
+# option suffix: (argparse keywords, help); every one is in the group "conformance"
+_OPTIONS = {
+    "": ({"action": "store_true"}, "run the spec pages (default: those installed with torchkit)"),
+    "-impl": (
+        {"action": "append", "default": [], "metavar": "MODULE"},
+        "module registering implementations (repeatable; also the ini option conformance_impl "
+        "and TORCHKIT_CONFORMANCE_IMPL=MOD1,MOD2)",
+    ),
+    "-expectations": (
+        {"action": "append", "default": [], "metavar": "FILE"},
+        "known failures, lines '[xfail|skip] PATTERN REASON' (repeatable)",
+    ),
+    "-summary": ({"metavar": "PATH"}, "write a summary (Markdown, or JSON if PATH is *.json)"),
+    "-docs": ({"metavar": "DIR"}, "the docs root to collect"),
+    "-page": (
+        {"action": "append", "default": [], "metavar": "PAGE"},
+        "collect only this page, relative to the docs root (repeatable)",
+    ),
+    "-strict": ({"action": "store_true"}, "an unknown family is a collection error, not a skip"),
+}
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("conformance", "torchkit's docs-driven conformance suite")
-    group.addoption(
-        "--conformance", action="store_true", help="run the spec pages (docs root below)"
-    )
-    group.addoption(
-        "--conformance-impl",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="module registering more implementations (repeatable; also "
-        "TORCHKIT_CONFORMANCE_IMPL=MOD1,MOD2 and the ini option conformance_impl)",
-    )
-    group.addoption(
-        "--conformance-expectations",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="known failures: lines '[xfail|skip] PATTERN REASON' (repeatable)",
-    )
-    group.addoption(
-        "--conformance-summary",
-        metavar="PATH",
-        help="write a summary per page, implementation and erratum (Markdown, or JSON: *.json)",
-    )
-    group.addoption(
-        "--conformance-docs", metavar="DIR", help="docs root (default: installed pages)"
-    )
-    group.addoption(
-        "--conformance-page",
-        action="append",
-        default=[],
-        metavar="PAGE",
-        help="collect only this page, relative to the docs root (repeatable)",
-    )
-    group.addoption(
-        "--conformance-strict",
-        action="store_true",
-        help="a page using an unregistered family is a collection error, not skipped items",
-    )
+    for suffix, (keywords, help) in _OPTIONS.items():
+        group.addoption(f"--conformance{suffix}", help=help, **keywords)
     parser.addini("conformance", "run the conformance pages in this project's runs", type="bool")
     parser.addini("conformance_impl", "modules registering implementations", type="linelist")
 
@@ -161,8 +138,7 @@ def _names_package(config: pytest.Config) -> bool:
 def _enabled(config: pytest.Config) -> bool:
     option = config.option
     return bool(
-        getattr(option, "conformance", False)
-        or any(getattr(option, f"conformance_{name}", None) for name in _OPTIONS)
+        any(getattr(option, f"conformance{s.replace('-', '_')}", None) for s in _OPTIONS)
         or config.getini("conformance")
         or _names_package(config)
     )
@@ -382,7 +358,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     run = config.stash.get(_RUN, None)
     if run is None:
         return []
-    selected = f", {_plural(len(run.pages), 'page')} selected" if run.pages else ""
+    selected = ", selected by --conformance-page" if run.pages else ""
     lines = [
         f"conformance: torch {_version('torch')}, triton {_version('triton')}, "
         f"torchkit {_version('torchkit')}; docs {run.root} "

@@ -35,21 +35,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = [
-    "ALL_KINDS",
-    "ENV_VAR",
-    "Family",
-    "Implementation",
-    "ImplementationUnavailable",
-    "LoadedPlugins",
-    "PluginUnavailable",
-    "Registry",
-    "TorchConv2dReLU",
-    "builtin_registry",
-    "load_plugins",
-    "plugin_modules",
-]
-
 ENV_VAR = "TORCHKIT_CONFORMANCE_IMPL"
 ALL_KINDS = frozenset({"session", "shapes", "milestones"})
 _CONV, _LR, _TORCH_LR = (

@@ -16,8 +16,6 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["ItemResult", "SummaryCollector", "natural_key"]
-
 OUTCOMES = ("passed", "failed", "error", "xfailed", "xpassed", "skipped")
 
 

@@ -34,22 +34,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = [
-    "DTYPE_DEFAULTS",
-    "ROUNDED_MIN_DIGITS",
-    "Number",
-    "Seq",
-    "Size",
-    "Str",
-    "TensorValue",
-    "Word",
-    "compare_number",
-    "compare_outputs",
-    "half_unit",
-    "parse_number",
-    "parse_output",
-]
-
 # torch.testing.assert_close's default (rtol, atol) per dtype; Python floats count as float64.
 DTYPE_DEFAULTS: dict[torch.dtype, tuple[float, float]] = {
     torch.float16: (1e-3, 1e-5),
