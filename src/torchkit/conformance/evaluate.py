@@ -23,7 +23,7 @@ Example:
     >>> setup_page(document.namespace)
     >>> (example,) = document.examples()
     >>> print(evaluate(example).splitlines()[0])
-    page.md:4: output differs
+    page.md:3: output differs
 """
 
 from __future__ import annotations
