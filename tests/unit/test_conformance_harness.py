@@ -1074,3 +1074,23 @@ def test_docs_state_the_harness_size() -> None:
     stated = re.search(r"The harness is ([\d,]+) lines of Python", page)
     assert stated is not None, "docs/conformance.md lost its line count"
     assert int(stated.group(1).replace(",", "")) == total
+
+
+def test_a_failing_item_shows_no_debug_log_records(docs: Docs) -> None:
+    docs.page(
+        "logs.md",
+        """\
+        <!-- conformance: session id=noisy -->
+        ```python
+        >>> import logging
+        >>> logger = logging.getLogger("c10d-NullHandler-dcp_logger")
+        >>> logger.setLevel(logging.DEBUG)
+        >>> logger.debug("a page of c10d records")
+        >>> 1 + 1
+        3
+        ```
+        """,
+    )
+    result = docs.run()
+    result.assert_outcomes(failed=1)
+    assert "a page of c10d records" not in result.stdout.str()

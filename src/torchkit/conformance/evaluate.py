@@ -64,7 +64,6 @@ from torchkit.conformance.values import compare_number, compare_outputs, parse_n
 STATE_KEY = "__conformance__"
 _FULL_PRECISION = 16  # digits the actual output is printed with: its rounding adds nothing
 _TEST_ID = re.compile(r"[\w./-]+\.md::[\w.-]+(?:\[[^\]\s`]*\])?")
-_QUIET_LOGGERS = ("torch.distributed",)  # c10d logs a page of debug lines per failed `dcp` call
 
 
 def fresh_namespace() -> dict[str, object]:
@@ -98,21 +97,18 @@ class _TorchState:
 
 @contextlib.contextmanager
 def _isolated() -> Iterator[None]:
-    """Give the caller back its torch state, print options and log levels."""
+    """Give the caller back its torch state and print options; no log records below WARNING."""
     state, options = _TorchState.capture(), torch._tensor_str.PRINT_OPTS
     keys = ("precision", "threshold", "edgeitems", "linewidth", "sci_mode")
     printing = {key: getattr(options, key) for key in keys}
-    loggers = {name: logging.getLogger(name) for name in _QUIET_LOGGERS}
-    levels = {name: logger.level for name, logger in loggers.items()}
-    for logger in loggers.values():
-        logger.setLevel(logging.ERROR)
+    quiet = logging.root.manager.disable
+    logging.disable(logging.INFO)  # c10d logs a page of DEBUG records per `dcp` call
     try:
         yield
     finally:
         state.apply()
         torch.set_printoptions(**printing)
-        for name, logger in loggers.items():
-            logger.setLevel(levels[name])
+        logging.disable(quiet)
 
 
 @contextlib.contextmanager
