@@ -29,16 +29,10 @@ from torchkit.conformance.pages import (
     PageError,
     parse_page,
     parse_shapes,
-    requirement_problem,
     split_cells,
 )
-from torchkit.conformance.plugin import parse_expectations
-from torchkit.conformance.registry import (
-    ImplementationUnavailable,
-    Registry,
-    builtin_registry,
-    load_plugins,
-)
+from torchkit.conformance.plugin import parse_expectations, requirement_problem
+from torchkit.conformance.registry import ImplementationUnavailable, Registry, builtin_registry
 from torchkit.conformance.summary import natural_key
 from torchkit.conformance.values import compare_outputs, half_unit, parse_output
 
@@ -269,7 +263,7 @@ def test_page_parser_ids_lines_and_kinds() -> None:
         """
     )
     first, table = parse_page("dir/page.md", text).directives
-    assert (first.id, first.kind, first.line) == ("dir/page.md::first", "session", 7)
+    assert (first.slug, first.kind, first.line) == ("first", "session", 7)
     assert (first.family, first.errata, first.requires) == ("adam", ("E-1", "E-2"), ("torch>=2.4",))
     assert first.blocks[0].statements[0].lineno == 9
     assert (table.kind, table.tables[0].rows[0][0]) == ("shapes", 16)
@@ -369,7 +363,7 @@ def test_registry_families_validation_and_plugins() -> None:
         "plateau",
     }
     assert [i.name for i in registry.implementations("conv2d", "session")] == ["torch.nn.Conv2d"]
-    assert registry.reference("warmup_decay").load().__name__ == "WarmupDecayLR"
+    assert registry.implementations("warmup_decay")[0].load().__name__ == "WarmupDecayLR"
     with pytest.raises(ValueError, match="unknown family 'sgd'"):
         registry.register("sgd", "x", object())
     with pytest.raises(ValueError, match="already registered"):
@@ -377,9 +371,9 @@ def test_registry_families_validation_and_plugins() -> None:
     with pytest.raises(ValueError, match="cannot rebind"):
         registry.add_family("adam", "MyAdam")
     with pytest.raises(ValueError, match="cannot be imported"):
-        load_plugins(Registry(), ["no_such_conformance_plugin"])
+        Registry().load(["no_such_conformance_plugin"])
     with pytest.raises(ValueError, match="exposes neither"):
-        load_plugins(Registry(), ["json"])
+        Registry().load(["json"])
 
 
 def test_plugin_module_registers_declares_expectations_or_is_unavailable(
@@ -399,13 +393,11 @@ def test_plugin_module_registers_declares_expectations_or_is_unavailable(
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     registry = builtin_registry()
-    loaded = load_plugins(
-        registry, ["conformance_plugin_fn", "conformance_plugin_fn", "conformance_plugin_missing"]
-    )
-    assert loaded.loaded == ["conformance_plugin_fn"]
-    assert loaded.expectations == [Path("known.txt")]
-    assert loaded.unavailable == {"conformance_plugin_missing": "mylib is not installed"}
-    assert registry.families["sgd"].binding == "SGD"
+    registry.load(["conformance_plugin_fn", "conformance_plugin_fn", "conformance_plugin_missing"])
+    assert registry.loaded == ["conformance_plugin_fn"]
+    assert registry.expectations == [Path("known.txt")]
+    assert registry.unavailable == {"conformance_plugin_missing": "mylib is not installed"}
+    assert registry.families["sgd"] == "SGD"
     added = registry.implementations("conv2d", "shapes")[-1]
     assert (added.name, added.origin, added.kinds) == (
         "mypkg.Conv",

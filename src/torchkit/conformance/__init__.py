@@ -1,40 +1,72 @@
-"""torchkit's conformance suite: every example of the documentation is a test.
+"""torchkit's conformance suite, a pytest plugin: every example of the documentation is a test.
 
-The spec is the Markdown pages of ``docs/`` (installed with the package); each
+The spec is the Markdown pages of ``docs/``, installed with the package; each
 ``<!-- conformance: ... -->`` directive in them is one or more pytest items, run against stock
 torch, torchkit's drop-ins and any implementation a plugin registers (``docs/conformance.md``).
-
-This package is a pytest plugin, registered by the ``pytest11`` entry point of the same name;
-it does nothing until enabled (see :mod:`torchkit.conformance.plugin`). Run the whole spec
-against the installed torch and torchkit from any directory with::
+The ``pytest11`` entry point loads this module in every pytest run, where it imports nothing but
+pytest until enabled: by ``--conformance`` or any other ``--conformance-*`` option, the ini option
+``conformance = true``, or naming the package::
 
     pytest --pyargs torchkit.conformance -n 2
     python -m torchkit conformance -n 2 --conformance-summary=summary.md
 
-Modules: :mod:`~torchkit.conformance.pages` (the Sybil parser: pages to items),
-:mod:`~torchkit.conformance.evaluate` (the Sybil evaluator), :mod:`~torchkit.conformance.values`
-(printed output compared by value), :mod:`~torchkit.conformance.registry` (families and
-implementations), :mod:`~torchkit.conformance.summary` (the report). Only pytest is imported here.
+Modules: ``plugin`` (an enabled run: collection, markers, report), ``pages`` (the Sybil parser),
+``evaluate`` (the Sybil evaluator), ``values`` (printed output compared by value), ``registry``
+(families and implementations), ``summary`` (the report file).
 """
 
-from torchkit.conformance.plugin import (
-    pytest_addoption,
-    pytest_collect_directory,
-    pytest_collect_file,
-    pytest_collection_modifyitems,
-    pytest_configure,
-    pytest_report_header,
-    pytest_sessionfinish,
-    pytest_terminal_summary,
-)
+from __future__ import annotations
 
-__all__ = [
-    "pytest_addoption",
-    "pytest_collect_directory",
-    "pytest_collect_file",
-    "pytest_collection_modifyitems",
-    "pytest_configure",
-    "pytest_report_header",
-    "pytest_sessionfinish",
-    "pytest_terminal_summary",
-]
+from pathlib import Path
+
+import pytest
+
+PACKAGE = "torchkit.conformance"
+PACKAGE_DIR = Path(__file__).resolve().parent
+# option suffix: (argparse keywords, help)
+_OPTIONS = {
+    "": ({"action": "store_true"}, "run the spec pages (default: those installed with torchkit)"),
+    "-impl": (
+        {"action": "append", "default": [], "metavar": "MODULE"},
+        "module registering implementations (repeatable; also the ini option conformance_impl "
+        "and TORCHKIT_CONFORMANCE_IMPL=MOD1,MOD2)",
+    ),
+    "-expectations": (
+        {"action": "append", "default": [], "metavar": "FILE"},
+        "known failures, lines '[xfail|skip] PATTERN REASON' (repeatable)",
+    ),
+    "-summary": ({"metavar": "PATH"}, "write a summary (Markdown, or JSON if PATH is *.json)"),
+    "-docs": ({"metavar": "DIR"}, "the docs root to collect"),
+    "-page": (
+        {"action": "append", "default": [], "metavar": "PAGE"},
+        "collect only this page, relative to the docs root (repeatable)",
+    ),
+    "-strict": ({"action": "store_true"}, "an unknown family is a collection error, not a skip"),
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("conformance", "torchkit's docs-driven conformance suite")
+    for suffix, (keywords, help) in _OPTIONS.items():
+        group.addoption(f"--conformance{suffix}", help=help, **keywords)
+    parser.addini("conformance", "run the conformance pages in this project's runs", type="bool")
+    parser.addini("conformance_impl", "modules registering implementations", type="linelist")
+
+
+def names_package(config: pytest.Config) -> bool:
+    """Whether the command line names this package or a path inside it."""
+    for arg in config.args:
+        if config.option.pyargs and (arg == PACKAGE or arg.startswith(f"{PACKAGE}.")):
+            return True
+        path = Path(arg.partition("::")[0]).resolve()
+        if path == PACKAGE_DIR or PACKAGE_DIR in path.parents:
+            return True
+    return False
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    options = (getattr(config.option, f"conformance{s.replace('-', '_')}") for s in _OPTIONS)
+    if any(options) or config.getini("conformance") or names_package(config):
+        from torchkit.conformance.plugin import Conformance
+
+        config.pluginmanager.register(Conformance(config), Conformance.NAME)

@@ -1,43 +1,38 @@
-"""The conformance suite as a pytest plugin: options, collection, markers, report.
+"""An enabled conformance run: the plugin object ``pytest_configure`` registers.
 
-Registered in every pytest run through the ``pytest11`` entry point ``torchkit.conformance``,
-this module imports nothing but pytest until the suite is enabled, so other projects' runs pay
-nothing. It is enabled by ``--conformance`` (or any other ``--conformance-*`` option), by the ini
-option ``conformance = true``, or by naming the package: ``pytest --pyargs torchkit.conformance``
-(``python -m torchkit conformance``). Then:
-
-* one :class:`sybil.Sybil` over the docs root (``--conformance-docs``, default: the pages
-  installed with the package) collects every Markdown page: its parser
-  (:class:`~torchkit.conformance.pages.ConformanceParser`) yields one region per item, its
-  evaluator is :func:`~torchkit.conformance.evaluate.evaluate`;
-* collecting the ``torchkit.conformance`` package collects the docs root instead (the pages
-  need not lie inside the package: in an editable install they are the repository's
-  ``docs/``); a test-suite can do the same with :func:`collect_docs`;
-* ``pytest_collection_modifyitems`` marks items: ``requires=`` and unknown families skip, and
-  expectations files turn known failures into xfail (or skip), each with its reason;
-* the report header names what is under test, and the summary is written by the process that
-  sees every report (the xdist controller).
-
-Expectations files: one entry per line, ``#`` comments, ``[xfail|skip] PATTERN REASON`` where
-``PATTERN`` is a conformance id (a leading ``docs/`` is accepted) in which ``*`` is the only
-wildcard.
+One Sybil over the docs root (``--conformance-docs``; default: the pages installed with the
+package, or the checkout's ``docs/`` in an editable install) collects the pages, with
+``pages.ConformanceParser`` and ``evaluate.evaluate``; naming the ``torchkit.conformance`` package
+collects them too, and so can a test-suite, with :func:`collect_docs`. ``requires=`` and unknown
+families skip items; expectations files turn known failures into xfail (or skip) with a reason:
+one entry a line, ``[xfail|skip] PATTERN REASON``, ``PATTERN`` a conformance id (a leading
+``docs/`` is accepted) in which ``*`` is the only wildcard, and ``#`` comments.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
+from packaging.requirements import InvalidRequirement, Requirement
+from sybil import Sybil
+from sybil.integration.pytest import SybilFile
 
-PACKAGE = "torchkit.conformance"
-PACKAGE_DIR = Path(__file__).resolve().parent
-_KINDS = ("session", "shapes", "milestones")
+from torchkit.backend import interpreter_enabled, triton_available
+from torchkit.conformance import PACKAGE_DIR, names_package, summary
+from torchkit.conformance.evaluate import evaluate, setup_page
+from torchkit.conformance.pages import Case, ConformanceParser, PageError, load_page, page_files
+from torchkit.conformance.registry import KINDS, builtin_registry
+
+ENV_VAR = "TORCHKIT_CONFORMANCE_IMPL"
 
 
 @dataclass(frozen=True)
@@ -55,19 +50,10 @@ class Expectation:
 
 
 def parse_expectations(text: str, source: str = "<expectations>") -> list[Expectation]:
-    """Parse an expectations file's text.
-
-    Raises:
-        ValueError: for an entry without a reason, or a pattern that is not a conformance id.
-
-    Example:
-        >>> (rule,) = parse_expectations("skip docs/a.md::x[*]  needs CUDA  # see #12\\n")
-        >>> rule.action, rule.matches("a.md::x[row=1]"), rule.reason
-        ('skip', True, 'needs CUDA  # see #12')
-    """
+    """Read an expectations file; ``ValueError`` for an entry without a reason or a pattern
+    that is not a conformance id."""
     entries = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
+    for number, line in enumerate((raw.strip() for raw in text.splitlines()), start=1):
         if not line or line.startswith("#"):
             continue
         action, _, rest = line.partition(" ")
@@ -76,8 +62,7 @@ def parse_expectations(text: str, source: str = "<expectations>") -> list[Expect
         pattern, _, reason = rest.strip().partition(" ")
         if not reason.strip():
             raise ValueError(f"{source}:{number}: expected 'PATTERN REASON', got {line!r}")
-        pattern = pattern.removeprefix("docs/")
-        if "::" not in pattern:
+        if "::" not in (pattern := pattern.removeprefix("docs/")):
             raise ValueError(
                 f"{source}:{number}: {pattern!r} is not a conformance id (PAGE::SLUG[...])"
             )
@@ -85,233 +70,27 @@ def parse_expectations(text: str, source: str = "<expectations>") -> list[Expect
     return entries
 
 
-def default_docs_root() -> Path:
-    """The spec pages: installed in the package's ``docs/`` folder by a wheel, or the ``docs/``
-    of the source checkout this package runs from (an editable install, ``src/`` on the path)."""
-    installed, checkout = PACKAGE_DIR / "docs", PACKAGE_DIR.parents[2] / "docs"
-    if not installed.is_dir() and (checkout / "conformance.md").is_file():
-        return checkout
-    return installed
-
-
-# option suffix: (argparse keywords, help); every one is in the group "conformance"
-_OPTIONS = {
-    "": ({"action": "store_true"}, "run the spec pages (default: those installed with torchkit)"),
-    "-impl": (
-        {"action": "append", "default": [], "metavar": "MODULE"},
-        "module registering implementations (repeatable; also the ini option conformance_impl "
-        "and TORCHKIT_CONFORMANCE_IMPL=MOD1,MOD2)",
-    ),
-    "-expectations": (
-        {"action": "append", "default": [], "metavar": "FILE"},
-        "known failures, lines '[xfail|skip] PATTERN REASON' (repeatable)",
-    ),
-    "-summary": ({"metavar": "PATH"}, "write a summary (Markdown, or JSON if PATH is *.json)"),
-    "-docs": ({"metavar": "DIR"}, "the docs root to collect"),
-    "-page": (
-        {"action": "append", "default": [], "metavar": "PAGE"},
-        "collect only this page, relative to the docs root (repeatable)",
-    ),
-    "-strict": ({"action": "store_true"}, "an unknown family is a collection error, not a skip"),
-}
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("conformance", "torchkit's docs-driven conformance suite")
-    for suffix, (keywords, help) in _OPTIONS.items():
-        group.addoption(f"--conformance{suffix}", help=help, **keywords)
-    parser.addini("conformance", "run the conformance pages in this project's runs", type="bool")
-    parser.addini("conformance_impl", "modules registering implementations", type="linelist")
-
-
-def _names_package(config: pytest.Config) -> bool:
-    """Whether the command line names this package or a path inside it."""
-    for arg in config.args:
-        if config.option.pyargs and (arg == PACKAGE or arg.startswith(f"{PACKAGE}.")):
-            return True
-        path = Path(arg.partition("::")[0]).resolve()
-        if path == PACKAGE_DIR or PACKAGE_DIR in path.parents:
-            return True
-    return False
-
-
-def _enabled(config: pytest.Config) -> bool:
-    option = config.option
-    return bool(
-        any(getattr(option, f"conformance{s.replace('-', '_')}", None) for s in _OPTIONS)
-        or config.getini("conformance")
-        or _names_package(config)
-    )
-
-
-@dataclass
-class _Run:
-    """What an enabled run tests, kept in ``config.stash``."""
-
-    root: Path
-    pages: frozenset[str]
-    strict: bool
-    registry: Any
-    sybil: Any
-    collect_file: Any  # Sybil's pytest_collect_file hook, for pages given as paths
-    plugins: Any
-    expectations: list[Expectation]
-    expectation_files: list[str]
-    package_requested: bool
-    rootpath: Path
-    summary: Any = None
-    outcomes: Counter = field(default_factory=Counter)
-
-
-_RUN = pytest.StashKey[_Run]()
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    if not _enabled(config):
-        return
-    from sybil import Sybil
-
-    from torchkit.conformance.evaluate import evaluate, setup_page
-    from torchkit.conformance.pages import ConformanceParser
-    from torchkit.conformance.registry import builtin_registry, load_plugins, plugin_modules
-
-    option = config.option
-    root = (
-        Path(option.conformance_docs).resolve() if option.conformance_docs else default_docs_root()
-    )
-    if not root.is_dir():
-        raise pytest.UsageError(f"conformance docs root {str(root)!r} is not a directory")
-    pages = frozenset(p.removeprefix("docs/") for p in option.conformance_page)
-    if missing := sorted(p for p in pages if not (root / p).is_file()):
-        raise pytest.UsageError(f"--conformance-page: no page {missing} under {root}")
-    registry = builtin_registry()
-    try:
-        plugins = load_plugins(
-            registry, plugin_modules(option.conformance_impl, config.getini("conformance_impl"))
-        )
-        files = [str(p) for p in [*plugins.expectations, *option.conformance_expectations]]
-        expectations = [e for f in files for e in _read_expectations(f)]
-    except ValueError as error:
-        raise pytest.UsageError(str(error)) from None
-
-    class ConformanceSybil(Sybil):
-        def identify(self, example: Any) -> str:
-            return example.parsed.name
-
-        def should_parse(self, path: Path) -> bool:
-            name = path.relative_to(root).as_posix() if root in path.parents else ""
-            return name.endswith(".md") and (not pages or name in pages)
-
-    sybil = ConformanceSybil(
-        parsers=[ConformanceParser(root, registry, evaluate, strict=option.conformance_strict)],
-        path=str(root),
-        setup=partial(setup_page, registry=registry),
-    )
-    config.stash[_RUN] = _Run(
-        root,
-        pages,
-        option.conformance_strict,
-        registry,
-        sybil,
-        sybil.pytest(),
-        plugins,
-        expectations,
-        files,
-        _names_package(config),
-        config.rootpath,
-    )
-    for kind in _KINDS:
-        config.addinivalue_line("markers", f"conformance_{kind}: a docs {kind} example")
-    if not hasattr(config, "workerinput"):  # the controller (or only process) reports
-        from torchkit.conformance.summary import SummaryCollector
-
-        run = config.stash[_RUN]
-        run.summary = SummaryCollector(option.conformance_summary, _environment(config, run))
-        config.pluginmanager.register(run.summary, "conformance-summary")
-
-
-def _read_expectations(path: str) -> list[Expectation]:
-    file = Path(path)
-    if not file.is_file():
-        raise ValueError(f"--conformance-expectations: no such file {path!r}")
-    return parse_expectations(file.read_text(encoding="utf-8"), path)
-
-
-class DocsDirectory(pytest.Directory):
-    """The run's spec pages, each a Sybil ``SybilFile`` collected by the run's Sybil.
-
-    A page's node id is its path from the docs root's parent (``docs/reference/losses.md``) or,
-    when the docs root lies below pytest's rootdir, from the rootdir: the same wherever pytest
-    runs and whichever of the pages (installed or checked out) it runs.
-    """
-
-    def collect(self) -> list[pytest.Collector]:
-        from sybil.integration.pytest import SybilFile
-
-        from torchkit.conformance.pages import page_files
-
-        run = self.config.stash[_RUN]
-        return [
-            SybilFile.from_parent(self, path=page, sybils=[run.sybil], nodeid=_node_id(run, page))
-            for page in page_files(run.root, run.pages)
-        ]
-
-
-def _node_id(run: _Run, path: Path) -> str:
-    try:
-        return path.relative_to(run.rootpath).as_posix()
-    except ValueError:
-        return path.relative_to(run.root.parent).as_posix()
-
-
-def collect_docs(parent: pytest.Collector) -> DocsDirectory | None:
-    """The spec pages as a child of ``parent``, for a test-suite's ``pytest_collect_file``.
-
-    Returns ``None`` when the suite is not enabled.
-    """
-    run = parent.config.stash.get(_RUN, None)
-    if run is None:
-        return None
-    return DocsDirectory.from_parent(parent, path=run.root, nodeid=_node_id(run, run.root))
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collect_directory(path: Path, parent: pytest.Collector) -> pytest.Collector | None:
-    run = parent.config.stash.get(_RUN, None)
-    if run is not None and run.package_requested and path == PACKAGE_DIR:
-        return DocsDirectory.from_parent(parent, path=path)
+def requirement_problem(requires: tuple[str, ...]) -> str | None:
+    """Why an example cannot run here (``None`` if it can), from its ``requires=`` entries:
+    ``cuda``, ``triton-interpreter``, or a requirement on an installed distribution, read by
+    ``packaging`` (pre-releases count)."""
+    for text in (r.strip() for r in requires):
+        if text == "cuda":
+            if not torch.cuda.is_available():
+                return "needs CUDA, which this machine does not have"
+        elif text == "triton-interpreter":
+            if not (triton_available() and interpreter_enabled()):
+                return "needs Triton's interpreter: triton installed and TRITON_INTERPRET=1"
+        else:
+            try:
+                requirement = Requirement(text)
+            except InvalidRequirement:
+                return f"unreadable requirement {text!r}"
+            if (have := _version(requirement.name)) == "not installed":
+                return f"needs {text}, which is not installed"
+            if not requirement.specifier.contains(have, prereleases=True):
+                return f"needs {text}, this is {requirement.name} {have}"
     return None
-
-
-def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
-    run = parent.config.stash.get(_RUN, None)
-    return run.collect_file(file_path, parent) if run is not None else None
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    run = config.stash.get(_RUN, None)
-    if run is None:
-        return
-    from torchkit.conformance.pages import Case, requirement_problem
-
-    for item in items:
-        case = getattr(getattr(item, "example", None), "parsed", None)
-        if not isinstance(case, Case):
-            continue
-        directive = case.directive
-        item.user_properties += [
-            ("conformance_id", case.id),
-            ("conformance_page", case.page.name),
-            ("conformance_errata", ",".join(directive.errata)),
-            ("conformance_family", directive.family or ""),
-            ("conformance_impl", case.implementation.name if case.implementation else ""),
-        ]
-        if directive.kind != "errata":
-            item.add_marker(f"conformance_{directive.kind}")
-        if why := case.skip or requirement_problem(directive.requires):
-            item.add_marker(pytest.mark.skip(reason=why))
-        if rule := next((e for e in run.expectations if e.matches(case.id)), None):
-            item.add_marker(getattr(pytest.mark, rule.action)(reason=rule.reason))
 
 
 def _version(distribution: str) -> str:
@@ -325,100 +104,184 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}" + ("" if count == 1 else "s")
 
 
-def _page_count(run: _Run) -> int:
-    from torchkit.conformance.pages import PageError, load_page, page_files
-
-    count = 0
-    for path in page_files(run.root, run.pages):
-        try:
-            count += bool(load_page(path, run.root).directives)
-        except PageError:
-            count += 1  # reported as that page's collection error
-    return count
+def _tally(results: list[dict[str, Any]]) -> str:
+    outcomes = Counter(r["outcome"] for r in results)
+    return ", ".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items()))
 
 
-def _environment(config: pytest.Config, run: _Run) -> dict[str, object]:
-    registry = run.registry
-    return {
-        "torch": _version("torch"),
-        "triton": _version("triton"),
-        "torchkit": _version("torchkit"),
-        "docs": str(run.root),
-        "implementations": "; ".join(
-            f"{family} ({spec.binding}): "
-            + ", ".join(i.name for i in registry.implementations(family))
-            for family, spec in registry.families.items()
-        ),
-        "plugins": ", ".join(run.plugins.loaded) or "none",
-        "expectations": ", ".join(run.expectation_files) or "none",
-    }
+class _Pages(Sybil):
+    """The run's Sybil: the pages below its path (those ``selected``, if any)."""
+
+    selected: frozenset[str] = frozenset()
+
+    def identify(self, example: Any) -> str:
+        return example.parsed.name
+
+    def should_parse(self, path: Path) -> bool:
+        name = path.relative_to(self.path).as_posix() if self.path in path.parents else ""
+        return name.endswith(".md") and (not self.selected or name in self.selected)
 
 
-def pytest_report_header(config: pytest.Config) -> list[str]:
-    run = config.stash.get(_RUN, None)
+class DocsDirectory(pytest.Directory):
+    """The run's pages, each a Sybil ``SybilFile``, with node ids from the rootdir or, outside
+    it, from the docs root's parent: ``docs/reference/losses.md`` wherever pytest runs."""
+
+    def collect(self) -> list[pytest.Collector]:
+        run: Conformance = self.config.pluginmanager.get_plugin(Conformance.NAME)
+        return [
+            SybilFile.from_parent(self, path=page, sybils=[run.sybil], nodeid=run.node_id(page))
+            for page in run.pages()
+        ]
+
+
+def collect_docs(parent: pytest.Collector) -> DocsDirectory | None:
+    """The spec pages as a child of ``parent``, for a test-suite's ``pytest_collect_file``
+    (``None`` when the suite is not enabled)."""
+    run = parent.config.pluginmanager.get_plugin(Conformance.NAME)
     if run is None:
-        return []
-    selected = ", selected by --conformance-page" if run.pages else ""
-    lines = [
-        f"conformance: torch {_version('torch')}, triton {_version('triton')}, "
-        f"torchkit {_version('torchkit')}; docs {run.root} "
-        f"({_plural(_page_count(run), 'page')}{selected})"
-    ]
-    for family, spec in run.registry.families.items():
-        names = ", ".join(
-            i.name
-            + (f" ({'/'.join(sorted(i.kinds))} only)" if len(i.kinds) < len(_KINDS) else "")
-            + (f" [from {i.origin}]" if i.origin != "built-in" else "")
-            for i in run.registry.implementations(family)
-        )
-        lines.append(f"  {family} ({spec.binding}): {names}")
-    for module, why in run.plugins.unavailable.items():
-        lines.append(f"  plugin {module} not tested: {why}")
-    if run.expectations:
-        files = ", ".join(run.expectation_files)
-        count = len(run.expectations)
-        lines.append(f"  expectations: {files} ({count} {'entry' if count == 1 else 'entries'})")
-    return lines
+        return None
+    return DocsDirectory.from_parent(parent, path=run.root, nodeid=run.node_id(run.root))
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    run = session.config.stash.get(_RUN, None)
-    if run is not None and run.summary is not None:
-        run.summary.write()
+class Conformance:
+    """The enabled run: its pages, registry and expectations; its collection, markers and report."""
 
+    NAME = "torchkit-conformance"
 
-def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    run = config.stash.get(_RUN, None)
-    if run is None or run.summary is None:
-        return
-    write = terminalreporter.write_line
-    for module, why in run.plugins.unavailable.items():
-        write(f"conformance: plugin {module} was not tested: {why}")
-    results = list(run.summary.results.values())
-    if not results:
-        return
-    counts = Counter(r.outcome for r in results)
-    pages = len({r.page for r in results})
-    write(
-        f"conformance: {_plural(len(results), 'item')} on {_plural(pages, 'page')}: "
-        + ", ".join(f"{n} {o}" for o, n in sorted(counts.items()))
-    )
-    third_party = {
-        i.name
-        for f in run.registry.families
-        for i in run.registry.implementations(f)
-        if i.origin != "built-in"
-    }
-    for (family, name), rs in run.summary.by("family", "implementation").items():
-        if name in third_party:
-            tally = Counter(r.outcome for r in rs)
-            write(
-                f"conformance: {family} {name}: "
-                + ", ".join(f"{n} {o}" for o, n in sorted(tally.items()))
+    def __init__(self, config: pytest.Config) -> None:
+        option = config.option
+        root = PACKAGE_DIR / "docs"  # installed by a wheel; an editable install runs the checkout's
+        if not root.is_dir() and (PACKAGE_DIR.parents[2] / "docs" / "conformance.md").is_file():
+            root = PACKAGE_DIR.parents[2] / "docs"
+        self.root = root = Path(option.conformance_docs or root).resolve()
+        if not root.is_dir():
+            raise pytest.UsageError(f"conformance docs root {str(root)!r} is not a directory")
+        selected = frozenset(p.removeprefix("docs/") for p in option.conformance_page)
+        if missing := sorted(p for p in selected if not (root / p).is_file()):
+            raise pytest.UsageError(f"--conformance-page: no page {missing} under {root}")
+        self.registry = builtin_registry()
+        values = [*option.conformance_impl, *config.getini("conformance_impl")]
+        modules = [m.strip() for v in [*values, os.environ.get(ENV_VAR, "")] for m in v.split(",")]
+        try:
+            self.registry.load([m for m in modules if m])
+            self.files = [*map(str, self.registry.expectations), *option.conformance_expectations]
+            if missing := [f for f in self.files if not Path(f).is_file()]:
+                raise ValueError(f"--conformance-expectations: no such file {missing[0]!r}")
+            self.expectations = [
+                e for f in self.files for e in parse_expectations(Path(f).read_text("utf-8"), f)
+            ]
+        except ValueError as error:
+            raise pytest.UsageError(str(error)) from None
+        parser = ConformanceParser(root, self.registry, evaluate, strict=option.conformance_strict)
+        setup = partial(setup_page, registry=self.registry)
+        self.sybil = _Pages(parsers=[parser], path=str(root), setup=setup)
+        self.sybil.selected = selected
+        self.collect_page = self.sybil.pytest()
+        self.package_requested, self.rootpath = names_package(config), config.rootpath
+        self.reporting = not hasattr(config, "workerinput")  # the controller, or the only process
+        self.summary_path = option.conformance_summary
+        self.results: dict[str, dict[str, Any]] = {}  # node id: conformance properties, outcome
+        for kind in KINDS:
+            config.addinivalue_line("markers", f"conformance_{kind}: a docs {kind} example")
+
+    def pages(self) -> list[Path]:
+        return [path for path in page_files(self.root) if self.sybil.should_parse(path)]
+
+    def node_id(self, path: Path) -> str:
+        try:
+            return path.relative_to(self.rootpath).as_posix()
+        except ValueError:
+            return path.relative_to(self.root.parent).as_posix()
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collect_directory(self, path: Path, parent: pytest.Collector) -> Any:
+        if self.package_requested and path == PACKAGE_DIR:
+            return DocsDirectory.from_parent(parent, path=path)
+        return None
+
+    def pytest_collect_file(self, file_path: Path, parent: pytest.Collector) -> Any:
+        return self.collect_page(file_path, parent)
+
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        for item in items:
+            case = getattr(getattr(item, "example", None), "parsed", None)
+            if not isinstance(case, Case):
+                continue
+            directive, implementation = case.directive, case.implementation
+            properties = {"id": case.id, "page": case.page.name, "errata": list(directive.errata)}
+            properties["family"] = directive.family or ""
+            properties["implementation"] = implementation.name if implementation else ""
+            item.user_properties.append(("conformance", properties))
+            if directive.kind != "errata":
+                item.add_marker(f"conformance_{directive.kind}")
+            if why := case.skip or requirement_problem(directive.requires):
+                item.add_marker(pytest.mark.skip(reason=why))
+            if rule := next((e for e in self.expectations if e.matches(case.id)), None):
+                item.add_marker(getattr(pytest.mark, rule.action)(reason=rule.reason))
+
+    def pytest_report_header(self) -> list[str]:
+        pages = 0
+        for path in self.pages():
+            try:
+                pages += bool(load_page(path, self.root).directives)
+            except PageError:
+                pages += 1  # reported as that page's collection error
+        selected = ", selected by --conformance-page" if self.sybil.selected else ""
+        versions = ", ".join(f"{name} {_version(name)}" for name in ("torch", "triton", "torchkit"))
+        lines = [f"conformance: {versions}; docs {self.root} ({_plural(pages, 'page')}{selected})"]
+        for family, binding in self.registry.families.items():
+            names = ", ".join(
+                i.name
+                + (f" ({'/'.join(sorted(i.kinds))} only)" if len(i.kinds) < len(KINDS) else "")
+                + (f" [from {i.origin}]" if i.origin != "built-in" else "")
+                for i in self.registry.implementations(family)
             )
-    used = {r.id for r in results}
-    for rule in run.expectations:
-        if not any(rule.matches(i) for i in used):
-            write(f"conformance: expectation {rule.source} matched no item: {rule.pattern}")
-    if run.summary.path:
-        write(f"conformance: summary written to {run.summary.path}")
+            lines.append(f"  {family} ({binding}): {names}")
+        lines += [f"  plugin {m} not tested: {why}" for m, why in self.registry.unavailable.items()]
+        if count := len(self.expectations):
+            entries = "entry" if count == 1 else "entries"
+            lines.append(f"  expectations: {', '.join(self.files)} ({count} {entries})")
+        return lines
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        properties = dict(report.user_properties).get("conformance")
+        if properties is None or (outcome := summary.outcome(report)) is None:
+            return
+        result = self.results.setdefault(report.nodeid, {**properties, "outcome": "passed"})
+        if result["outcome"] not in ("failed", "error"):
+            reason = "" if outcome == "passed" else summary.reason(report)
+            result.update(outcome=outcome, reason=reason)
+
+    def pytest_sessionfinish(self) -> None:
+        if not (self.reporting and self.summary_path):
+            return
+        environment = {name: _version(name) for name in ("torch", "triton", "torchkit")}
+        environment["docs"] = str(self.root)
+        environment["implementations"] = "; ".join(
+            f"{family} ({binding}): "
+            + ", ".join(i.name for i in self.registry.implementations(family))
+            for family, binding in self.registry.families.items()
+        )
+        environment["plugins"] = ", ".join(self.registry.loaded) or "none"
+        environment["expectations"] = ", ".join(self.files) or "none"
+        summary.write(self.summary_path, list(self.results.values()), environment)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.reporting:
+            return
+        write = terminalreporter.write_line
+        for module, why in self.registry.unavailable.items():
+            write(f"conformance: plugin {module} was not tested: {why}")
+        if not (results := list(self.results.values())):
+            return
+        pages = _plural(len({r["page"] for r in results}), "page")
+        write(f"conformance: {_plural(len(results), 'item')} on {pages}: {_tally(results)}")
+        third_party = {i.name for i in self.registry.implementations() if i.origin != "built-in"}
+        for (family, name), rs in summary.grouped(results, "family", "implementation").items():
+            if name in third_party:
+                write(f"conformance: {family} {name}: {_tally(rs)}")
+        for rule in self.expectations:
+            if not any(rule.matches(r["id"]) for r in results):
+                write(f"conformance: expectation {rule.source} matched no item: {rule.pattern}")
+        if self.summary_path:
+            write(f"conformance: summary written to {self.summary_path}")
