@@ -7,8 +7,8 @@ family's reference bound, unless the namespace already holds exactly them. The R
 and grad mode a session leaves belong to the page; the caller gets its own back after each item,
 and its print options.
 
-Private torch API: ``torch._tensor_str.printoptions`` (torch 2.4 to 2.13), which restores every
-print option on exit, as ``torch.set_printoptions`` cannot.
+Private torch API: ``torch._tensor_str.printoptions`` (tested with torch 2.13), which restores
+every print option on exit; the public ``torch.set_printoptions`` cannot read them back.
 """
 
 from __future__ import annotations
