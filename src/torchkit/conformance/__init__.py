@@ -1,18 +1,10 @@
 """torchkit's conformance suite, a pytest plugin: every example of the documentation is a test.
 
-The spec is the Markdown pages of ``docs/``, installed with the package; each
-``<!-- conformance: ... -->`` directive in them is one or more pytest items, run against stock
-torch, torchkit's drop-ins and any implementation a plugin registers (``docs/conformance.md``).
-The ``pytest11`` entry point loads this module in every pytest run, where it imports nothing but
-pytest until enabled: by ``--conformance`` or any other ``--conformance-*`` option, the ini option
-``conformance = true``, or naming the package::
-
-    pytest --pyargs torchkit.conformance -n 2
-    python -m torchkit conformance -n 2 --conformance-summary=summary.md
-
-Modules: ``plugin`` (an enabled run: collection, markers, report), ``pages`` (the Sybil parser),
-``evaluate`` (the Sybil evaluator), ``values`` (printed output compared by value), ``registry``
-(families and implementations), ``summary`` (the report file).
+The ``pytest11`` entry point loads this module in every pytest run; it imports nothing but pytest
+until the suite is enabled, by ``--conformance`` or any other ``--conformance-*`` option, the ini
+option ``conformance = true``, or naming the package (``pytest --pyargs torchkit.conformance``,
+``python -m torchkit conformance``). It then registers ``plugin.Conformance``, which runs the spec
+pages installed with the package (``docs/conformance.md``).
 """
 
 from __future__ import annotations

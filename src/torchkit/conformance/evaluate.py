@@ -25,6 +25,7 @@ import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import CodeType
 
 import sybil
 import torch
@@ -82,11 +83,11 @@ def _output(*, shown: bool) -> Iterator[io.StringIO]:
         sys.displayhook = previous
 
 
-def _run(source: str, page: Page, line: int, mode: str, namespace: dict) -> object:
-    """Run ``source`` (a ``mode`` for :func:`compile`) with its page's file name and lines."""
+def _compile(source: str, page: Page, line: int, mode: str) -> CodeType:
+    """Compile ``source`` (a ``mode`` for :func:`compile`) with its page's file name and lines."""
     tree = ast.parse(source, filename=str(page.path), mode=mode)
     ast.increment_lineno(tree, line - 1)
-    return (eval if mode == "eval" else exec)(compile(tree, str(page.path), mode), namespace)
+    return compile(tree, str(page.path), mode)
 
 
 def _trace(error: BaseException) -> str:
@@ -140,7 +141,7 @@ class PageState:
             with _output(shown=False):
                 for source, line, mode in parts or [(block.source, block.line, "exec")]:
                     with contextlib.suppress(Exception):
-                        _run(source, page, line, mode, namespace)
+                        exec(_compile(source, page, line, mode), namespace)
             self.done.append(i)
         self.torch = _torch_state()
         return namespace
@@ -175,7 +176,7 @@ def _session(case: Case, state: PageState) -> str | None:
     problem: str | None = "not run"
     try:
         namespace.update(state.binding(directive, case.implementation))
-        problem = _block_problem(case, namespace, grad_fn_names=reference)
+        problem = _check_block(case, namespace, grad_fn_names=reference)
     finally:
         if problem is None and reference:
             state.torch = _torch_state()
@@ -184,21 +185,21 @@ def _session(case: Case, state: PageState) -> str | None:
     return problem
 
 
-def _block_problem(case: Case, namespace: dict, *, grad_fn_names: bool) -> str | None:
+def _check_block(case: Case, namespace: dict, *, grad_fn_names: bool) -> str | None:
     page, block = case.page, case.directive.blocks[0]
     if not block.statements:
         with _output(shown=False):
             try:
-                _run(block.source, page, block.line, "exec", namespace)
+                exec(_compile(block.source, page, block.line, "exec"), namespace)
             except Exception as error:
                 return f"{page.label}:{block.line}: {case.directive.slug} raised\n{_trace(error)}"
     for statement in _statements(block):
-        if problem := _statement(page, statement, namespace, grad_fn_names):
+        if problem := _check_statement(page, statement, namespace, grad_fn_names):
             return problem
     return None
 
 
-def _statement(
+def _check_statement(
     page: Page, statement: doctest.Example, namespace: dict, grad_fn_names: bool
 ) -> str | None:
     """Run one ``>>>`` statement; what differs from the page, if anything."""
@@ -207,7 +208,7 @@ def _statement(
     shown = "\n".join((">>> " if i == 0 else "... ") + line for i, line in enumerate(lines))
     with _output(shown=True) as buffer:
         try:
-            _run(statement.source, page, statement.lineno, "single", namespace)
+            exec(_compile(statement.source, page, statement.lineno, "single"), namespace)
         except Exception as raised:
             error = raised
     if statement.exc_msg is not None:
@@ -251,7 +252,7 @@ def _shape_row(case: Case, state: PageState) -> str | None:
     scope = dict(state.prepare(case.page, case.directive.index))
     scope.update(state.binding(case.directive, case.implementation))
     try:
-        module = _run(expression, case.page, line, "eval", scope)
+        module = eval(_compile(expression, case.page, line, "eval"), scope)
         modules = module.modules() if isinstance(module, nn.Module) else ()
         sizes = [
             m.num_embeddings for m in modules if isinstance(m, (nn.Embedding, nn.EmbeddingBag))
@@ -270,12 +271,13 @@ def _shape_row(case: Case, state: PageState) -> str | None:
     wanted = _flatten(pages.parse_shapes(values["output"]), shapes=True)
     if got == wanted:
         return None
-    shown = [
-        "; ".join(str(s) if isinstance(s, tuple) else repr(s) for s in x) for x in (wanted, got)
-    ]
+
+    def text(shapes: list) -> str:
+        return "; ".join(str(s) if isinstance(s, tuple) else repr(s) for s in shapes)
+
     return (
         f"{where}: `{expression}` on input {values['input']}: "
-        f"expected output shape(s) {shown[0]}, got {shown[1]}"
+        f"expected output shape(s) {text(wanted)}, got {text(got)}"
     )
 
 
@@ -343,7 +345,7 @@ def _trajectory(case: Case, state: PageState) -> _Trajectory:
         if case.block == directive.family_block:
             scope.update(state.binding(directive, case.implementation))
         with _output(shown=False):
-            _run(block.source, page, block.line, "exec", scope)
+            exec(_compile(block.source, page, block.line, "exec"), scope)
         optimizer, scheduler, metrics = (
             scope.get(n) for n in ("optimizer", "scheduler", "metrics")
         )

@@ -176,18 +176,8 @@ def _tables(text: str) -> Iterator[Region]:
 
 
 def parse_page(name: str, text: str, label: str | None = None, path: Path | None = None) -> Page:
-    """Parse one page's text.
-
-    Args:
-        name: the page relative to the docs root (``reference/losses.md``).
-        text: the Markdown source.
-        label: how messages name the page (default: ``name``).
-        path: where the page lives (default: ``name``).
-
-    Raises:
-        PageError: for an unknown kind or option, a missing or duplicate id, a directive not
-            followed by what its kind needs, or a malformed table.
-    """
+    """Parse one page: ``name`` relative to the docs root, ``label`` as messages name it (default:
+    ``name``), found at ``path``; ``PageError`` for a page that breaks the format."""
     label, document = label or name, Document(text, str(path or name))
     fences = list(_FENCES(document))
 
@@ -382,14 +372,9 @@ def cases(page: Page, directive: Directive, registry: Registry, strict: bool) ->
 
 
 class ConformanceParser:
-    """The Sybil parser: one zero-width region per item of every directive of a page.
-
-    Args:
-        root: the docs root (page names are relative to it).
-        registry: the families and implementations items expand over.
-        evaluator: the Sybil evaluator of every region.
-        strict: an unknown family is a collection error instead of skipped items.
-    """
+    """The Sybil parser: a region per item of the pages below ``root``, expanded over the
+    ``registry``'s implementations and checked by ``evaluator``; with ``strict``, a family with no
+    implementation is a collection error."""
 
     def __init__(
         self, root: Path, registry: Registry, evaluator: Callable, *, strict: bool = False

@@ -187,6 +187,18 @@ class Conformance:
     def pages(self) -> list[Path]:
         return [path for path in page_files(self.root) if self.sybil.should_parse(path)]
 
+    def families(self, annotated: bool) -> list[str]:
+        """``family (binding): implementations``, with their kinds and origins if ``annotated``."""
+        lines = []
+        for family, binding in self.registry.families.items():
+            names = []
+            for i in self.registry.implementations(family):
+                kinds = f" ({'/'.join(sorted(i.kinds))} only)" if len(i.kinds) < len(KINDS) else ""
+                origin = f" [from {i.origin}]" if i.origin != "built-in" else ""
+                names.append(i.name + (kinds + origin if annotated else ""))
+            lines.append(f"{family} ({binding}): {', '.join(names)}")
+        return lines
+
     def node_id(self, path: Path) -> str:
         try:
             return path.relative_to(self.rootpath).as_posix()
@@ -229,14 +241,7 @@ class Conformance:
         selected = ", selected by --conformance-page" if self.sybil.selected else ""
         versions = ", ".join(f"{name} {_version(name)}" for name in ("torch", "triton", "torchkit"))
         lines = [f"conformance: {versions}; docs {self.root} ({_plural(pages, 'page')}{selected})"]
-        for family, binding in self.registry.families.items():
-            names = ", ".join(
-                i.name
-                + (f" ({'/'.join(sorted(i.kinds))} only)" if len(i.kinds) < len(KINDS) else "")
-                + (f" [from {i.origin}]" if i.origin != "built-in" else "")
-                for i in self.registry.implementations(family)
-            )
-            lines.append(f"  {family} ({binding}): {names}")
+        lines += [f"  {family}" for family in self.families(annotated=True)]
         lines += [f"  plugin {m} not tested: {why}" for m, why in self.registry.unavailable.items()]
         if count := len(self.expectations):
             entries = "entry" if count == 1 else "entries"
@@ -257,11 +262,7 @@ class Conformance:
             return
         environment = {name: _version(name) for name in ("torch", "triton", "torchkit")}
         environment["docs"] = str(self.root)
-        environment["implementations"] = "; ".join(
-            f"{family} ({binding}): "
-            + ", ".join(i.name for i in self.registry.implementations(family))
-            for family, binding in self.registry.families.items()
-        )
+        environment["implementations"] = "; ".join(self.families(annotated=False))
         environment["plugins"] = ", ".join(self.registry.loaded) or "none"
         environment["expectations"] = ", ".join(self.files) or "none"
         summary.write(self.summary_path, list(self.results.values()), environment)

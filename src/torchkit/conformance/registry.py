@@ -123,11 +123,8 @@ class Registry:
         return [i for i in self._all if family in (None, i.family) and kind in (None, *i.kinds)]
 
     def load(self, modules: list[str]) -> None:
-        """Import plugin modules (each once) and let each register its implementations.
-
-        Raises:
-            ValueError: for a module that cannot be imported or registers nothing.
-        """
+        """Import plugin modules (each once) and let each register its implementations;
+        ``ValueError`` for one that cannot be imported or registers nothing."""
         for name in dict.fromkeys(modules):
             try:
                 module = importlib.import_module(name)

@@ -1,12 +1,10 @@
 """Printed Python and torch output, read as values and compared by value.
 
-:func:`parse_output` splits printed output into tokens: values (``tensor(...)``,
-``torch.Size([...])``, numbers, quoted strings, and lists, tuples and dicts of those) and words
-(everything else). :func:`compare_outputs` compares two token lists pair by pair: a tensor element
-within half a unit in its last printed digit or the dtype's ``assert_close`` default, whichever is
-larger (``tensor(2.)`` is exact: only the default applies); a plain number within float64's
-default, or half a unit when it shows :data:`ROUNDED_MIN_DIGITS` significant digits or more;
-ints, bools, ``None`` and words exactly.
+:func:`parse_output` splits printed output into values (``tensor(...)``, ``torch.Size([...])``,
+numbers, quoted strings, and lists, tuples and dicts of those) and words (everything else);
+:func:`compare_outputs` compares two such lists pair by pair, as ``docs/conformance.md`` says:
+tensor elements within half a unit in their last printed digit or the dtype's ``assert_close``
+default, plain numbers within float64's, or half a unit when they show four or more digits.
 
 Example:
     >>> expected = parse_output("tensor([1.2175, 0.0000])")
