@@ -120,7 +120,11 @@ class Registry:
         self, family: str | None = None, kind: str | None = None
     ) -> list[Implementation]:
         """The implementations (of ``family``, in ``kind`` examples, if given), reference first."""
-        return [i for i in self._all if family in (None, i.family) and kind in (None, *i.kinds)]
+        return [
+            i
+            for i in self._all
+            if (family is None or i.family == family) and (kind is None or kind in i.kinds)
+        ]
 
     def load(self, modules: list[str]) -> None:
         """Import plugin modules (each once) and let each register its implementations;
