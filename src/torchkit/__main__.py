@@ -6,6 +6,10 @@ Sub-commands:
   every fused op would use on each of them right now.
 * ``kernels``: compiles every Triton kernel for sm_80/sm_90 without a GPU and reports
   registers, spills and shared memory per kernel, config and arch (exit 1 if one fails).
+* ``conformance [PYTEST ARGS]``: runs the spec pages installed with the package against the
+  installed torch and torchkit (``pytest --pyargs torchkit.conformance``, needs
+  ``pip install "torchkit[conformance]"``); every pytest option works (``-n 2``,
+  ``--conformance-summary=summary.md``, ``--conformance-impl=MODULE``, ...).
 """
 
 from __future__ import annotations
@@ -85,6 +89,9 @@ def _print_info(info: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["conformance"]:  # every argument after it is pytest's
+        return _conformance(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m torchkit", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     info = commands.add_parser("info", help="versions, devices and the backend of every fused op")
@@ -100,6 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=min(4, os.cpu_count() or 1),
         help="compiler processes in parallel (default: up to 4, one per CPU core)",
     )
+    commands.add_parser(
+        "conformance", help="run the spec pages on the installed torch and torchkit (pytest args)"
+    )
     args = parser.parse_args(argv)
 
     if args.command == "info":
@@ -112,6 +122,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.jobs < 1:
         parser.error(f"--jobs must be positive, got {args.jobs}")
     return _kernels(args.arch, args.json, args.jobs)
+
+
+def _conformance(pytest_args: list[str]) -> int:
+    try:
+        import pytest
+    except ImportError:
+        print(
+            'error: the spec check needs pytest: pip install "torchkit[conformance]"',
+            file=sys.stderr,
+        )
+        return 2
+    # -p: load the plugin by name when entry points are not auto-loaded (a no-op otherwise).
+    return int(
+        pytest.main(
+            ["-p", "torchkit.conformance", "--pyargs", "torchkit.conformance", *pytest_args]
+        )
+    )
 
 
 def _kernels(archs: list[str] | None, as_json: bool, jobs: int) -> int:
