@@ -41,7 +41,7 @@ def same_strides(t: torch.Tensor, ref: torch.Tensor) -> bool:
     Example:
         >>> w = torch.zeros(3, 1, 4)
         >>> odd = w.as_strided((3, 1, 4), (4, 99, 1))  # another stride only where size is 1
-        >>> same_strides(odd, w), same_strides(w.mT.contiguous().mT, w)
+        >>> same_strides(odd, w), same_strides(w.permute(2, 1, 0).contiguous().permute(2, 1, 0), w)
         (True, False)
     """
     return all(

@@ -618,7 +618,8 @@ def _check_groups(opt: FusedAdam, grads: list[list[Tensor | None]]) -> list[Hype
     """Every check a step can fail, made before it changes anything; each group's hyperparams."""
     hyper = []
     for g, (group, group_grads) in enumerate(zip(opt.param_groups, grads, strict=True)):
-        _check_options(group, f" (param group {g})")
+        # foreach/fused in a group loaded from torch name its implementation: kept, not run.
+        _check_options({"differentiable": group["differentiable"]}, f" (param group {g})")
         hyper.append(_group_hyper(group, f" (param group {g})"))
         for i, (p, grad) in enumerate(zip(group["params"], group_grads, strict=True)):
             name = f"param_groups[{g}]['params'][{i}]"
