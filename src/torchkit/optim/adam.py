@@ -2,25 +2,20 @@
 every parameter of one device and dtype with a single multi-tensor kernel launch.
 
 The layering is torch's: ``__init__`` and ``add_param_group`` validate; ``step`` gathers each
-group's tensors with ``_init_group`` (state created lazily under torch's keys) and hands them to
-the functional layer, which buckets them by device, dtype and options and runs each bucket's
-backend (:func:`torchkit.backend.select_backend`):
+group's tensors with ``_init_group`` and hands them to the functional layer, which buckets them
+by device, dtype and options and runs each bucket's backend (:func:`select_backend`):
 
-* ``Backend.TRITON`` (CUDA tensors) and ``Backend.TRITON_INTERPRETER`` (CPU tensors under
-  ``TRITON_INTERPRET=1``): one launch of the kernel of :mod:`torchkit.kernels.adam` for all the
-  bucket's groups. It reads ``found_inf``, ``grad_scale``, tensor hyperparameters and the step
-  counters on the device: a step never synchronises with the host;
+* ``Backend.TRITON`` (CUDA) and ``Backend.TRITON_INTERPRETER`` (CPU, ``TRITON_INTERPRET=1``):
+  one launch of :mod:`torchkit.kernels.adam` for all the bucket's groups, which reads
+  ``found_inf``, ``grad_scale``, tensor hyperparameters and step counters on the device;
 * ``Backend.TORCH``: torch's public functional Adam with ``fused=True``, once per group.
 
-:func:`fused_adam` is that layer's public entry point. ``FusedAdam.step`` keeps its buckets
-(and their launch tables) from one step to the next while the parameters stay the same
-(:class:`_Steps`): a step then only reads the gradients and writes what changed. Under
-``torch.compile`` nothing is kept and the Triton launch is the custom op
-``torchkit::adam_multi_tensor_``, whose fake implementation lets tracing skip the launcher.
-
-The param-group keys and the state are torch's (``step`` a float32 tensor on the parameter's
-device, as with ``fused=True``): state_dicts move between FusedAdam and ``torch.optim.Adam``
-both ways and training continues the same way.
+:func:`fused_adam` is that layer's public entry point. ``FusedAdam.step`` keeps its buckets and
+their launch tables while the parameters stay the same (:class:`_Steps`). Under
+``torch.compile`` nothing is kept and a Triton launch is the custom op
+``torchkit::adam_multi_tensor_``, whose fake implementation tracing runs. Param-group keys and
+state are torch's (``step``: float32 on the parameter's device, as with ``fused=True``), so
+state_dicts move between FusedAdam and ``torch.optim.Adam`` both ways.
 
 Private torch API used (tested with torch 2.13):
 ``torch.optim.optimizer._get_fused_kernels_supported_devices``, the devices torch's fused Adam
@@ -235,10 +230,9 @@ class _Bucket:
     """Tensors of one device, dtype and option combination, and the backend that updates them.
 
     ``columns``: params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs (empty without AMSGrad),
-    state_steps, all local tensors; ``groups``: each tensor's row of hyperparameters. A Triton
-    bucket builds its :class:`~torchkit.kernels.adam.AdamPlan` once (or, when ``trace``d by
-    ``torch.compile``, calls the custom op at each step); a stock bucket calls torch's
-    functional fused Adam once per group.
+    state_steps (local tensors); ``groups``: each tensor's row of hyperparameters. A Triton
+    bucket builds its ``AdamPlan`` once (``trace``d: calls the custom op at each step); a stock
+    bucket calls torch's functional fused Adam once per group.
     """
 
     def __init__(
@@ -512,13 +506,10 @@ def fused_adam(
 
 
 class _Steps:
-    """``FusedAdam.step``'s buckets, kept while they still describe the optimizer.
-
-    They hold while the groups have the same parameters, the same of them have gradients,
-    no parameter's storage, option or backend changed and no state was loaded. A step then
-    costs a pass over the parameters for their gradients, one for their addresses, and the
-    backends' passes over the gradients; changed hyperparameters are checked and written.
-    """
+    """``FusedAdam.step``'s buckets, kept while the groups have the same parameters, the same of
+    them have gradients, and no parameter's storage, option or backend changed and no state was
+    loaded. A step then reads the gradients and the parameters' addresses; the backends check
+    the gradients' layouts and write what changed."""
 
     def __init__(self, opt: FusedAdam, grads: list[list[Tensor | None]], trace: bool) -> None:
         if not trace and torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
@@ -642,24 +633,18 @@ def _check_groups(opt: FusedAdam, grads: list[list[Tensor | None]]) -> list[Hype
 class FusedAdam(torch.optim.Adam):
     r"""Adam (and, with ``decoupled_weight_decay=True``, AdamW) as one multi-tensor kernel per step.
 
-    A drop-in for :class:`torch.optim.Adam`: same arguments, same math for every option, same
-    param-group keys and state (``step``, ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``), so
-    checkpoints move between the two in both directions. Param groups may differ in every
-    hyperparameter and schedulers may change them between steps. The update of all parameters
-    of one device and dtype is a single Triton launch whenever the groups share ``amsgrad``,
-    ``maximize`` and ``decoupled_weight_decay`` (float32 arithmetic for float16/bfloat16
-    parameters, whose state keeps their dtype, as in torch); on a device without Triton it is
-    torch's own fused Adam. ``last_backend`` and ``last_launches`` tell what the last step ran.
+    A drop-in for :class:`torch.optim.Adam`: same arguments, math, param-group keys and state,
+    so checkpoints move between the two both ways; groups may differ in every hyperparameter,
+    schedulers may change them. All parameters of one device and dtype are one Triton launch
+    when their groups share ``amsgrad``, ``maximize`` and ``decoupled_weight_decay``; without
+    Triton, torch's fused Adam runs. ``last_backend`` and ``last_launches`` tell what ran.
 
     A step never synchronises with the host: ``found_inf`` and ``grad_scale`` (from
-    :class:`torch.amp.GradScaler`), tensor hyperparameters and the ``step`` counters (float32
-    tensors on the parameter's device, as with ``fused=True``) are read by the kernel. So the
-    step can be captured in a CUDA graph once a first step has built its tables, whatever
-    ``capturable`` says (the flag is kept for the state_dict), and ``torch.compile`` traces it.
-
-    Parameters may have any dense layout (channels_last, say): a gradient in another layout
-    is copied into the parameter's for the step, and moments left in an old layout (by
-    ``model.to(memory_format=torch.channels_last)`` between steps) are re-laid out once.
+    :class:`torch.amp.GradScaler`), tensor hyperparameters and the ``step`` counters are read
+    on the device. After a first step has built the launch tables it can be captured in a CUDA
+    graph, whatever ``capturable`` says (kept for the state_dict); ``torch.compile`` traces it.
+    Any dense parameter layout works: gradients and moments in another layout are copied into
+    the parameter's.
 
     Args:
         params: iterable of parameters or of param-group dicts.
@@ -754,16 +739,10 @@ class FusedAdam(torch.optim.Adam):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a ``torch.optim.Adam`` or FusedAdam ``state_dict``, all of it or nothing.
 
-        As :meth:`torch.optim.Optimizer.load_state_dict`, and in addition:
-
-        * every moment (``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``) must have its
-          parameter's shape, and every ``step`` one element; otherwise (the model changed
-          between save and load) a ``ValueError`` names the parameter and the optimizer keeps
-          its state;
-        * moments saved with other strides than their parameter now has (a checkpoint of a
-          model converted to channels_last, say) are copied once into the parameter's layout;
-        * ``step`` counters become float32 tensors on their parameter's device (torch's
-          default Adam keeps them on the CPU), where the kernel reads them.
+        As :meth:`torch.optim.Optimizer.load_state_dict`; in addition every moment must have its
+        parameter's shape and every ``step`` one element (else a ``ValueError`` names the
+        parameter and nothing is loaded), moments saved in another layout are copied into their
+        parameter's, and ``step`` counters move to their parameter's device as float32.
 
         Args:
             state_dict: the optimizer state, as returned by ``state_dict()``.
@@ -838,11 +817,8 @@ class FusedAdam(torch.optim.Adam):
         self.__dict__.setdefault("last_launches", [])
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a param group after validating its hyperparameters, like ``__init__`` does.
-
-        The group is checked with the defaults filled in before torch's
-        :meth:`~torch.optim.Optimizer.add_param_group` sees it: an invalid group changes
-        neither the optimizer nor ``param_group``.
+        """Add a param group, checked with the defaults filled in like ``__init__`` checks its
+        arguments: an invalid group changes neither the optimizer nor ``param_group``.
 
         Args:
             param_group: a dict with ``params`` and any hyperparameters that differ from the
@@ -870,12 +846,10 @@ class FusedAdam(torch.optim.Adam):
         max_exp_avg_sqs: list[Tensor],
         state_steps: list[Tensor],
     ) -> bool:
-        """Append the group's parameters that have gradients, with their state, as torch's Adam.
+        """Append the group's parameters that have gradients, and their state, as torch's Adam.
 
-        The state is created on first use: ``step`` a float32 zero on the parameter's device
-        (as torch's ``fused=True``), the moments zeros like the parameter. Moments whose
-        strides are no longer their parameter's (``model.to(memory_format=...)`` between two
-        steps) are copied into its layout.
+        State is created on first use (``step``: a float32 zero on the parameter's device, as
+        with ``fused=True``); moments no longer in their parameter's layout are copied into it.
 
         Returns:
             Whether a parameter is complex.
@@ -907,10 +881,7 @@ class FusedAdam(torch.optim.Adam):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        """Perform a single optimization step over all param groups.
-
-        Every group, hyperparameter and backend is checked before anything changes: a step
-        that raises leaves parameters, state and step counts as they were.
+        """One optimization step over all param groups; a step that raises changes nothing.
 
         Args:
             closure: re-evaluates the model and returns the loss (optional).
