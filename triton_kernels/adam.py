@@ -267,6 +267,13 @@ def _adam_kernel(
             tl.store(done_ptr + t, 0)
 
 
+def _to_device(host: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``host`` copied to ``device`` without waiting for the device (through pinned memory)."""
+    if device.type == "cpu":
+        return host
+    return host.pin_memory().to(device, non_blocking=True)
+
+
 # Chunk tables by (device, element counts, chunk size): they only change with the set of
 # tensors, so plans over the same parameters (a functional call per step) share one upload.
 _CHUNK_TABLES: OrderedDict[tuple[torch.device, tuple[int, ...], int], torch.Tensor] = OrderedDict()
@@ -284,7 +291,7 @@ def _chunk_table(device: torch.device, numels: tuple[int, ...], chunk: int) -> t
     tensors = torch.repeat_interleave(torch.arange(len(numels)), counts)
     starts = torch.cumsum(counts, 0) - counts
     within = torch.arange(int(counts.sum())) - torch.repeat_interleave(starts, counts)
-    table = torch.stack([tensors, within], dim=1).to(torch.int32).to(device)
+    table = _to_device(torch.stack([tensors, within], dim=1).to(torch.int32), device)
     _CHUNK_TABLES[key] = table
     if len(_CHUNK_TABLES) > _CHUNK_TABLES_MAX:
         _CHUNK_TABLES.popitem(last=False)
@@ -406,7 +413,7 @@ class AdamPlan:
                 addresses[3] = 0
             numel = p.numel() * (2 if dtype.is_complex else 1)
             rows.append([*addresses, numel, groups[i]])
-        self._tensors = torch.tensor(rows, dtype=torch.int64).to(self.device)
+        self._tensors = _to_device(torch.tensor(rows, dtype=torch.int64), self.device)
         self._keep_alive = (list(params), list(exp_avgs), list(exp_avg_sqs), list(state_steps))
         self._keep_alive += (list(max_exp_avg_sqs),)
         self._params = self._keep_alive[0]
@@ -422,8 +429,8 @@ class AdamPlan:
         self._grads = torch.zeros(n, dtype=torch.int64, device=self.device)
         self._grad_addresses: list[int] = []
         self._grads_aligned = False
-        self._groups = torch.zeros((self.n_groups, _GROUP_COLUMNS), dtype=torch.float64)
-        self._groups = self._groups.to(self.device)
+        shape = (self.n_groups, _GROUP_COLUMNS)
+        self._groups = torch.zeros(shape, dtype=torch.float64, device=self.device)
         self._hyperparams: Sequence[Hyperparams] | torch.Tensor | None = None
         self._tensor_hyper: list[tuple[int, torch.Tensor]] = []
         self._captured: list[torch.Tensor] = []  # staging buffers a CUDA graph copies from

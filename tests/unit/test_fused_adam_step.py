@@ -153,6 +153,7 @@ def test_launch_tables_are_kept_and_rebuilt_exactly_when_needed(
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
 @pytest.mark.parametrize("compiler", ["aot_eager", "inductor"])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_compiled_step_gives_the_eager_results(

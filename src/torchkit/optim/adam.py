@@ -181,19 +181,12 @@ def _adam_multi_tensor(
     decoupled_weight_decay: bool,
 ) -> None:
     """The Triton launch as ``torch.compile`` sees it; tracing runs the fake below."""
-    from torchkit.kernels.adam import AdamPlan
+    from torchkit.kernels.adam import adam_multi_tensor
 
-    plan = AdamPlan(
-        params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, amsgrad=amsgrad, groups=groups
-    )
-    plan.launch(
-        grads,
-        hyperparams,
-        maximize=maximize,
-        grad_scale=grad_scale,
-        decoupled_weight_decay=decoupled_weight_decay,
-        found_inf=found_inf,
-    )
+    lists = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps)
+    options = {"amsgrad": amsgrad, "maximize": maximize, "groups": groups, "found_inf": found_inf}
+    options.update(decoupled_weight_decay=decoupled_weight_decay, grad_scale=grad_scale)
+    adam_multi_tensor(*lists, hyperparams, **options)
 
 
 @_adam_multi_tensor.register_fake
