@@ -23,14 +23,13 @@ captured in a CUDA graph.
 The arithmetic follows torch's CUDA kernel (``aten/src/ATen/native/cuda/fused_adam_utils.cuh``)
 operation by operation, in its precision (float32, float64 for float64 tensors), with IEEE
 square roots and divisions and the same fused multiply-adds, so that a GPU run can match
-``torch.optim.Adam(fused=True)`` bit for bit. When every address is 16-byte aligned the
-*aligned* variant is launched, which moves 128 bits per global access.
+``torch.optim.Adam(fused=True)`` bit for bit. ``beta ** step`` is binary exponentiation in
+float64, rounded once (libdevice's ``pow`` would bring approximate reciprocals, and the
+interpreter has no libdevice). When every address is 16-byte aligned the *aligned* variant is
+launched, which moves 128 bits per global access.
 
-Under Triton's interpreter (CPU tensors, ``TRITON_INTERPRET=1``) two things differ from a GPU
-and the kernel corrects them when told it is interpreted: the interpreter truncates
-float32 to bfloat16 where the GPU rounds to nearest even, so the kernel rounds explicitly; and
-it has no ``libdevice``, so ``beta ** step`` is computed as ``exp(step * log(beta))`` in
-float64 and rounded once.
+Triton's interpreter (CPU tensors, ``TRITON_INTERPRET=1``) truncates float32 to bfloat16 where a
+GPU rounds to nearest even: told that it is interpreted, the kernel rounds explicitly.
 
 This module holds the kernel and its launcher only; the optimizer classes, their state and
 the choice of backend live in :mod:`torchkit.optim.adam`.
@@ -177,16 +176,11 @@ def _adam_kernel(
     if HAS_GRAD_SCALE:
         grad_scale = tl.load(grad_scale_ptr).to(COMPUTE)
 
-    p_addr = tl.load(row)
-    g_addr = tl.load(grads_ptr + t)
-    m_addr = tl.load(row + 1)
-    v_addr = tl.load(row + 2)
-    vmax_addr = tl.load(row + 3)
-    p_ptr = p_addr.to(tl.pointer_type(DTYPE))
-    g_ptr = g_addr.to(tl.pointer_type(DTYPE))
-    m_ptr = m_addr.to(tl.pointer_type(DTYPE))
-    v_ptr = v_addr.to(tl.pointer_type(DTYPE))
-    vmax_ptr = vmax_addr.to(tl.pointer_type(DTYPE))
+    p_ptr = tl.load(row).to(tl.pointer_type(DTYPE))
+    g_ptr = tl.load(grads_ptr + t).to(tl.pointer_type(DTYPE))
+    m_ptr = tl.load(row + 1).to(tl.pointer_type(DTYPE))
+    v_ptr = tl.load(row + 2).to(tl.pointer_type(DTYPE))
+    vmax_ptr = tl.load(row + 3).to(tl.pointer_type(DTYPE))
     if ALIGNED:  # addresses read from a table: the compiler cannot know their alignment
         p_ptr = tl.multiple_of(p_ptr, 16)
         g_ptr = tl.multiple_of(g_ptr, 16)
