@@ -42,7 +42,7 @@ import functools
 import operator
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import triton
@@ -578,29 +578,9 @@ class AdamPlan:
             grad.copy_(copy)
         return 1
 
-    def launch(
-        self,
-        grads: Sequence[torch.Tensor],
-        hyperparams: Sequence[Hyperparams] | torch.Tensor,
-        *,
-        maximize: bool,
-        decoupled_weight_decay: bool,
-        grad_scale: torch.Tensor | None = None,
-        found_inf: torch.Tensor | None = None,
-    ) -> int:
-        """Launch one Adam step over the plan's tensors: :meth:`prepare`, then the kernel.
-
-        Returns:
-            The number of kernel launches (1).
-        """
-        return self.prepare(
-            grads,
-            hyperparams,
-            maximize=maximize,
-            decoupled_weight_decay=decoupled_weight_decay,
-            grad_scale=grad_scale,
-            found_inf=found_inf,
-        )()
+    def launch(self, *args: Any, **kwargs: Any) -> int:
+        """:meth:`prepare` (same arguments) and launch: the number of kernel launches (1)."""
+        return self.prepare(*args, **kwargs)()
 
     @property
     def interpreted(self) -> bool:
