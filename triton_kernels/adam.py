@@ -75,13 +75,14 @@ class AdamTiling(NamedTuple):
     """How the flat grid is cut: a program updates ``chunk`` elements in ``block``-sized tiles.
 
     Args:
-        block: elements per tile, a power of two.
-        chunk: elements per program, a multiple of ``block``.
+        block: elements per tile, a power of two (default: 512, one 16-byte float32 vector
+            per thread on 4 warps; :func:`default_tiling` scales it to the dtype).
+        chunk: elements per program, a multiple of ``block`` (default: 16384).
         num_warps: warps per program (ignored by the interpreter).
     """
 
-    block: int
-    chunk: int
+    block: int = 512
+    chunk: int = 16384
     num_warps: int = 4
 
 
@@ -612,11 +613,12 @@ def adam_multi_tensor(
     groups: Sequence[int] | None = None,
     grad_scale: torch.Tensor | None = None,
     found_inf: torch.Tensor | None = None,
+    tiling: AdamTiling | None = None,
 ) -> int:
     """One Adam step over all ``params`` (one dtype, one device) as a single kernel launch.
 
-    :class:`AdamPlan` built and launched once: the arguments are those of both. Everything is
-    checked before the launch, so an error leaves every tensor as it was.
+    :class:`AdamPlan` built (cut by ``tiling``) and launched once: the other arguments are those
+    of both. Everything is checked before the launch, so an error leaves every tensor as it was.
 
     Returns:
         The number of kernel launches (1).
@@ -638,6 +640,7 @@ def adam_multi_tensor(
         state_steps,
         amsgrad=amsgrad,
         groups=groups,
+        tiling=tiling,
     )
     return plan.launch(
         grads,
