@@ -1,15 +1,20 @@
-"""FusedAdam against torch's Adam: time per ``optimizer.step()``, in one run, as ratios.
+"""FusedAdam against torch's Adam: host cost and time per ``optimizer.step()``, as ratios.
 
-On CPU, FusedAdam runs torch's fused kernel (``Backend.TORCH``: the Triton interpreter is
-for tests, not speed) and is compared with ``torch.optim.Adam`` in its default configuration
-(the single-tensor loop on CPU) and with ``fused=True``, torch's fastest CPU path; the target
-is a ratio of at most about 1 against the latter. Each round times every optimizer on the
-same parameters and gradients, interleaved (the order reversed every round); the times are
-medians over rounds and the ratio is the median of the per-round ratios.
-
-On CUDA, FusedAdam runs its Triton kernel and is compared with ``fused=True`` and
-``foreach=True`` using ``triton.testing.do_bench``; without a GPU that part prints
-``skipped: no CUDA``.
+* Host cost (any machine): the Python work of one FusedAdam step on its Triton path, with the
+  kernel launch replaced by a no-op (``TRITON_INTERPRET=1`` in a subprocess, Triton's
+  ``InterpretedFunction.run`` stubbed), for 10, 161 (a ResNet-50's parameter count) and 400
+  one-element tensors in two param groups, every step with new gradient tensors (as after
+  ``zero_grad()``); next to it torch's ``Adam(fused=True)`` step on the same tensors, whose CPU
+  kernel has next to nothing to compute on one element each. The minimum over many steps is
+  kept: other jobs on a shared machine only add time. What this leaves out is Triton's own
+  launch overhead, which only a GPU run measures.
+* CPU step: FusedAdam on its stock path (torch's fused kernel: the interpreter is for tests,
+  not speed) against ``torch.optim.Adam`` in its default configuration and with
+  ``fused=True``. Each round times every optimizer on the same parameters and gradients,
+  interleaved (order reversed every round); times are medians over rounds and the ratio is the
+  median of the per-round ratios.
+* CUDA step: FusedAdam's Triton kernel against ``fused=True`` and ``foreach=True`` with
+  ``triton.testing.do_bench``; without a GPU that part prints ``skipped: no CUDA``.
 
     python benchmarks/bench_adam.py            # full run
     python benchmarks/bench_adam.py --quick    # fewer rounds
@@ -18,7 +23,10 @@ On CUDA, FusedAdam runs its Triton kernel and is compared with ``fused=True`` an
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -57,6 +65,78 @@ def _time_steps(opt: torch.optim.Optimizer, steps: int) -> float:
     for _ in range(steps):
         opt.step()
     return (time.perf_counter() - start) / steps
+
+
+HOST_COST_TENSORS = (10, 161, 400)
+
+
+def _host_cost_worker(rounds: int) -> dict[str, dict[int, float]]:
+    """Minimum seconds per step, by number of tensors (run with ``TRITON_INTERPRET=1``)."""
+    from triton.runtime.interpreter import InterpretedFunction
+
+    InterpretedFunction.run = lambda self, *args, **kwargs: None  # the launch becomes a no-op
+    torch.set_num_threads(1)
+    factories: dict[str, tuple[Callable, str]] = {
+        "fusedadam": (FusedAdam, "triton-interpreter"),
+        "torch fused=True": (lambda g: torch.optim.Adam(g, fused=True), "torch"),
+    }
+    best: dict[str, dict[int, float]] = {name: {} for name in factories}
+    for n in HOST_COST_TENSORS:
+        params = [torch.nn.Parameter(torch.zeros(1)) for _ in range(n)]
+        grads = [[torch.zeros(1) for _ in params] for _ in range(2)]  # two sets: new addresses
+        groups = [{"params": params[0::2]}, {"params": params[1::2], "weight_decay": 0.0}]
+        for name, (factory, backend) in factories.items():
+            opt = factory([{**g, "params": list(g["params"])} for g in groups])
+            times = []
+            with force_backend(backend):
+                for i in range(rounds):
+                    for p, g in zip(params, grads[i % 2], strict=True):
+                        p.grad = g
+                    start = time.perf_counter()
+                    opt.step()
+                    times.append(time.perf_counter() - start)
+            best[name][n] = min(times[2:])  # the first steps build state and tables
+    return best
+
+
+def host_rows(quick: bool) -> list[dict]:
+    """The host cost table's rows, measured in a subprocess that runs Triton's interpreter."""
+    env = {**os.environ, "TRITON_INTERPRET": "1", "TRITON_DEFAULT_FP_FUSION": "1"}
+    rounds = "300" if quick else "3000"
+    done = subprocess.run(
+        [sys.executable, __file__, "--host-cost-worker", rounds],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    best = json.loads(done.stdout.splitlines()[-1])
+    ours, theirs = best["fusedadam"], best["torch fused=True"]
+    return [
+        {
+            "benchmark": "adam host cost (launch stubbed)",
+            "case": f"{n} tensors, 2 groups, new grads, vs torch fused=True step",
+            "torchkit_s": ours[str(n)],
+            "stock_s": theirs[str(n)],
+            "ratio": ours[str(n)] / theirs[str(n)],
+        }
+        for n in HOST_COST_TENSORS
+    ]
+
+
+def host_cost_table(rows: list[dict]) -> str:
+    """The host cost rows as the Markdown table of docs/fused_adam.md."""
+    lines = [
+        "| parameter tensors | FusedAdam step, host (µs) | torch `Adam(fused=True)` step (µs) |",
+        "| ---: | ---: | ---: |",
+    ]
+    for n, r in zip(HOST_COST_TENSORS, rows, strict=True):
+        lines.append(f"| {n} | {r['torchkit_s'] * 1e6:.1f} | {r['stock_s'] * 1e6:.1f} |")
+    slope = (rows[-1]["torchkit_s"] - rows[-2]["torchkit_s"]) / (
+        HOST_COST_TENSORS[-1] - HOST_COST_TENSORS[-2]
+    )
+    lines.append(f"| each tensor beyond {HOST_COST_TENSORS[-2]} | {slope * 1e6:.2f} | |")
+    return "\n".join(lines)
 
 
 def cpu_rows(quick: bool) -> list[dict]:
@@ -140,7 +220,7 @@ def run(quick: bool) -> list[dict]:
         Rows ``{"benchmark", "case", "torchkit_s", "stock_s", "ratio"}``; ``ratio`` below 1
         means FusedAdam is faster.
     """
-    rows = cpu_rows(quick)
+    rows = host_rows(quick) + cpu_rows(quick)
     if torch.cuda.is_available():
         rows += cuda_rows(quick)
     else:
@@ -150,13 +230,21 @@ def run(quick: bool) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer cases and rounds")
+    parser.add_argument("--quick", action="store_true", help="fewer rounds")
+    parser.add_argument("--host-cost-worker", type=int, metavar="ROUNDS", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.host_cost_worker:
+        print(json.dumps(_host_cost_worker(args.host_cost_worker)))
+        return 0
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"{'benchmark':<24} {'case':<58} {'torchkit µs':>12} {'stock µs':>10} {'ratio':>6}")
-    for r in run(args.quick):
+    rows = run(args.quick)
+    host = [r for r in rows if r["benchmark"].startswith("adam host cost")]
+    print("\nHost cost of one step, Triton path with the launch stubbed (fastest step):\n")
+    print(host_cost_table(host) + "\n")
+    print(f"{'benchmark':<32} {'case':<58} {'torchkit µs':>12} {'stock µs':>10} {'ratio':>6}")
+    for r in rows:
         print(
-            f"{r['benchmark']:<24} {r['case']:<58} {r['torchkit_s'] * 1e6:>12.1f} "
+            f"{r['benchmark']:<32} {r['case']:<58} {r['torchkit_s'] * 1e6:>12.1f} "
             f"{r['stock_s'] * 1e6:>10.1f} {r['ratio']:>6.2f}"
         )
     return 0

@@ -41,7 +41,7 @@ included, L2 flushed between calls) for kernels and CUDA events for optimizer st
 Adapters (the ``Adapters`` block): each dependence on what the FusedAdam and FusedConv2dReLU
 rebuilds are adding (``capturable=True``, the autotune space, pinning one conv config, the Adam
 tiling) goes through one small function, so it can be rewired in one place. Private APIs used:
-``torchkit.kernels.adam.adam_multi_tensor``/``AdamTiling`` (tiling sweep),
+``torchkit.kernels.adam.AdamPlan``/``AdamTiling`` (tiling sweep),
 ``torchkit.kernels.conv2d_relu.conv2d_relu_fwd``/``Conv2dReLUBlocks`` and the Triton
 ``Autotuner`` of the conv kernel (its ``configs``, ``best_config``, ``bench_time``); tested with
 torch 2.13 and Triton 3.9.
@@ -130,23 +130,17 @@ def adam_tilings() -> list[Any]:
 def adam_tiled_step(tensors: dict[str, list[torch.Tensor]], tiling: Any) -> Callable[[], object]:
     """A callable that runs one Adam update of ``tensors`` (``params``, ``grads``, ``exp_avgs``,
     ``exp_avg_sqs``) with one launch of the kernel cut by ``tiling``."""
-    from torchkit.kernels.adam import AdamHyperparams, adam_multi_tensor
+    from torchkit.kernels.adam import AdamPlan
 
-    hyper = [AdamHyperparams(1e-3, 0.9, 0.999, 1e-8, 0.0, step=1.0)] * len(tensors["params"])
+    params = tensors["params"]
+    steps = [torch.zeros((), device=p.device) for p in params]
+    plan = AdamPlan(
+        params, tensors["exp_avgs"], tensors["exp_avg_sqs"], [], steps, amsgrad=False, tiling=tiling
+    )
+    hyper = [(1e-3, 0.9, 0.999, 1e-8, 0.0)]
 
     def step() -> object:
-        return adam_multi_tensor(
-            tensors["params"],
-            tensors["grads"],
-            tensors["exp_avgs"],
-            tensors["exp_avg_sqs"],
-            [],
-            hyper,
-            amsgrad=False,
-            maximize=False,
-            decoupled_weight_decay=False,
-            tiling=tiling,
-        )
+        return plan.launch(tensors["grads"], hyper, maximize=False, decoupled_weight_decay=False)
 
     return step
 

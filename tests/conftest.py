@@ -15,24 +15,6 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 # Triton 3.9 warns on every compile when this is unset; "1" is its default behaviour.
 os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
 
-# The conformance suite's options, report header and summary, active in every run (see
-# tests/conformance/plugin.py); imported after the environment above is set.
-from conformance.plugin import (
-    pytest_addoption,
-    pytest_configure,
-    pytest_report_header,
-    pytest_sessionfinish,
-    pytest_terminal_summary,
-)
-
-__all__ = [
-    "pytest_addoption",
-    "pytest_configure",
-    "pytest_report_header",
-    "pytest_sessionfinish",
-    "pytest_terminal_summary",
-]
-
 
 @pytest.fixture
 def kernel_launches(monkeypatch: pytest.MonkeyPatch) -> list[str]:

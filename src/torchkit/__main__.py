@@ -9,6 +9,10 @@ Sub-commands:
   arch, next to a plain Triton GEMM compiled with the same tile where a kernel names one as
   its yardstick (exit 1 if one fails). ``--format`` picks every row (``table``), one row per
   variant (``summary``), the rows against their yardstick (``vs-yardstick``) or ``json``.
+* ``conformance [PYTEST ARGS]``: runs the spec pages installed with the package against the
+  installed torch and torchkit (``pytest --pyargs torchkit.conformance``, needs
+  ``pip install "torchkit[conformance]"``); every pytest option works (``-n 2``,
+  ``--conformance-summary=summary.md``, ``--conformance-impl=MODULE``, ...).
 """
 
 from __future__ import annotations
@@ -88,6 +92,9 @@ def _print_info(info: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["conformance"]:  # every argument after it is pytest's
+        return _conformance(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m torchkit", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     info = commands.add_parser("info", help="versions, devices and the backend of every fused op")
@@ -108,6 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=int,
         default=min(4, os.cpu_count() or 1),
         help="compiler processes in parallel (default: up to 4, one per CPU core)",
+    )
+    commands.add_parser(
+        "conformance", help="run the spec pages on the installed torch and torchkit (pytest args)"
     )
     args = parser.parse_args(argv)
 
@@ -130,6 +140,23 @@ _KERNEL_FORMATS = {
     "vs-yardstick": "format_versus_yardstick",
     "json": None,
 }
+
+
+def _conformance(pytest_args: list[str]) -> int:
+    try:
+        import pytest
+    except ImportError:
+        print(
+            'error: the spec check needs pytest: pip install "torchkit[conformance]"',
+            file=sys.stderr,
+        )
+        return 2
+    # -p: load the plugin by name when entry points are not auto-loaded (a no-op otherwise).
+    return int(
+        pytest.main(
+            ["-p", "torchkit.conformance", "--pyargs", "torchkit.conformance", *pytest_args]
+        )
+    )
 
 
 def _kernels(archs: list[str] | None, output: str, jobs: int) -> int:

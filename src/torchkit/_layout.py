@@ -1,10 +1,16 @@
-"""Memory-layout predicates shared by the optimizer and its kernel launcher."""
+"""Memory-layout predicates shared by the optimizer and its kernel launcher.
+
+Both of FusedAdam's backends walk a parameter, its gradient and its state as flat memory in the
+parameter's layout, so every tensor of an update must share that layout.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
-__all__ = ["is_dense"]
+__all__ = ["fitted", "is_dense", "same_strides"]
 
 
 def is_dense(t: torch.Tensor) -> bool:
@@ -26,3 +32,69 @@ def is_dense(t: torch.Tensor) -> bool:
             return False
         expected *= size
     return True
+
+
+def same_strides(t: torch.Tensor, ref: torch.Tensor) -> bool:
+    """Whether ``t`` (of ``ref``'s shape) has ``ref``'s strides wherever a dimension has more
+    than one element (the strides of the others do not move any element).
+
+    Example:
+        >>> w = torch.zeros(3, 1, 4)
+        >>> odd = w.as_strided((3, 1, 4), (4, 99, 1))  # another stride only where size is 1
+        >>> same_strides(odd, w), same_strides(w.permute(2, 1, 0).contiguous().permute(2, 1, 0), w)
+        (True, False)
+    """
+    return all(
+        a == b for a, b, n in zip(t.stride(), ref.stride(), ref.shape, strict=False) if n > 1
+    )
+
+
+def fitted(
+    tensors: Sequence[torch.Tensor],
+    params: Sequence[torch.Tensor],
+    param_strides: list[tuple[int, ...]],
+    contiguous: bool,
+) -> tuple[Sequence[torch.Tensor], list[tuple[torch.Tensor, torch.Tensor]]]:
+    """``tensors`` (one per dense parameter, with its shape) in their parameters' layouts.
+
+    The common case costs one pass over ``tensors``: ``is_contiguous`` when every parameter is
+    contiguous, else one comparison of the stride lists. A tensor in another layout (a
+    contiguous gradient of a channels_last parameter, an expanded one) is replaced by a copy
+    in its parameter's layout.
+
+    Args:
+        tensors: the tensors to fit, e.g. gradients.
+        params: their parameters, each dense.
+        param_strides: ``[p.stride() for p in params]``.
+        contiguous: whether every parameter is contiguous.
+
+    Returns:
+        The fitted tensors (``tensors`` itself when all fit) and the ``(tensor, copy)`` pairs.
+
+    Raises:
+        RuntimeError: a sparse tensor.
+
+    Example:
+        >>> p = torch.zeros(2, 3).t()
+        >>> out, copies = fitted([torch.ones(3, 2)], [p], [p.stride()], contiguous=False)
+        >>> out[0].stride(), len(copies)
+        ((1, 3), 1)
+    """
+    if contiguous:
+        fits = all(map(torch.Tensor.is_contiguous, tensors))
+    else:
+        fits = list(map(torch.Tensor.stride, tensors)) == param_strides
+    if fits:
+        return tensors, []
+    out = list(tensors)
+    copies = []
+    for i, (t, p) in enumerate(zip(tensors, params, strict=True)):
+        if t.layout != torch.strided:
+            raise RuntimeError(
+                f"gradient {i} is {t.layout}: Adam does not support sparse gradients, "
+                "please consider SparseAdam"
+            )
+        if not same_strides(t, p):
+            out[i] = torch.empty_like(p).copy_(t)
+            copies.append((t, out[i]))
+    return out, copies

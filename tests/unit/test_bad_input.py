@@ -532,11 +532,11 @@ CALLS: dict[str, BadCall] = {
         ValueError,
         "weight_decay must be >= 0",
     ),
-    "adam-capturable": BadCall(
+    "adam-differentiable": BadCall(
         None,
-        lambda _: FusedAdam(_param(), capturable=True),
+        lambda _: FusedAdam(_param(), differentiable=True),
         ValueError,
-        "capturable=True is not supported",
+        "differentiable=True is not supported",
     ),
     "adam-foreach": BadCall(
         None, lambda _: FusedAdam(_param(), foreach=True), ValueError, "foreach=True"
@@ -563,11 +563,11 @@ CALLS: dict[str, BadCall] = {
         ValueError,
         r"betas \(param group 2\) must be a pair",
     ),
-    "adam-add_param_group-capturable": BadCall(
+    "adam-add_param_group-differentiable": BadCall(
         "adam",
-        lambda o: o.add_param_group({"params": _param(), "capturable": True}),
+        lambda o: o.add_param_group({"params": _param(), "differentiable": True}),
         ValueError,
-        r"capturable=True \(param group 2\)",
+        r"differentiable=True \(param group 2\)",
     ),
     "adam-add_param_group-duplicate": BadCall(
         "adam",
@@ -603,16 +603,22 @@ CALLS: dict[str, BadCall] = {
     "fused_adam-amsgrad-without-max": BadCall(
         None, _fused_adam_call(amsgrad=True), ValueError, "amsgrad=True needs 1 max_exp_avg_sqs"
     ),
-    "fused_adam-float64": BadCall(
+    "fused_adam-int64": BadCall(
         None,
         _fused_adam_call(
-            params=[torch.ones(3, dtype=torch.float64)],
-            grads=[torch.ones(3, dtype=torch.float64)],
-            exp_avgs=[torch.zeros(3, dtype=torch.float64)],
-            exp_avg_sqs=[torch.zeros(3, dtype=torch.float64)],
+            params=[torch.ones(3, dtype=torch.int64)],
+            grads=[torch.ones(3, dtype=torch.int64)],
+            exp_avgs=[torch.zeros(3, dtype=torch.int64)],
+            exp_avg_sqs=[torch.zeros(3, dtype=torch.int64)],
         ),
         TypeError,
-        r"params\[0\] has dtype torch.float64",
+        r"params\[0\] has dtype torch.int64",
+    ),
+    "fused_adam-step-float64": BadCall(
+        None,
+        _fused_adam_call(state_steps=[torch.tensor(0.0, dtype=torch.float64)]),
+        ValueError,
+        r"state_steps\[0\] must be a one-element float32 tensor on cpu, got torch.float64",
     ),
     "fused_adam-sparse-grad": BadCall(
         None,

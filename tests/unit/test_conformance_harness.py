@@ -1,37 +1,44 @@
-"""Tests of the conformance harness (tests/conformance) itself.
+"""Tests of the conformance harness (``torchkit.conformance``) itself.
 
-The value comparison and the page parser are tested directly; collection, ids, families,
-milestones, expectations, errata and the summary are tested end to end by running pytest
-(``pytester``) on small docs trees written to a temporary folder, with a conftest that
-re-exports the harness's hooks.
+Values, pages, the registry and the evaluator are tested directly, on small pages held in a
+Sybil ``Document``; collection, ids, families, expectations, errata, the summary and the report
+are tested end to end by running pytest (``pytester``) on small docs trees in a temporary folder,
+where the entry-point plugin is enabled by ``--conformance-docs``; packaging and the
+``python -m torchkit conformance`` command run in subprocesses.
 """
 
 from __future__ import annotations
 
 import contextlib
-import doctest
 import importlib
 import json
 import re
+import subprocess
+import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
 import pytest
 import torch
-from conformance.collect import variants
-from conformance.expectations import parse_expectations
-from conformance.pages import Page, PageError, parse_page, split_cells
-from conformance.registry import (
-    ImplementationUnavailable,
-    Registry,
-    builtin_registry,
-    load_plugins,
+from sybil import Document
+
+from torchkit.conformance.evaluate import evaluate, setup_page
+from torchkit.conformance.pages import (
+    ConformanceParser,
+    PageError,
+    parse_page,
+    parse_shapes,
+    split_cells,
 )
-from conformance.runner import ConformanceFailure, PageRuntime, check_requirements, parse_shapes
-from conformance.values import compare_outputs, half_unit, parse_output
+from torchkit.conformance.plugin import parse_expectations, requirement_problem
+from torchkit.conformance.registry import ImplementationUnavailable, Registry, builtin_registry
+from torchkit.conformance.summary import natural_key
+from torchkit.conformance.values import compare_outputs, half_unit, parse_output
 
 pytest_plugins = ["pytester"]
 
+ROOT = Path(__file__).resolve().parents[2]
 PREIMPORT = (
     "torch._dynamo",  # imported by the first optimizer.step()
     "triton",
@@ -40,14 +47,6 @@ PREIMPORT = (
     "torchkit.optim.lr_scheduler",
     "torchkit.kernels.conv2d_relu",
     "torchkit.kernels.adam",
-)
-REPO_DOCS = Path(__file__).resolve().parents[2] / "docs"
-CONFTEST = (
-    "from conformance.conftest import pytest_collect_file  # noqa: F401\n"
-    "from conformance.plugin import (  # noqa: F401\n"
-    "    pytest_addoption, pytest_configure, pytest_report_header,\n"
-    "    pytest_sessionfinish, pytest_terminal_summary,\n"
-    ")\n"
 )
 
 
@@ -242,16 +241,6 @@ def test_empty_and_scalar_tensors_parse() -> None:
 # --------------------------------------------------------------------------- pages
 
 
-@pytest.mark.parametrize(
-    "module", ["values", "pages", "runner", "registry", "expectations"], ids=str
-)
-def test_docstring_examples(module: str) -> None:
-    imported = importlib.import_module(f"conformance.{module}")
-    failed, attempted = doctest.testmod(imported)
-    assert attempted > 0
-    assert failed == 0
-
-
 def test_page_parser_ids_lines_and_kinds() -> None:
     text = textwrap.dedent(
         """\
@@ -273,11 +262,10 @@ def test_page_parser_ids_lines_and_kinds() -> None:
         | `nn.Linear(3, 4)` | (2, 3) | (2, 4) |
         """
     )
-    page = parse_page("dir/page.md", text)
-    first, table = page.examples
-    assert (first.id, first.kind, first.line) == ("dir/page.md::first", "session", 7)
+    first, table = parse_page("dir/page.md", text).directives
+    assert (first.slug, first.kind, first.line) == ("first", "session", 7)
     assert (first.family, first.errata, first.requires) == ("adam", ("E-1", "E-2"), ("torch>=2.4",))
-    assert first.blocks[0].statements[0].line == 9
+    assert first.blocks[0].statements[0].lineno == 9
     assert (table.kind, table.tables[0].rows[0][0]) == ("shapes", 16)
 
 
@@ -306,8 +294,27 @@ def test_page_parser_ids_lines_and_kinds() -> None:
             "p.md:1: shapes directive not followed by a table",
         ),
         ("<!-- conformance: session id=a -->\n```bash\nls\n```\n", "expected a python code block"),
+        (
+            "<!-- conformance: milestones id=a family=adam -->\n```python\n# implementation: x\n"
+            "optimizer = scheduler = None\n```\n\n| step | lr |\n| --- | --- |\n| 0 | 1 |\n",
+            "p.md:1: a family table needs exactly one block without '# implementation: NAME'",
+        ),
+        (
+            "<!-- conformance: milestones id=a -->\n```python\nx = 1\n```\n\n"
+            "| step | lr |\n| --- | --- |\n| 2 | 1 |\n| 1 | 1 |\n",
+            "p.md:9: steps must increase: 1 after 2",
+        ),
     ],
-    ids=["unknown-kind", "no-id", "unknown-option", "duplicate-id", "no-table", "not-python"],
+    ids=[
+        "unknown-kind",
+        "no-id",
+        "unknown-option",
+        "duplicate-id",
+        "no-table",
+        "not-python",
+        "family-blocks",
+        "steps",
+    ],
 )
 def test_page_errors_name_page_and_line(text: str, message: str) -> None:
     with pytest.raises(PageError) as raised:
@@ -324,46 +331,79 @@ def test_table_cells_and_shapes() -> None:
     assert parse_shapes("torch.Size([2, 3])") == [(2, 3)]
 
 
-def test_requirements() -> None:
-    assert check_requirements(("torch>=2.0",)) is None
-    assert "needs torch>=99" in check_requirements(("torch>=99",))
-    assert "not installed" in check_requirements(("no-such-distribution-xyz",))
+def test_requirements_use_packaging_specifiers(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert requirement_problem(("torch>=2.0,<99", "packaging")) is None
+    assert "needs torch>=99, this is torch" in requirement_problem(("torch>=99",))
+    assert "not installed" in requirement_problem(("no-such-distribution-xyz",))
+    assert "unreadable requirement" in requirement_problem(("torch>>2",))
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert "TRITON_INTERPRET=1" in requirement_problem(("triton-interpreter",))
+    if not torch.cuda.is_available():
+        assert requirement_problem(("cuda",)) == "needs CUDA, which this machine does not have"
 
 
-def test_registry_validation_and_plugins() -> None:
+def test_natural_sort_of_row_ids() -> None:
+    ids = ["p.md::a[step=10-x]", "p.md::a[step=2-x]", "p.md::a[step=100-x]", "p.md::a[step=9-x]"]
+    assert sorted(ids, key=natural_key)[:2] == ["p.md::a[step=2-x]", "p.md::a[step=9-x]"]
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def test_registry_families_validation_and_plugins() -> None:
     registry = builtin_registry()
+    assert set(registry.families) == {
+        "conv2d",
+        "conv2d_relu",
+        "adam",
+        "adamw",
+        "onecycle",
+        "warmup_decay",
+        "noam",
+        "plateau",
+    }
     assert [i.name for i in registry.implementations("conv2d", "session")] == ["torch.nn.Conv2d"]
+    assert registry.implementations("warmup_decay")[0].load().__name__ == "WarmupDecayLR"
     with pytest.raises(ValueError, match="unknown family 'sgd'"):
         registry.register("sgd", "x", object())
     with pytest.raises(ValueError, match="already registered"):
         registry.register("adam", "torch.optim.Adam", torch.optim.Adam)
+    with pytest.raises(ValueError, match="cannot rebind"):
+        registry.add_family("adam", "MyAdam")
     with pytest.raises(ValueError, match="cannot be imported"):
-        load_plugins(Registry(), ["no_such_conformance_plugin"])
+        Registry().load(["no_such_conformance_plugin"])
     with pytest.raises(ValueError, match="exposes neither"):
-        load_plugins(Registry(), ["json"])
+        Registry().load(["json"])
 
 
-def test_plugin_with_register_function(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_plugin_module_registers_declares_expectations_or_is_unavailable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "conformance_plugin_fn.py").write_text(
-        "import torch\n\n"
+        "import torch\n\nCONFORMANCE_EXPECTATIONS = 'known.txt'\n\n"
         "def register_conformance(registry):\n"
         "    registry.add_family('sgd', 'SGD')\n"
         "    registry.register('sgd', 'torch.optim.SGD', torch.optim.SGD)\n"
         "    registry.register('conv2d', 'mypkg.Conv', 'mypkg:Conv', kinds={'shapes'})\n"
     )
+    (tmp_path / "conformance_plugin_missing.py").write_text(
+        "from torchkit.conformance.registry import PluginUnavailable\n\n"
+        "def register_conformance(registry):\n"
+        "    raise PluginUnavailable('mylib is not installed')\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     registry = builtin_registry()
-    assert load_plugins(registry, ["conformance_plugin_fn", "conformance_plugin_fn"]) == [
-        "conformance_plugin_fn"
-    ]
-    assert registry.families["sgd"].binding == "SGD"
+    registry.load(["conformance_plugin_fn", "conformance_plugin_fn", "conformance_plugin_missing"])
+    assert registry.loaded == ["conformance_plugin_fn"]
+    assert registry.expectations == [Path("known.txt")]
+    assert registry.unavailable == {"conformance_plugin_missing": "mylib is not installed"}
+    assert registry.families["sgd"] == "SGD"
     added = registry.implementations("conv2d", "shapes")[-1]
     assert (added.name, added.origin, added.kinds) == (
         "mypkg.Conv",
         "conformance_plugin_fn",
         frozenset({"shapes"}),
     )
-    assert registry.implementations("sgd")[0].origin == "conformance_plugin_fn"
     with pytest.raises(ImplementationUnavailable, match="No module named 'mypkg'"):
         added.load()
 
@@ -372,14 +412,254 @@ def test_expectations_format() -> None:
     rules = parse_expectations(
         "# comment\nreference/a.md::x[row=*]  tracked in #12\nskip docs/b.md::y  needs CUDA\n"
     )
-    assert [(r.pattern, r.action, r.reason) for r in rules] == [
-        ("reference/a.md::x[row=*]", "xfail", "tracked in #12"),
-        ("b.md::y", "skip", "needs CUDA"),
+    assert [(r.pattern, r.action, r.reason, r.source) for r in rules] == [
+        ("reference/a.md::x[row=*]", "xfail", "tracked in #12", "<expectations>:2"),
+        ("b.md::y", "skip", "needs CUDA", "<expectations>:3"),
     ]
     assert rules[0].matches("reference/a.md::x[row=3-torch.nn.Conv2d]")
     assert not rules[0].matches("reference/a.md::xy[row=3]")  # brackets are literal
     with pytest.raises(ValueError, match="expected 'PATTERN REASON'"):
         parse_expectations("reference/a.md::x\n")
+    with pytest.raises(ValueError, match="is not a conformance id"):
+        parse_expectations("reference/a.md reason\n")
+
+
+# --------------------------------------------------------------------------- evaluator
+
+
+def examples(text: str, registry: Registry | None = None) -> dict[str, object]:
+    """The items of one page held in a Sybil document, by name, ready to evaluate."""
+    registry = registry or builtin_registry()
+    document = Document(textwrap.dedent(text), "page.md")
+    for region in ConformanceParser(Path("."), registry, evaluate)(document):
+        document.add(region)
+    setup_page(document.namespace, registry)
+    return {example.parsed.name: example for example in document.examples()}
+
+
+@pytest.mark.interpreter
+def test_shape_rows_run_every_implementation_of_the_family() -> None:
+    found = examples(
+        """\
+        <!-- conformance: shapes id=conv family=conv2d -->
+        | module | input | output |
+        | --- | --- | --- |
+        | `Conv2d(1, 2, 3)` | (1, 1, 5, 5) | (1, 2, 3, 3) |
+        | `Conv2d(1, 2, 3, stride=2)` | (1, 1, 5, 5) | (1, 2, 3, 3) |
+        """
+    )
+    assert list(found) == [
+        "conv[row=1-torch.nn.Conv2d]",
+        "conv[row=1-torchkit.nn.FusedConv2dReLU]",
+        "conv[row=2-torch.nn.Conv2d]",
+        "conv[row=2-torchkit.nn.FusedConv2dReLU]",
+    ]
+    results = [evaluate(example) for example in found.values()]
+    assert results[:2] == [None, None]
+    for message in results[2:]:
+        assert re.search(r"page.md:5: .* shape\(s\) \(1, 2, 3, 3\), got \(1, 2, 2, 2\)", message)
+
+
+def test_shape_rows_with_embeddings_and_state_tuples() -> None:
+    found = examples(
+        """\
+        <!-- conformance: shapes id=rnn -->
+        | module | input | output | note |
+        | --- | --- | --- | --- |
+        | `nn.Embedding(5, 3)` | (2, 4) | (2, 4, 3) | indices below 5 |
+        | `nn.LSTM(4, 6, 2)` | (5, 3, 4); ((2, 3, 6), (2, 3, 6)) | (5, 3, 6); (2, 3, 6); (2, 3, 6) |
+        | `nn.LSTM(4, 6, 2)` | (5, 3, 4) | (5, 3, 6); (2, 3, 6); (1, 3, 6) | wrong |
+        """
+    )
+    first, second, third = (evaluate(e) for e in found.values())
+    assert (first, second) == (None, None)
+    assert "got (5, 3, 6); (2, 3, 6); (2, 3, 6)" in third
+
+
+def test_milestones_pass_metrics_and_check_every_block() -> None:
+    found = examples(
+        """\
+        <!-- conformance: milestones id=plateau -->
+        ```python
+        # implementation: torch
+        optimizer = optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1, momentum=0.9)
+        scheduler = lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=0)
+        metrics = [1.0] * 10
+        ```
+        ```python
+        # implementation: lambda
+        optimizer = optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1, momentum=0.9)
+        scheduler = lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 ** max(s - 1, 0))
+        ```
+
+        | step | lr | momentum | note |
+        | --- | --- | --- | --- |
+        | 1 | 0.1 | 0.9 | |
+        | 2 | 0.05 | - | |
+        | 5 | 0.003125 | | wrong: 0.00625 |
+        """
+    )
+    assert list(found)[:2] == ["plateau[step=1-torch]", "plateau[step=1-lambda]"]
+    results = {name: evaluate(example) for name, example in found.items()}
+    assert [name for name, problem in results.items() if problem] == [
+        "plateau[step=5-torch]",
+        "plateau[step=5-lambda]",
+    ]
+    assert "lr at step 5: 0.00625 differs from 0.003125" in results["plateau[step=5-torch]"]
+
+
+def test_family_table_runs_its_unnamed_block_per_implementation() -> None:
+    registry = builtin_registry()
+    registry.register(
+        "warmup_decay",
+        "halved",
+        lambda optimizer, *a, **k: torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5),
+    )
+    found = examples(
+        """\
+        <!-- conformance: milestones id=warm family=warmup_decay -->
+        ```python
+        # implementation: torch
+        optimizer = optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+        scheduler = lr_scheduler.LinearLR(optimizer, start_factor=0.5, total_iters=1)
+        ```
+        ```python
+        optimizer = optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+        scheduler = WarmupDecayLR(optimizer, 1, 10, warmup_start_factor=0.5, decay="constant")
+        ```
+
+        | step | lr |
+        | --- | --- |
+        | 0 | 0.05 |
+        | 1 | 0.1 |
+        """,
+        registry,
+    )
+    assert list(found)[:3] == [
+        "warm[step=0-torch]",
+        "warm[step=0-torchkit.optim.lr_scheduler.WarmupDecayLR]",
+        "warm[step=0-halved]",
+    ]
+    failing = [name for name, example in found.items() if evaluate(example)]
+    assert failing == ["warm[step=1-halved]"]
+
+
+def test_exceptions_and_silent_statements() -> None:
+    found = examples(
+        """\
+        <!-- conformance: session id=expected-error -->
+        ```python
+        >>> nn.Linear(3, 4)(torch.zeros(2, 5))
+        Traceback (most recent call last):
+            ...
+        RuntimeError: mat1 and mat2 shapes cannot be multiplied
+        ```
+
+        <!-- conformance: session id=wrong-type -->
+        ```python
+        >>> int("x")
+        Traceback (most recent call last):
+        TypeError: invalid literal
+        ```
+
+        <!-- conformance: session id=unexpected-output -->
+        ```python
+        >>> nn.ReLU()
+        ```
+
+        <!-- conformance: session id=script -->
+        ```python
+        w = torch.empty(100).uniform_(-0.5, 0.5)
+        assert (w.abs() <= 0.5).all()
+        ```
+
+        <!-- conformance: session id=failing-script -->
+        ```python
+        assert False, "the script checks a property"
+        ```
+        """
+    )
+    results = {name: evaluate(example) for name, example in found.items()}
+    assert results["expected-error"] is None
+    assert "expected TypeError, got ValueError" in results["wrong-type"]
+    assert "expected no output, got 'ReLU ()'" in results["unexpected-output"]
+    assert results["script"] is None
+    assert "the script checks a property" in results["failing-script"]
+
+
+def test_family_runs_do_not_leak_into_later_sessions() -> None:
+    found = examples(
+        """\
+        <!-- conformance: session id=build family=adam -->
+        ```python
+        >>> opt = Adam([torch.zeros(1, requires_grad=True)], lr=0.01)
+        ```
+
+        <!-- conformance: session id=inspect -->
+        ```python
+        >>> type(opt).__name__
+        'Adam'
+        ```
+        """
+    )
+    assert [evaluate(example) for example in found.values()] == [None, None, None]
+    # the FusedAdam run bound Adam to FusedAdam for that item only; run `inspect` again alone
+    assert evaluate(found["inspect"]) is None
+
+
+def test_page_state_is_isolated_from_other_pages() -> None:
+    first = examples(
+        """\
+        <!-- conformance: session id=float64 -->
+        ```python
+        >>> torch.set_default_dtype(torch.float64)
+        >>> _ = torch.manual_seed(7)
+        ```
+
+        <!-- conformance: session id=after -->
+        ```python
+        >>> torch.tensor([1.0]).dtype
+        torch.float64
+        ```
+        """
+    )
+    second = examples(
+        """\
+        <!-- conformance: session id=default -->
+        ```python
+        >>> torch.tensor([1.0]).dtype
+        torch.float32
+        ```
+        """
+    )
+    rng = torch.get_rng_state()
+    assert evaluate(first["float64"]) is None
+    assert torch.get_default_dtype() == torch.float32  # restored for the caller
+    assert evaluate(second["default"]) is None
+    assert evaluate(first["after"]) is None  # the page keeps its own default dtype
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_unknown_family_items_skip_with_a_reason() -> None:
+    (case,) = (e.parsed for e in examples(MYSTERY_PAGE).values())
+    assert case.name == "x"
+    assert "family 'mystery' is not registered here" in case.skip
+    registry = builtin_registry()
+    with pytest.raises(PageError, match="family 'mystery' is not registered"):
+        list(
+            ConformanceParser(Path("."), registry, evaluate, strict=True)(
+                Document(MYSTERY_PAGE, "p.md")
+            )
+        )
+
+
+MYSTERY_PAGE = """\
+<!-- conformance: session id=x family=mystery -->
+```python
+>>> Mystery()
+1
+```
+"""
 
 
 # --------------------------------------------------------------------------- end to end
@@ -390,7 +670,6 @@ class Docs:
 
     def __init__(self, pytester: pytest.Pytester) -> None:
         self.pytester = pytester
-        pytester.makepyfile(conftest=CONFTEST)
 
     def page(self, name: str, text: str) -> Path:
         path = self.pytester.path / "docs" / name
@@ -404,6 +683,7 @@ class Docs:
         return self.pytester.runpytest(
             "--conformance-docs=docs",
             *("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:xdist"),
+            *("-p", "no:randomly"),
             *args,
         )
 
@@ -441,19 +721,18 @@ tensor(1.3897)
 ```
 """
 
+SHAPES_PAGE = """\
+<!-- conformance: shapes id=linear -->
+| module | input | output |
+| --- | --- | --- |
+| `nn.Linear(3, 4)` | (2, 3) | (2, 4) |
+| `nn.Linear(3, 5)` | (7, 3) | (7, 5) |
+"""
 
-def test_collects_every_page_recursively_with_stable_ids(docs: Docs) -> None:
+
+def test_collects_every_page_recursively_with_stable_ids_and_counts(docs: Docs) -> None:
     docs.page("losses.md", SESSION_PAGE.format(figure="0.6897"))
-    docs.page(
-        "reference/shapes.md",
-        """\
-        <!-- conformance: shapes id=linear -->
-        | module | input | output |
-        | --- | --- | --- |
-        | `nn.Linear(3, 4)` | (2, 3) | (2, 4) |
-        | `nn.Linear(3, 5)` | (7, 3) | (7, 5) |
-        """,
-    )
+    docs.page("reference/shapes.md", SHAPES_PAGE)
     docs.page("plain.md", "# No directives here\n")
     result = docs.run("--collect-only", "-q")
     ids = [line for line in result.outlines if "::" in line]
@@ -463,6 +742,30 @@ def test_collects_every_page_recursively_with_stable_ids(docs: Docs) -> None:
         "docs/reference/shapes.md::linear[row=1]",
         "docs/reference/shapes.md::linear[row=2]",
     ]
+    result = docs.run("-v")
+    result.stdout.fnmatch_lines(
+        ["conformance: torch *; docs */docs (2 pages)", "conformance: 4 items on 2 pages: 4 passed"]
+    )
+
+
+def test_exact_page_selection(docs: Docs) -> None:
+    docs.page("schedulers.md", SHAPES_PAGE)
+    docs.page("reference/lr_schedulers.md", SHAPES_PAGE)
+    result = docs.run("--conformance-page=schedulers.md", "-v")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*docs (1 page, selected by --conformance-page)",
+            "conformance: 2 items on 1 page: 2 passed",
+        ]
+    )
+    result = docs.run(
+        "--conformance-page=schedulers.md", "--conformance-page=docs/reference/lr_schedulers.md"
+    )
+    result.assert_outcomes(passed=4)
+    result = docs.run("--conformance-page=nowhere.md")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--conformance-page: no page [[]'nowhere.md'[]] under *"])
 
 
 def test_changed_figure_fails_and_names_the_line(docs: Docs) -> None:
@@ -481,113 +784,7 @@ def test_items_run_on_their_own(docs: Docs) -> None:
     result.assert_outcomes(passed=1)
 
 
-def test_exceptions_and_silent_statements(docs: Docs) -> None:
-    docs.page(
-        "errors.md",
-        """\
-        <!-- conformance: session id=expected-error -->
-        ```python
-        >>> nn.Linear(3, 4)(torch.zeros(2, 5))
-        Traceback (most recent call last):
-            ...
-        RuntimeError: mat1 and mat2 shapes cannot be multiplied
-        ```
-
-        <!-- conformance: session id=wrong-type -->
-        ```python
-        >>> int("x")
-        Traceback (most recent call last):
-        TypeError: invalid literal
-        ```
-
-        <!-- conformance: session id=unexpected-output -->
-        ```python
-        >>> nn.ReLU()
-        ```
-
-        <!-- conformance: session id=script -->
-        ```python
-        w = torch.empty(100).uniform_(-0.5, 0.5)
-        assert (w.abs() <= 0.5).all()
-        ```
-        """,
-    )
-    result = docs.run("-rA")
-    result.assert_outcomes(passed=2, failed=2)
-    result.stdout.fnmatch_lines(["*expected TypeError, got ValueError*"])
-    result.stdout.fnmatch_lines(["*expected no output, got 'ReLU ()'*"])
-
-
-@pytest.mark.interpreter
-def test_shape_rows_run_every_implementation_of_the_family() -> None:
-    page = parse_page(
-        "conv.md",
-        textwrap.dedent(
-            """\
-            <!-- conformance: shapes id=conv family=conv2d -->
-            | module | input | output |
-            | --- | --- | --- |
-            | `Conv2d(1, 2, 3)` | (1, 1, 5, 5) | (1, 2, 3, 3) |
-            | `Conv2d(1, 2, 3, stride=2)` | (1, 1, 5, 5) | (1, 2, 3, 3) |
-            """
-        ),
-    )
-    registry = builtin_registry()
-    runtime = PageRuntime(page, registry)
-    (example,) = page.examples
-    found = variants(example, registry)
-    assert [v.name for v in found] == [
-        "conv[row=1-torch.nn.Conv2d]",
-        "conv[row=1-torchkit.nn.FusedConv2dReLU]",
-        "conv[row=2-torch.nn.Conv2d]",
-        "conv[row=2-torchkit.nn.FusedConv2dReLU]",
-    ]
-    for variant in found[:2]:
-        runtime.run_shape_row(example, variant.row, variant.implementation)
-    for variant in found[2:]:
-        with pytest.raises(
-            ConformanceFailure, match=r"shape\(s\) \(1, 2, 3, 3\), got \(1, 2, 2, 2\)"
-        ):
-            runtime.run_shape_row(example, variant.row, variant.implementation)
-
-
-MILESTONES_PAGE = """\
-<!-- conformance: milestones id=step-lr -->
-```python
-# implementation: torch
-optimizer = optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1, momentum=0.9)
-scheduler = lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5)
-```
-```python
-# implementation: lambda
-optimizer = optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1, momentum=0.9)
-scheduler = lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 ** (s // 2))
-```
-
-| step | lr | momentum | note |
-| --- | --- | --- | --- |
-| 0 | 0.1 | 0.9 | start |
-| 2 | 0.05 | | halved |
-| 5 | {lr5} | - | |
-"""
-
-
-def test_milestone_rows_per_block(docs: Docs) -> None:
-    docs.page("sched.md", MILESTONES_PAGE.format(lr5="0.025"))
-    docs.page("wrong.md", MILESTONES_PAGE.format(lr5="0.0125"))
-    result = docs.run("-v")
-    result.assert_outcomes(passed=10, failed=2)
-    result.stdout.fnmatch_lines(
-        [
-            "*sched.md::step-lr[[]step=0-torch[]] PASSED*",
-            "*sched.md::step-lr[[]step=0-lambda[]] PASSED*",
-            "*wrong.md::step-lr[[]step=5-lambda[]] FAILED*",
-        ]
-    )
-    result.stdout.fnmatch_lines(["*lr at step 5: 0.025 differs from 0.0125*"])
-
-
-def test_third_party_implementation_and_expectations(
+def test_third_party_implementation_expectations_and_summary(
     docs: Docs, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytester.makepyfile(
@@ -600,7 +797,12 @@ def test_third_party_implementation_and_expectations(
             "    'thirdparty.SlowAdam': SlowAdam,\n"
             "    'thirdparty.Missing': 'no_such_module_xyz:Adam',\n"
             "}}\n"
-        )
+        ),
+        unavailable=(
+            "from torchkit.conformance.registry import PluginUnavailable\n\n"
+            "def register_conformance(registry):\n"
+            "    raise PluginUnavailable('somelib is not installed')\n"
+        ),
     )
     pytester.syspathinsert()
     docs.page(
@@ -622,6 +824,7 @@ def test_third_party_implementation_and_expectations(
     result = docs.run(
         "-v",
         "-rxs",
+        "--conformance-impl=unavailable",
         f"--conformance-expectations={expectations}",
         "--conformance-summary=summary.json",
     )
@@ -630,8 +833,14 @@ def test_third_party_implementation_and_expectations(
         [
             "*adam (Adam): torch.optim.Adam, torchkit.optim.FusedAdam, "
             "thirdparty.SlowAdam [[]from thirdparty[]]*",
+            "*plugin unavailable not tested: somelib is not installed",
+            "*expectations: *expected.txt (2 entries)",
             "*not available: ModuleNotFoundError*no_such_module_xyz*",
-            "*expectation on line 2 matched no item: adam.md::nothing-matches*",
+            "conformance: plugin unavailable was not tested: somelib is not installed",
+            "conformance: 4 items on 1 page: 1 failed, 2 passed, 1 xfailed",
+            "conformance: adam thirdparty.Missing: 1 failed",
+            "conformance: adam thirdparty.SlowAdam: 1 xfailed",
+            "*expectation *expected.txt:2 matched no item: adam.md::nothing-matches",
             "XFAIL docs/adam.md::adam-lr[[]thirdparty.SlowAdam[]] - halves the learning rate*",
         ]
     )
@@ -642,9 +851,19 @@ def test_third_party_implementation_and_expectations(
         "halves the learning rate on purpose"
     )
     assert items["adam.md::adam-lr[torch.optim.Adam]"]["outcome"] == "passed"
+    per_implementation = {i["implementation"]: i for i in summary["implementations"]}
+    assert per_implementation["thirdparty.SlowAdam"] == {
+        "family": "adam",
+        "implementation": "thirdparty.SlowAdam",
+        "page": "adam.md",
+        "passed": 0,
+        "failed": 0,
+        "xfailed": 1,
+        "skipped": 0,
+    }
 
 
-def test_requires_skips_with_reason(docs: Docs) -> None:
+def test_requires_and_unknown_family_skip_with_reasons(docs: Docs) -> None:
     docs.page(
         "new.md",
         """\
@@ -655,9 +874,14 @@ def test_requires_skips_with_reason(docs: Docs) -> None:
         ```
         """,
     )
+    docs.page("mystery.md", MYSTERY_PAGE)
     result = docs.run("-rs")
-    result.assert_outcomes(skipped=1)
+    result.assert_outcomes(skipped=2)
+    result.stdout.fnmatch_lines(["*family 'mystery' is not registered here*"])
     result.stdout.fnmatch_lines(["*needs torch>=99, this is torch*"])
+    result = docs.run("--conformance-strict")
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*mystery.md:1: family 'mystery' is not registered here*"])
 
 
 ERRATA_PAGE = """\
@@ -700,161 +924,165 @@ def test_bad_directive_is_a_collection_error(docs: Docs) -> None:
     result.stdout.fnmatch_lines(["*docs/bad.md:3: unknown directive kind 'sesion'*"])
 
 
-def test_summary_markdown(docs: Docs, pytester: pytest.Pytester) -> None:
+def test_summary_markdown_sorts_rows_naturally(docs: Docs, pytester: pytest.Pytester) -> None:
     docs.page("good.md", SESSION_PAGE.format(figure="0.6897"))
     docs.page("bad.md", SESSION_PAGE.format(figure="0.6997"))
+    docs.page(
+        "sched.md",
+        """\
+        <!-- conformance: milestones id=s erratum=E-1 -->
+        ```python
+        optimizer = optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+        scheduler = lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+        ```
+
+        | step | lr |
+        | --- | --- |
+        | 2 | 0.025 |
+        | 10 | 1 |
+        """,
+    )
     docs.run("--conformance-summary=out/summary.md")
     text = (pytester.path / "out" / "summary.md").read_text()
     assert "| `bad.md` | 1 | 1 | 0 | 0 | 0 |" in text
     assert "| `good.md` | 2 | 0 | 0 | 0 | 0 |" in text
-    assert re.search(r"\| `bad.md::cross-entropy` \| failed \| .*bad.md:7", text)
+    assert re.search(r"\| `bad.md::cross-entropy` \| failed \| .*bad.md:7: output differs", text)
+    assert text.index("`sched.md::s[step=2]`") < text.index("`sched.md::s[step=10]`")
 
 
 @pytest.mark.slow
 def test_xdist_loadfile_collects_identically(docs: Docs, pytester: pytest.Pytester) -> None:
     docs.page("a.md", SESSION_PAGE.format(figure="0.6897"))
-    docs.page("b/c.md", MILESTONES_PAGE.format(lr5="0.025"))
-    tests_dir = Path(__file__).resolve().parents[1]
-    pytester.makeini(f"[pytest]\npythonpath = {tests_dir}\n")
+    docs.page("b/c.md", SHAPES_PAGE)
     result = pytester.runpytest_subprocess(
         "--conformance-docs=docs", "-n", "2", "--dist", "loadfile", "--conformance-summary=s.json"
     )
-    result.assert_outcomes(passed=8)
+    result.assert_outcomes(passed=4)
     summary = json.loads((pytester.path / "s.json").read_text())
     assert sorted(summary["pages"]) == ["a.md", "b/c.md"]
 
 
 def test_real_docs_changed_figure_fails(docs: Docs) -> None:
     """The issue's acceptance check on the real page: alter the cross-entropy value."""
-    source = REPO_DOCS / "reference" / "losses.md"
-    if not source.is_file():
-        pytest.skip("docs/reference/losses.md is not written yet")
-    text = source.read_text(encoding="utf-8")
+    text = (ROOT / "docs" / "reference" / "losses.md").read_text(encoding="utf-8")
     page = parse_page("reference/losses.md", text)
-    slugs = [e.slug for e in page.examples]
-    if "cross-entropy" not in slugs:
-        pytest.skip("docs/reference/losses.md has no cross-entropy example")
+    slugs = [d.slug for d in page.directives]
     position = slugs.index("cross-entropy")
-    example = page.examples[position]
+    directive = page.directives[position]
     lines = text.split("\n")
-    if position + 1 < len(page.examples):  # keep the page up to this example
-        lines = lines[: page.examples[position + 1].line - 1]
+    if position + 1 < len(page.directives):  # keep the page up to this example
+        lines = lines[: page.directives[position + 1].line - 1]
     docs.page("reference/losses.md", "\n".join(lines))
     docs.run().assert_outcomes(passed=position + 1)
-    statement = next(s for s in example.blocks[0].statements if "tensor(" in s.want)
+    statement = next(s for s in directive.blocks[0].statements if "tensor(" in s.want)
     first = statement.want.split("\n")[0]
-    index = lines.index(first, statement.line - 1)
+    index = lines.index(first, statement.lineno - 1)
     lines[index] = re.sub(r"\d(?=[),\]])", lambda m: str((int(m.group()) + 5) % 10), first, count=1)
     assert lines[index] != first
     docs.page("reference/losses.md", "\n".join(lines))
     result = docs.run()
     result.assert_outcomes(passed=position, failed=1)
-    result.stdout.fnmatch_lines(["FAILED docs/reference/losses.md::cross-entropy *"])
+    result.stdout.fnmatch_lines(["FAILED docs/reference/losses.md::cross-entropy*"])
 
 
-# --------------------------------------------------------------------------- runtime
-
-
-def _runtime(text: str) -> tuple[PageRuntime, Page]:
-    page = parse_page("page.md", textwrap.dedent(text))
-    return PageRuntime(page, builtin_registry()), page
-
-
-def test_shape_rows_with_embeddings_and_state_tuples() -> None:
-    runtime, page = _runtime(
-        """\
-        <!-- conformance: shapes id=rnn -->
-        | module | input | output | note |
-        | --- | --- | --- | --- |
-        | `nn.Embedding(5, 3)` | (2, 4) | (2, 4, 3) | indices below 5 |
-        | `nn.LSTM(4, 6, 2)` | (5, 3, 4); ((2, 3, 6), (2, 3, 6)) | (5, 3, 6); (2, 3, 6); (2, 3, 6) |
-        | `nn.LSTM(4, 6, 2)` | (5, 3, 4) | (5, 3, 6); (2, 3, 6); (1, 3, 6) | wrong |
-        """
+def test_plugin_costs_nothing_until_enabled(pytester: pytest.Pytester) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys, torchkit.conformance; print('torch' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        check=True,
     )
-    (example,) = page.examples
-    runtime.run_shape_row(example, 0, None)
-    runtime.run_shape_row(example, 1, None)
-    with pytest.raises(ConformanceFailure, match=r"got \(5, 3, 6\); \(2, 3, 6\); \(2, 3, 6\)"):
-        runtime.run_shape_row(example, 2, None)
+    assert done.stdout.strip() == "False"
+    pytester.makepyfile(test_plain="def test_one():\n    pass\n")
+    pytester.path.joinpath("notes.md").write_text(MYSTERY_PAGE)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:randomly")
+    result.assert_outcomes(passed=1)
+    assert "conformance" not in result.stdout.str()
 
 
-def test_milestones_pass_metrics_to_the_scheduler() -> None:
-    runtime, page = _runtime(
-        """\
-        <!-- conformance: milestones id=plateau -->
-        ```python
-        optimizer = optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
-        scheduler = lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=0)
-        metrics = [1.0] * 10
-        ```
+# --------------------------------------------------------------------------- installed package
 
-        | step | lr |
-        | --- | --- |
-        | 1 | 0.1 |
-        | 2 | 0.05 |
-        | 3 | 0.025 |
-        | 4 | 0.0125 |
-        | 5 | 0.003125 |
-        """
+
+@pytest.mark.slow
+def test_python_m_torchkit_conformance_runs_from_any_directory(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torchkit",
+            "conformance",
+            "-p",
+            "no:randomly",
+            "-p",
+            "no:cacheprovider",
+            "--conformance-page=reference/losses.md",
+            "-q",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
     )
-    (example,) = page.examples
-    for row in range(4):
-        runtime.run_milestone_row(example, row, 0, None)
-    with pytest.raises(ConformanceFailure, match=r"0\.00625 differs from 0\.003125"):
-        runtime.run_milestone_row(example, 4, 0, None)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "conformance: 6 items on 1 page: 6 passed" in done.stdout
+    assert not list(tmp_path.iterdir())  # nothing written where it ran
 
 
-def test_family_runs_do_not_leak_into_later_sessions() -> None:
-    runtime, page = _runtime(
-        """\
-        <!-- conformance: session id=build family=adam -->
-        ```python
-        >>> opt = Adam([torch.zeros(1, requires_grad=True)], lr=0.01)
-        ```
-
-        <!-- conformance: session id=inspect -->
-        ```python
-        >>> type(opt).__name__
-        'Adam'
-        ```
-        """
+@pytest.mark.slow
+def test_wheel_ships_every_page_and_the_plugin(tmp_path: Path) -> None:
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(ROOT),
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
-    build, inspect = page.examples
-    registry = runtime.registry
-    fused = registry.implementations("adam")[1]
-    runtime.run_session(build, registry.reference("adam"))
-    runtime.run_session(build, fused)  # binds Adam to FusedAdam for this run only
-    runtime.run_session(inspect, None)  # sees the reference's `opt` again
+    (wheel,) = tmp_path.glob("torchkit-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    pages = {p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").rglob("*.md")}
+    prefix = "torchkit/conformance/docs/"
+    assert {n.removeprefix(prefix) for n in names if n.startswith(prefix)} == pages
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    text = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "[pytest11]\ntorchkit.conformance = torchkit.conformance" in text
 
 
-def test_page_state_is_isolated_from_other_pages() -> None:
-    first, first_page = _runtime(
+def test_docs_state_the_harness_size() -> None:
+    """docs/conformance.md gives the harness's line count: it must be today's."""
+    files = sorted((ROOT / "src" / "torchkit" / "conformance").glob("*.py"))
+    total = sum(len(f.read_text().splitlines()) for f in files)
+    page = (ROOT / "docs" / "conformance.md").read_text()
+    stated = re.search(r"The harness is ([\d,]+) lines of Python", page)
+    assert stated is not None, "docs/conformance.md lost its line count"
+    assert int(stated.group(1).replace(",", "")) == total
+
+
+def test_a_failing_item_shows_no_debug_log_records(docs: Docs) -> None:
+    docs.page(
+        "logs.md",
         """\
-        <!-- conformance: session id=float64 -->
+        <!-- conformance: session id=noisy -->
         ```python
-        >>> torch.set_default_dtype(torch.float64)
-        >>> _ = torch.manual_seed(7)
+        >>> import logging
+        >>> logger = logging.getLogger("c10d-NullHandler-dcp_logger")
+        >>> logger.setLevel(logging.DEBUG)
+        >>> logger.debug("a page of c10d records")
+        >>> 1 + 1
+        3
         ```
-
-        <!-- conformance: session id=after -->
-        ```python
-        >>> torch.tensor([1.0]).dtype
-        torch.float64
-        ```
-        """
+        """,
     )
-    second, second_page = _runtime(
-        """\
-        <!-- conformance: session id=default -->
-        ```python
-        >>> torch.tensor([1.0]).dtype
-        torch.float32
-        ```
-        """
-    )
-    rng = torch.get_rng_state()
-    first.run_session(first_page.examples[0], None)
-    assert torch.get_default_dtype() == torch.float32  # restored for the caller
-    second.run_session(second_page.examples[0], None)
-    first.run_session(first_page.examples[1], None)  # the page keeps its own default dtype
-    assert torch.equal(torch.get_rng_state(), rng)
+    result = docs.run()
+    result.assert_outcomes(failed=1)
+    assert "a page of c10d records" not in result.stdout.str()

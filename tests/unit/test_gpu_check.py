@@ -20,21 +20,6 @@ import gpu_check
 import run_all
 import traffic
 
-# What today's main cannot do yet, case by case: (status, why). The dry run must report exactly
-# these; the lead empties this once FusedAdam v2 (capturable=True; bf16 stores rounded to nearest
-# under the interpreter, as on GPUs) is merged. An entry whose case now passes fails the test,
-# so the list cannot go stale.
-_NO_CAPTURABLE = "FusedAdam refuses capturable=True"
-_BF16_TRUNCATED = "the interpreter truncates bf16 stores (GPUs round to nearest)"
-EXPECTED_ON_MAIN: dict[str, tuple[str, str]] = {
-    **{f"adam/{d}/capturable_graph": ("unsupported", _NO_CAPTURABLE) for d in gpu_check.DTYPES},
-    **{f"adam_step/{n}/graph/torchkit": ("unsupported", _NO_CAPTURABLE) for n in (10, 161, 400)},
-    **{
-        f"adam/bf16/{v}": ("mismatch", _BF16_TRUNCATED)
-        for v in ("plain", "amsgrad+wd", "maximize", "adamw")
-    },
-}  # fmt: skip
-
 
 @pytest.fixture(scope="module")
 def dry_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict, str]:
@@ -73,24 +58,16 @@ def test_dry_run_meta_names_the_run(dry_run):
 
 def test_dry_run_cases_pass_or_say_why(dry_run):
     status, data, _ = dry_run
-    cases = {c["case"]: c for s in data["sections"] for c in s["cases"]}
-    unexpected = {}
-    for case_id, case in cases.items():
-        if case_id in EXPECTED_ON_MAIN:
-            continue
-        if case["status"] == "ok":
-            continue
+    unexpected = {
+        c["case"]: (c["status"], c.get("reason"))
+        for s in data["sections"]
+        for c in s["cases"]
         # Work only a GPU can do is skipped explicitly, never silently.
-        if case["status"] == "skipped" and case["reason"].startswith("dry run: "):
-            continue
-        unexpected[case_id] = (case["status"], case.get("reason"))
+        if c["status"] != "ok"
+        and not (c["status"] == "skipped" and c["reason"].startswith("dry run: "))
+    }
     assert not unexpected
-    for case_id, (expected, why) in EXPECTED_ON_MAIN.items():
-        assert cases[case_id]["status"] == expected, (
-            f"{case_id} is now {cases[case_id]['status']!r}, no longer {expected!r} ({why}): "
-            "remove it from EXPECTED_ON_MAIN"
-        )
-    assert status == (1 if any(s == "mismatch" for s, _ in EXPECTED_ON_MAIN.values()) else 0)
+    assert status == 0
 
 
 def test_dry_run_runs_the_triton_kernels(dry_run):

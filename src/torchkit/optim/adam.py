@@ -1,51 +1,59 @@
-"""FusedAdam and FusedAdamW: drop-ins for :class:`torch.optim.Adam`/``AdamW`` that update every
-parameter of one device and dtype with a single multi-tensor Triton kernel launch per step.
+"""FusedAdam and FusedAdamW: drop-ins for :class:`torch.optim.Adam`/``AdamW`` whose step updates
+every parameter of one device and dtype with a single multi-tensor kernel launch.
 
-The classes follow ``torch/optim/adam.py``: hyperparameters are validated in ``__init__``, state
-is created lazily in ``_init_group`` under torch's key names (``step``, ``exp_avg``,
-``exp_avg_sq``, ``max_exp_avg_sq``) with torch's dtypes and devices, and ``step()`` hands the
-tensors of all param groups to the functional entry point :func:`fused_adam`, which picks the
-backend for each device (:func:`torchkit.backend.select_backend`):
+The layering is torch's: ``__init__`` and ``add_param_group`` validate; ``step`` gathers each
+group's tensors with ``_init_group`` and hands them to the functional layer, which buckets them
+by device, dtype and options and runs each bucket's backend (:func:`select_backend`):
 
-* ``Backend.TRITON`` (CUDA tensors) and ``Backend.TRITON_INTERPRETER`` (CPU tensors with
-  ``TRITON_INTERPRET=1``): the kernel of :mod:`torchkit.kernels.adam`, one launch per device
-  and dtype for all groups that share ``amsgrad``/``maximize``/``decoupled_weight_decay``;
-* ``Backend.TORCH``: torch's own fused Adam kernel (``torch._fused_adam_``/``_fused_adamw_``),
-  the fastest stock path on CPU, one call per device, dtype and distinct hyperparameters.
+* ``Backend.TRITON`` (CUDA) and ``Backend.TRITON_INTERPRETER`` (CPU, ``TRITON_INTERPRET=1``):
+  one launch of :mod:`torchkit.kernels.adam` for all the bucket's groups, which reads
+  ``found_inf``, ``grad_scale``, tensor hyperparameters and step counters on the device;
+* ``Backend.TORCH``: torch's public functional Adam with ``fused=True``, once per group.
 
-Because the param-group keys and the state match torch's, a ``torch.optim.Adam`` state_dict
-loads into :class:`FusedAdam` and a FusedAdam state_dict loads into ``torch.optim.Adam``, and
-training continues the same way (:func:`fused_adam_from` converts a live optimizer).
+:func:`fused_adam` is that layer's public entry point. ``FusedAdam.step`` keeps its buckets and
+their launch tables while the parameters stay the same (:class:`_Steps`). Under
+``torch.compile`` nothing is kept and a Triton launch is the custom op
+``torchkit::adam_multi_tensor_``, whose fake implementation tracing runs. Param-group keys and
+state are torch's (``step``: float32 on the parameter's device, as with ``fused=True``), so
+state_dicts move between FusedAdam and ``torch.optim.Adam`` both ways.
+
+Private torch API used (tested with torch 2.13):
+``torch.optim.optimizer._get_fused_kernels_supported_devices``, the devices torch's fused Adam
+runs on, checked before the stock backend runs (torch's ``Adam(fused=True)`` makes the same
+check). ``_init_group`` keeps torch's signature: ``torch.compile`` calls it by name.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import numbers
+import operator
 from collections.abc import Callable, Sequence
-from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch import Tensor
+from torch.optim.adam import adam as torch_adam
 
-from torchkit._layout import is_dense
+from torchkit._layout import fitted, is_dense, same_strides
 from torchkit.backend import Backend, select_backend
 
 if TYPE_CHECKING:  # importing the kernels imports triton
-    from torchkit.kernels.adam import AdamLaunchPlan
+    from torchkit.kernels.adam import AdamPlan
 
 __all__ = ["AdamLaunch", "FusedAdam", "FusedAdamW", "fused_adam", "fused_adam_from"]
 
-# Storage dtypes the kernels take; complex parameters are updated through view_as_real.
-_SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-_SUPPORTED_COMPLEX = (torch.complex64, torch.complex32)
-# Param-group keys that select one of torch's Adam implementations. FusedAdam keeps them (so a
-# state_dict round trip through torch restores them) but runs its own implementation.
-_TORCH_IMPL_KEYS = ("foreach", "fused")
+_COMPLEX = (torch.complex64, torch.complex128, torch.complex32)
+_MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+_PLAIN = frozenset({Tensor, torch.nn.Parameter})
+_NONE = itertools.repeat(None)
+_grad = operator.attrgetter("grad")
 
 PerTensor = float | Tensor | Sequence[float | Tensor]
+Hyper = tuple[float | Tensor, ...]  # lr, beta1, beta2, eps, weight_decay
+Options = tuple[bool, bool, bool]  # amsgrad, maximize, decoupled_weight_decay
 
 
 class AdamLaunch(NamedTuple):
@@ -53,10 +61,10 @@ class AdamLaunch(NamedTuple):
 
     Args:
         device: the tensors' device.
-        dtype: their storage dtype (the real dtype for complex parameters).
+        dtype: their dtype (the real dtype for complex parameters).
         backend: the implementation that updated them.
-        launches: kernel launches (Triton backends) or fused-kernel calls (``Backend.TORCH``);
-            0 when the step was skipped because ``found_inf`` was set.
+        launches: kernel launches (Triton backends) or calls of torch's fused Adam
+            (``Backend.TORCH``); a step that ``found_inf`` skips on the device counts them too.
     """
 
     device: torch.device
@@ -66,20 +74,20 @@ class AdamLaunch(NamedTuple):
 
 
 # --------------------------------------------------------------------------------------------
-# Validation
+# Validation, where values enter
 
 
-def _as_float(name: str, value: Any) -> float:
-    if type(value) is float:  # the common case, once per group and step
+def _real(name: str, value: Any) -> float | Tensor:
+    """``value`` as a float, or as a one-element real Tensor (not read)."""
+    if type(value) is float:
         return value
     if isinstance(value, Tensor):
         if value.numel() != 1:
             raise ValueError(f"{name} as a Tensor must have one element, got shape {value.shape}")
         if value.is_complex() or value.dtype == torch.bool:
             raise TypeError(f"{name} must be a real number, got a {value.dtype} tensor")
-        return float(value.item())
-    # numbers.Real covers int, float and numpy's floating and integer scalars, as torch takes.
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):  # int, numpy scalars
         raise TypeError(
             f"{name} must be a float (or another real number) or a one-element Tensor, "
             f"got {value!r}"
@@ -87,271 +95,306 @@ def _as_float(name: str, value: Any) -> float:
     return float(value)
 
 
-def _group_hyper(lr: Any, betas: Any, eps: Any, weight_decay: Any, where: str = "") -> Hyper:
-    """A param group's hyperparameters as floats; ``ValueError``/``TypeError`` naming the first
-    invalid one. The one check of ``__init__``, ``add_param_group`` and every ``step()``."""
-    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-        raise ValueError(f"betas{where} must be a pair (beta1, beta2), got {betas!r}")
-    hyper = (
-        _as_float("lr", lr),
-        _as_float("betas[0]", betas[0]),
-        _as_float("betas[1]", betas[1]),
-        _as_float("eps", eps),
-        _as_float("weight_decay", weight_decay),
-    )
-    _check_hyper(hyper, _GROUP_HYPER_NAMES, where)
-    return hyper
-
-
-def _check_supported_options(
-    *,
-    capturable: bool,
-    differentiable: bool,
-    where: str,
-    foreach: bool | None = None,
-    fused: bool | None = None,
-) -> None:
-    """Raise ``ValueError`` for torch Adam options FusedAdam cannot honour (never ignore them)."""
-    if capturable:
-        raise ValueError(
-            f"capturable=True{where} is not supported: FusedAdam computes bias corrections on "
-            "the host from CPU step counters, which cannot be captured in a CUDA graph"
-        )
-    if differentiable:
-        raise ValueError(f"differentiable=True{where} is not supported: the kernel has no autograd")
-    if foreach:
-        raise ValueError(
-            f"foreach=True{where} asks for torch's multi-tensor implementation; FusedAdam always "
-            "runs its fused kernel (pass foreach=None)"
-        )
-    if fused is False:
-        raise ValueError(f"fused=False{where} contradicts FusedAdam (pass fused=None)")
-
-
-# --------------------------------------------------------------------------------------------
-# The functional entry point
-
-# (lr, beta1, beta2, eps, weight_decay): what torch's fused kernel takes as scalars.
-Hyper = tuple[float, float, float, float, float]
-_HYPER_NAMES = ("lr", "beta1", "beta2", "eps", "weight_decay")
-_GROUP_HYPER_NAMES = ("lr", "betas[0]", "betas[1]", "eps", "weight_decay")
-_LIST_NAMES = ("grads", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs")
-# Tensor types that need no conversion before the kernels see them (no DTensor).
-_PLAIN_TYPES = frozenset({Tensor, torch.nn.Parameter})
-
-
-@functools.cache
-def _one() -> Tensor:
-    return torch.tensor(1.0)
-
-
-@functools.cache
-def _dtensor_type() -> type | None:
-    if not torch.distributed.is_available():
-        return None
-    from torch.distributed.tensor import DTensor
-
-    return DTensor
-
-
-def _per_tensor(name: str, value: PerTensor, n: int) -> list[float]:
-    if isinstance(value, (Tensor, numbers.Real)):
-        return [_as_float(name, value)] * n
-    values = list(value)
-    if not set(map(type, values)) <= {float}:  # plain floats need no conversion
-        values = [_as_float(f"{name}[{i}]", v) for i, v in enumerate(values)]
-    if len(values) != n:
-        raise ValueError(f"{name} has {len(values)} values for {n} parameters")
-    return values
-
-
-def _check_hyper(hyper: Hyper, names: Sequence[str], where: str = "") -> None:
-    """Raise ``ValueError`` naming the first hyperparameter of ``hyper`` out of its range."""
-    lr, beta1, beta2, eps, weight_decay = hyper
-    inf = math.inf
-    if (
-        0.0 <= lr < inf
-        and 0.0 <= beta1 < 1.0
-        and 0.0 <= beta2 < 1.0
-        and 0.0 <= eps < inf
-        and 0.0 <= weight_decay < inf
-    ):
-        return
+def _checked(values: Sequence[Any], names: Sequence[str], where: str, read: bool) -> Hyper:
+    """``values`` (lr, beta1, beta2, eps, weight_decay) converted and range-checked, naming the
+    first bad one. Tensors are read only when ``read`` (at construction, never at a step)."""
+    hyper = tuple(_real(name, v) for name, v in zip(names, values, strict=True))
     for name, value in zip(names, hyper, strict=True):
-        upper = 1.0 if name.startswith("beta") else math.inf
-        if upper == 1.0 and not 0.0 <= value < 1.0:
+        if isinstance(value, Tensor):
+            if not read:
+                continue
+            value = float(value)
+        if name.startswith("beta") and not 0.0 <= value < 1.0:
             raise ValueError(f"{name}{where} must be in [0, 1), got {value}")
         if not value >= 0.0:
             raise ValueError(f"{name}{where} must be >= 0, got {value}")
         if value == math.inf:
             raise ValueError(f"{name}{where} must be finite, got {value}")
+    return hyper
 
 
-def _to_local(columns: list[list[Tensor]]) -> list[list[Tensor]]:
-    """The local shards of any DTensors in ``columns`` (other tensors as they are)."""
-    dtensor = _dtensor_type()
-    if dtensor is None:
-        return columns
-    return [[t.to_local() if isinstance(t, dtensor) else t for t in c] for c in columns]
+def _group_hyper(group: dict[str, Any], where: str = "", read: bool = False) -> Hyper:
+    betas = group["betas"]
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"betas{where} must be a pair (beta1, beta2), got {betas!r}")
+    values = (group["lr"], *betas, group["eps"], group["weight_decay"])
+    names = ("lr", "betas[0]", "betas[1]", "eps", "weight_decay")
+    return _checked(values, names, where, read)
 
 
-class _Segment(NamedTuple):
-    """Tensors handed to a step together that share hyperparameters (one param group, say)."""
-
-    hyper: Hyper
-    columns: list[list[Tensor]]  # params, grads, exp_avgs, exp_avg_sqs[, max]: no DTensors
-    state_steps: list[Tensor]
-    name: Callable[[int], str]  # names the parameter at a position of the columns, for errors
-    # The params' strides when known (FusedAdam.step): spares _plan_step reading them again.
-    param_strides: list[tuple[int, ...]] | None = None
-
-
-class _Run(NamedTuple):
-    """Tensors of one device and dtype that share hyperparameters: one call of torch's kernel."""
-
-    hyper: Hyper
-    columns: list[list[Tensor]]  # params, grads, exp_avgs, exp_avg_sqs[, max]: real views
-    state_steps: list[Tensor]
+def _check_options(group: dict[str, Any], where: str) -> None:
+    """Raise ``ValueError`` for torch Adam options FusedAdam cannot honour (never ignore them)."""
+    if group.get("differentiable"):
+        raise ValueError(f"differentiable=True{where} is not supported: the kernel has no autograd")
+    if group.get("foreach"):
+        raise ValueError(
+            f"foreach=True{where} asks for torch's multi-tensor implementation; FusedAdam always "
+            "runs its fused kernel (pass foreach=None)"
+        )
+    if group.get("fused") is False:
+        raise ValueError(f"fused=False{where} contradicts FusedAdam (pass fused=None)")
 
 
-class _Bucket(NamedTuple):
-    """The tensors of one device and dtype in a checked step, and what will update them."""
+def _check_device(device: torch.device, name: str) -> Backend:
+    """The backend for ``device``; ``RuntimeError`` when none can run there."""
+    from torch.optim.optimizer import _get_fused_kernels_supported_devices
 
-    device: torch.device
-    dtype: torch.dtype  # the real dtype for complex parameters
-    backend: Backend
-    runs: list[_Run]  # one per distinct set of hyperparameters
-    grad_scale: Tensor | None  # on ``device``, float32
-    plan: AdamLaunchPlan | None  # Triton backends (all runs)
-
-
-class _CheckedStep(NamedTuple):
-    """A step whose arguments all passed the checks: nothing has changed yet."""
-
-    buckets: list[_Bucket]
-    amsgrad: bool
-    maximize: bool
-    decoupled: bool
-    steps_on_host: bool  # every step counter is a float32 CPU tensor
-    # (gradient, its copy in the parameter's layout) where the kernel unscales the copy, which
-    # is then written back: the caller's gradients end unscaled, as with torch's fused Adam.
-    unscaled_copies: list[tuple[Tensor, Tensor]]
+    backend = select_backend(device)
+    if backend is Backend.TORCH and device.type not in _get_fused_kernels_supported_devices():
+        raise RuntimeError(
+            f"{name} is on {device}: torch's fused Adam, the stock backend, runs on "
+            f"{_get_fused_kernels_supported_devices()}"
+        )
+    return backend
 
 
-def _plan_step(
-    segments: Sequence[_Segment],
-    *,
+def _local(t: Tensor) -> Tensor:
+    """The local shard of a DTensor (FSDP2), any other tensor as it is."""
+    if type(t) in _PLAIN or not torch.distributed.is_available():
+        return t
+    from torch.distributed.tensor import DTensor
+
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
+# --------------------------------------------------------------------------------------------
+# The functional layer
+
+
+@torch.library.custom_op(
+    "torchkit::adam_multi_tensor_",
+    mutates_args=("params", "grads", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs", "state_steps"),
+)
+def _adam_multi_tensor(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    max_exp_avg_sqs: list[Tensor],
+    state_steps: list[Tensor],
+    hyperparams: Tensor,
+    groups: list[int],
+    grad_scale: Tensor | None,
+    found_inf: Tensor | None,
     amsgrad: bool,
     maximize: bool,
-    decoupled: bool,
-    grad_scale: Tensor | None,
-    steps_on_host: bool,
-) -> _CheckedStep:
-    """Bucket checked segments by device and dtype and pick each bucket's backend.
+    decoupled_weight_decay: bool,
+) -> None:
+    """The Triton launch as ``torch.compile`` sees it; tracing runs the fake below."""
+    from torchkit.kernels.adam import adam_multi_tensor
 
-    Both backends walk a parameter and its tensors element by element in memory, so every
-    tensor must be laid out like its parameter: gradients in another layout (a contiguous
-    gradient of a channels_last parameter, an expanded one) are copied into the parameter's
-    layout here, for every backend. The other tensors are trusted to fit their parameters:
-    :func:`fused_adam` checks them, and ``FusedAdam`` creates, loads and re-lays out its state
-    so that they do. What can still fail (an unsupported dtype, a backend that cannot run, the
-    kernel's checks) fails before anything is written.
+    lists = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps)
+    options = {"amsgrad": amsgrad, "maximize": maximize, "groups": groups, "found_inf": found_inf}
+    options.update(decoupled_weight_decay=decoupled_weight_decay, grad_scale=grad_scale)
+    adam_multi_tensor(*lists, hyperparams, **options)
+
+
+@_adam_multi_tensor.register_fake
+def _(*args: Any, **kwargs: Any) -> None:
+    return None  # updates in place: no output to describe
+
+
+def _real_views(tensors: Sequence[Tensor]) -> list[Tensor]:
+    return [torch.view_as_real(t) if t.is_complex() else t for t in tensors]
+
+
+def _on(name: str, value: Tensor | None, device: torch.device) -> Tensor | None:
+    """``GradScaler``'s ``grad_scale``/``found_inf`` as a float32 tensor on ``device``."""
+    if value is None:
+        return None
+    if not isinstance(value, Tensor) or value.numel() != 1:
+        raise ValueError(f"{name} must be a one-element tensor, got {value!r}")
+    return value.to(device, torch.float32, non_blocking=True)
+
+
+def _hyper_table(rows: Sequence[Hyper], device: torch.device) -> Tensor:
+    """``rows`` as the kernel's float64 group table on ``device``; a tensor hyperparameter is
+    copied there on the device, never read on the host."""
+    floats = [[0.0 if isinstance(v, Tensor) else v for v in row] for row in rows]
+    table = torch.tensor(floats, dtype=torch.float64, device=device)
+    for g, row in enumerate(rows):
+        for k, v in enumerate(row):
+            if isinstance(v, Tensor):
+                table[g, k] = v.to(device, torch.float64).reshape(())
+    return table
+
+
+class _Bucket:
+    """Tensors of one device, dtype and option combination, and the backend that updates them.
+
+    ``columns``: params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs (empty without AMSGrad),
+    state_steps (local tensors); ``groups``: each tensor's row of hyperparameters. A Triton
+    bucket builds its ``AdamPlan`` once (``trace``d: calls the custom op at each step); a stock
+    bucket calls torch's functional fused Adam once per group.
     """
-    if grad_scale is not None and (not isinstance(grad_scale, Tensor) or grad_scale.numel() != 1):
-        raise ValueError(f"grad_scale must be a one-element tensor, got {grad_scale!r}")
-    by_key: dict[tuple[torch.device, torch.dtype], dict[Hyper, _Run]] = {}
-    copies: list[tuple[Tensor, Tensor]] = []
-    for segment in segments:
-        params = segment.columns[0]
-        if not params:
-            continue
-        segment_columns = segment.columns
-        misfits = _misfits(params, segment.columns[1], segment.param_strides)
-        if misfits:  # new lists: the caller's stay as they are
-            grads = list(segment.columns[1])
-            for i in misfits:
-                dense = _relaid(grads[i], params[i], segment.name(i))
-                copies.append((grads[i], dense))
-                grads[i] = dense
-            segment_columns = [params, grads, *segment.columns[2:]]
-        # torch's grouping (C++) reads every device and dtype far faster than a Python loop.
-        grouped = torch._C._group_tensors_by_device_and_dtype([params], True)
-        for (device, dtype), (_, positions) in grouped.items():
-            if dtype not in _SUPPORTED_DTYPES and dtype not in _SUPPORTED_COMPLEX:
-                raise TypeError(
-                    f"{segment.name(positions[0])} has dtype {dtype}; FusedAdam supports "
-                    "float32, float16, bfloat16 and complex64/complex32 parameters"
-                )
-            columns, steps = segment_columns, segment.state_steps
-            if len(grouped) > 1:
-                columns = [[c[i] for i in positions] for c in columns]
-                steps = [steps[i] for i in positions]
-            if dtype in _SUPPORTED_COMPLEX:
-                columns = [[torch.view_as_real(t) for t in c] for c in columns]
-                dtype = columns[0][0].dtype
-            runs = by_key.setdefault((device, dtype), {})
-            run = runs.get(segment.hyper)
-            if run is not None:  # new lists: the caller's stay as they are
-                columns = [a + b for a, b in zip(run.columns, columns, strict=True)]
-                steps = run.state_steps + steps
-            runs[segment.hyper] = _Run(segment.hyper, columns, steps)
 
+    def __init__(
+        self,
+        backend: Backend,
+        columns: list[list[Tensor]],
+        groups: list[int],
+        options: Options,
+        trace: bool,
+    ) -> None:
+        device, dtype = columns[0][0].device, columns[0][0].dtype
+        self.columns, self.options = columns, options
+        self.groups = list(dict.fromkeys(groups))  # the rows used, in order
+        self.rows = [self.groups.index(g) for g in groups]
+        self.complex = dtype in _COMPLEX
+        self.plan: AdamPlan | None = None
+        self.runs: list[tuple[int, list[list[Tensor]], list[int]]] = []
+        if backend is Backend.TORCH:
+            real = [_real_views(c) for c in columns[:4]] + [columns[4]]
+            for k in range(len(self.groups)):
+                pos = [i for i, row in enumerate(self.rows) if row == k]
+                self.runs.append((k, [[c[i] for i in pos] if c else [] for c in real], pos))
+        elif not trace:
+            from torchkit.kernels.adam import AdamPlan
+
+            self.plan = AdamPlan(*columns, amsgrad=options[0], groups=self.rows)
+        real_dtype = torch.view_as_real(columns[0][0]).dtype if self.complex else dtype
+        launches = len(self.runs) if backend is Backend.TORCH else 1
+        self.report = AdamLaunch(device, real_dtype, backend, launches)
+        self._hyper: tuple[Sequence[Hyper] | None, list[Hyper]] = (None, [])
+
+    def prepare(
+        self,
+        grads: list[Tensor],
+        hyper: Sequence[Hyper],
+        grad_scale: Tensor | None,
+        found_inf: Tensor | None,
+    ) -> list[Callable[[], Any]]:
+        """Check a step (``hyper``: a row per group, a new sequence when one changed) and
+        return its launches."""
+        device = self.report.device
+        scale, inf = _on("grad_scale", grad_scale, device), _on("found_inf", found_inf, device)
+        if self._hyper[0] is not hyper:
+            self._hyper = hyper, [hyper[g] for g in self.groups]
+        rows = self._hyper[1]
+        _, maximize, decoupled = self.options
+        if self.plan is not None:
+            options = {"maximize": maximize, "decoupled_weight_decay": decoupled}
+            return [self.plan.prepare(grads, rows, **options, grad_scale=scale, found_inf=inf)]
+        if not self.runs:  # traced Triton bucket
+            table = _hyper_table(rows, device)
+            args = (self.columns[0], grads, *self.columns[1:], table, self.rows, scale, inf)
+            return [functools.partial(_adam_multi_tensor, *args, *self.options)]
+        grads = _real_views(grads) if self.complex else grads
+        return [
+            _torch_fused_adam(columns, [grads[i] for i in pos], rows[k], self.options, scale, inf)
+            for k, columns, pos in self.runs
+        ]
+
+
+def _torch_fused_adam(
+    columns: list[list[Tensor]],
+    grads: list[Tensor],
+    hyper: Hyper,
+    options: Options,
+    grad_scale: Tensor | None,
+    found_inf: Tensor | None,
+) -> Callable[[], None]:
+    """torch's functional fused Adam over real local tensors, checked now, run by the call."""
+    params = columns[0]
+    grads, copies = fitted(grads, params, [p.stride() for p in params], contiguous=False)
+    lr, beta1, beta2, eps, weight_decay = hyper
+    amsgrad, maximize, decoupled = options
+    kwargs = {"lr": lr, "beta1": beta1, "beta2": beta2, "eps": eps, "weight_decay": weight_decay}
+
+    def run() -> None:
+        torch_adam(
+            params,
+            list(grads),
+            *columns[1:],
+            fused=True,
+            grad_scale=grad_scale,
+            found_inf=found_inf,
+            amsgrad=amsgrad,
+            maximize=maximize,
+            decoupled_weight_decay=decoupled,
+            **kwargs,
+        )
+        for grad, copy in copies if grad_scale is not None else ():
+            grad.copy_(copy)  # unscaled in the copy: hand the values back
+
+    return run
+
+
+def _buckets(
+    columns: list[list[Any]], groups: list[int], options: list[Options], trace: bool
+) -> list[tuple[_Bucket, list[int] | None]]:
+    """Local tensors bucketed by device, dtype and options, each with the positions of its
+    tensors (``None``: all of them). Every backend is chosen (and may refuse) first."""
+    keys: dict[tuple[Any, ...], list[int]] = {}
+    for i, p in enumerate(columns[0]):
+        keys.setdefault((p.device, p.dtype, options[i]), []).append(i)
+    backends = [_check_device(device, f"params[{i[0]}]") for (device, *_), i in keys.items()]
     buckets = []
-    for (device, dtype), runs in by_key.items():
-        backend = select_backend(device)
-        scale = None if grad_scale is None else grad_scale.to(device, torch.float32)
-        plan = None
-        if backend is not Backend.TORCH:
-            from torchkit.kernels.adam import plan_adam_multi_tensor
+    for ((_, _, opts), index), backend in zip(keys.items(), backends, strict=True):
+        sub = [[c[i] for i in index] if k != 3 or opts[0] else [] for k, c in enumerate(columns)]
+        bucket = _Bucket(backend, sub, [groups[i] for i in index], opts, trace)
+        buckets.append((bucket, None if len(index) == len(columns[0]) else index))
+    return buckets
 
-            # One launch for all runs: the kernel takes hyperparameters per tensor.
-            columns = [
-                [t for run in runs.values() for t in run.columns[k]]
-                for k in range(5 if amsgrad else 4)
-            ]
-            plan = plan_adam_multi_tensor(
-                columns[0],
-                columns[1],
-                columns[2],
-                columns[3],
-                columns[4] if amsgrad else [],
-                amsgrad=amsgrad,
+
+def _step(
+    buckets: list[tuple[_Bucket, list[int] | None]],
+    grads: list[Tensor],
+    hyper: Sequence[Hyper],
+    grad_scale: Tensor | None,
+    found_inf: Tensor | None,
+) -> list[AdamLaunch]:
+    """Check every bucket's launches, then launch them all."""
+    launches = []
+    for bucket, index in buckets:
+        part = grads if index is None else list(map(grads.__getitem__, index))
+        launches += bucket.prepare(part, hyper, grad_scale, found_inf)
+    for launch in launches:
+        launch()
+    return [bucket.report for bucket, _ in buckets]
+
+
+def _check_tensors(columns: list[list[Tensor]], grads: list[Tensor], amsgrad: bool) -> None:
+    """Every list as long as ``params``, every tensor fitting its parameter."""
+    n = len(columns[0])
+    names = ("grads", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs", "state_steps")
+    for name, column in zip(names, [grads, *columns[1:]], strict=True):
+        if name == "max_exp_avg_sqs" and amsgrad and len(column) != n:
+            raise ValueError(f"amsgrad=True needs {n} max_exp_avg_sqs, got {len(column)}")
+        if len(column) != n and name != "max_exp_avg_sqs":
+            raise ValueError(f"{name} has {len(column)} entries but params has {n}")
+    for i, p in enumerate(columns[0]):
+        if not (p.is_floating_point() or p.is_complex()):
+            raise TypeError(
+                f"params[{i}] has dtype {p.dtype}; Adam updates floating point "
+                "and complex parameters"
             )
-        buckets.append(_Bucket(device, dtype, backend, list(runs.values()), scale, plan))
-    unscaled = copies if grad_scale is not None else []
-    return _CheckedStep(buckets, amsgrad, maximize, decoupled, steps_on_host, unscaled)
-
-
-def _overflowed(found_inf: Tensor | None) -> bool:
-    """Whether ``GradScaler``'s ``found_inf`` says the gradients overflowed (one device read)."""
-    if found_inf is None:
-        return False
-    if not isinstance(found_inf, Tensor) or found_inf.numel() != 1:
-        raise ValueError(f"found_inf must be a one-element tensor, got {found_inf!r}")
-    return float(found_inf.item()) != 0.0
-
-
-def _take_steps(steps: Sequence[_CheckedStep], skip: bool) -> list[AdamLaunch]:
-    """Count the step and update every bucket of checked steps (``skip``: change nothing)."""
-    if skip:
-        return [AdamLaunch(b.device, b.dtype, b.backend, 0) for s in steps for b in s.buckets]
-    counters = [c for s in steps for b in s.buckets for r in b.runs for c in r.state_steps]
-    if counters and counters[0].is_cpu:
-        # With a Python number the CPU foreach fallback would wrap it once per tensor.
-        torch._foreach_add_(counters, _one(), alpha=1.0)
-    elif counters:
-        torch._foreach_add_(counters, 1.0)
-    report = []
-    for s in steps:
-        for b in s.buckets:
-            if b.backend is Backend.TORCH:
-                launches = _run_torch(b, s)
-            else:
-                launches = _run_triton(b, maximize=s.maximize, decoupled=s.decoupled)
-            report.append(AdamLaunch(b.device, b.dtype, b.backend, launches))
-        for grad, dense in s.unscaled_copies:  # the kernels unscaled the copies: hand them back
-            grad.copy_(dense)
-    return report
+        if grads[i].is_sparse:
+            raise RuntimeError("FusedAdam does not support sparse gradients, use SparseAdam")
+        for name, t in zip(names, (grads[i], *(c[i] for c in columns[1:4] if c)), strict=False):
+            if (t.shape, t.dtype, t.device) != (p.shape, p.dtype, p.device):
+                raise ValueError(
+                    f"{name}[{i}] must have the shape, dtype and device of params[{i}] "
+                    f"({tuple(p.shape)}, {p.dtype}, {p.device}), got {tuple(t.shape)}, "
+                    f"{t.dtype}, {t.device}"
+                )
+            if name != "grads" and not same_strides(t, p):
+                raise ValueError(
+                    f"{name}[{i}] must have the strides of params[{i}] {p.stride()}, got "
+                    f"{t.stride()}: moments are updated in place in their parameter's layout "
+                    "(pass torch.empty_like(param).copy_(moment))"
+                )
+        step = columns[4][i]
+        if (step.numel(), step.dtype, step.device) != (1, torch.float32, p.device):
+            raise ValueError(
+                f"state_steps[{i}] must be a one-element float32 tensor on {p.device}, got "
+                f"{step.dtype} of shape {tuple(step.shape)} on {step.device}"
+            )
+        if not is_dense(p):
+            raise ValueError(
+                f"params[{i}] is not dense (shape {tuple(p.shape)}, strides "
+                f"{p.stride()}); fused_adam updates dense parameters only"
+            )
 
 
 def fused_adam(
@@ -375,55 +418,50 @@ def fused_adam(
 ) -> list[AdamLaunch]:
     """One Adam step over lists of tensors, on the backend :func:`select_backend` picks per device.
 
-    The counterpart of :func:`torch.optim.adam.adam`, except that the hyperparameters may
-    differ per tensor: ``lr``, ``beta1``, ``beta2``, ``eps`` and ``weight_decay`` are each one
-    value for all tensors or a sequence with one value per tensor, so several param groups
-    update in one kernel launch. Tensors are bucketed by device and dtype; each bucket is one
-    launch of the Triton kernel (or one call of torch's fused kernel per distinct set of
-    hyperparameters on ``Backend.TORCH``). DTensors update through their local shards, complex
-    tensors through :func:`torch.view_as_real`. Every argument, and the backend of every
-    bucket, is checked before anything is written: an error leaves all tensors and step
-    counters as they were.
+    :func:`torch.optim.adam.adam` with ``fused=True``, except that ``lr``, ``beta1``, ``beta2``,
+    ``eps`` and ``weight_decay`` may each be one value or a sequence with one value per tensor,
+    so that several param groups share a Triton launch (one per device and dtype; torch's
+    fused Adam is called once per distinct set of hyperparameters). DTensors update through
+    their local shards, complex tensors as their real and imaginary parts. Everything is
+    checked before anything is written, so an error changes nothing (``torch.compile`` skips
+    the checks, as torch's optimizers do).
 
     Args:
-        params: dense parameters (float32, float16, bfloat16, complex64 or complex32), any
-            memory format, updated in place.
-        grads: their gradients (dense, not sparse), with the parameters' shapes, dtypes and
-            devices; one in another layout than its parameter (strides) is copied into the
-            parameter's layout first, on every backend.
-        exp_avgs: first moments, with the parameters' dtypes and strides; updated in place.
-        exp_avg_sqs: second moments, likewise; updated in place.
+        params: dense parameters (floating point or complex), any memory format.
+        grads: their gradients, with the parameters' shapes, dtypes and devices; one in another
+            layout is copied into its parameter's for the step.
+        exp_avgs: first moments, with the parameters' dtypes and strides, updated in place.
+        exp_avg_sqs: second moments, likewise.
         max_exp_avg_sqs: running maxima of the second moments (``amsgrad``), else empty.
-        state_steps: one-element float tensors counting the steps taken, incremented in place
-            (unless the step is skipped); CPU tensors avoid a device read per step.
-        lr: learning rate(s).
+        state_steps: one-element float32 tensors on the parameters' devices, the steps taken;
+            incremented on the device unless ``found_inf`` is set.
+        lr: learning rate(s): floats, or one-element tensors read on the device.
         beta1: first-moment decay(s).
         beta2: second-moment decay(s).
         eps: denominator term(s).
         weight_decay: L2 penalty (Adam) or decoupled decay (AdamW) coefficient(s).
         amsgrad: use the running maximum of the second moment.
         maximize: maximise the objective.
-        decoupled_weight_decay: AdamW's decay ``p *= 1 - lr * weight_decay``.
-        grad_scale: the ``GradScaler`` scale; gradients are divided by it in the kernel and
-            stored back unscaled, as torch's fused Adam does.
-        found_inf: a tensor that is non-zero when the scaled gradients overflowed; then
-            nothing is updated and no step is counted. Reading it is one device sync.
+        decoupled_weight_decay: AdamW's decay ``p -= lr * weight_decay * p``.
+        grad_scale: ``GradScaler``'s scale: gradients are divided by it on the device and
+            stored back unscaled, as with torch's fused Adam.
+        found_inf: non-zero when the scaled gradients overflowed: nothing changes. Read on the
+            device, never on the host.
 
     Returns:
-        One :class:`AdamLaunch` per (device, dtype) bucket.
+        One :class:`AdamLaunch` per device and dtype.
 
     Raises:
         ValueError: lists of different lengths, invalid hyperparameters, a parameter that is
-            not dense, a gradient or state tensor whose shape, dtype or device differ from its
-            parameter's, or a moment whose strides do (on every backend).
-        TypeError: a parameter dtype the kernels do not support (float64).
-        RuntimeError: sparse gradients, or a backend pinned with
-            :func:`torchkit.force_backend` that cannot run on the tensors' device.
+            not dense, a tensor whose shape, dtype or device differ from its parameter's, a
+            moment whose strides do, or a step counter that is not one float32 element on its
+            parameter's device.
+        TypeError: a parameter that is neither floating point nor complex.
+        RuntimeError: sparse gradients, or a backend that cannot run on the tensors' device.
 
     Example:
         >>> import torchkit
-        >>> p = torch.ones(3)
-        >>> step = torch.tensor(0.0)
+        >>> p, step = torch.ones(3), torch.tensor(0.0)
         >>> with torchkit.force_backend("torch"):
         ...     launches = fused_adam([p], [torch.full((3,), 0.5)], [torch.zeros(3)],
         ...                           [torch.zeros(3)], [], [step], lr=0.1, beta1=0.9,
@@ -433,270 +471,188 @@ def fused_adam(
         (tensor([0.9000, 0.9000, 0.9000]), tensor(1.))
     """
     n = len(params)
-    for name, values in (("grads", grads), ("exp_avgs", exp_avgs), ("exp_avg_sqs", exp_avg_sqs)):
-        if len(values) != n:
-            raise ValueError(f"{name} has {len(values)} entries but params has {n}")
-    if len(state_steps) != n:
-        raise ValueError(f"state_steps has {len(state_steps)} entries but params has {n}")
-    if amsgrad and len(max_exp_avg_sqs) != n:
-        raise ValueError(f"amsgrad=True needs {n} max_exp_avg_sqs, got {len(max_exp_avg_sqs)}")
-    hypers = list(
-        zip(
-            _per_tensor("lr", lr, n),
-            _per_tensor("beta1", beta1, n),
-            _per_tensor("beta2", beta2, n),
-            _per_tensor("eps", eps, n),
-            _per_tensor("weight_decay", weight_decay, n),
-            strict=True,
-        )
-    )
-    distinct = dict.fromkeys(hypers)  # in order of first appearance
-    for hyper in distinct:
-        _check_hyper(hyper, _HYPER_NAMES)
-    steps_on_host = True
-    for i, s in enumerate(state_steps):
-        if not isinstance(s, Tensor) or s.numel() != 1:
-            raise ValueError(f"state_steps[{i}] must be a one-element tensor, got {s!r}")
-        steps_on_host = steps_on_host and s.is_cpu and s.dtype == torch.float32
-
-    # Every tensor against its parameter, on local shards. A parameter's gradient and state
-    # are DTensors exactly when the parameter is, so it is asked once.
-    columns: list[list[Tensor]] = [list(params), list(grads), list(exp_avgs), list(exp_avg_sqs)]
-    if amsgrad:
-        columns.append(list(max_exp_avg_sqs))
-    dtensor = _dtensor_type()
-    for i, p in enumerate(params):
-        if dtensor is not None and isinstance(p, dtensor):
-            for c in columns:
-                c[i] = c[i].to_local() if isinstance(c[i], dtensor) else c[i]
-        if columns[1][i].is_sparse:
-            raise RuntimeError("FusedAdam does not support sparse gradients, use SparseAdam")
-        local = columns[0][i]
-        shape, dtype, device = local.shape, local.dtype, local.device
-        for name, c in zip(_LIST_NAMES, columns[1:], strict=False):
-            t = c[i]
-            if t.shape != shape or t.dtype != dtype or t.device != device:
-                raise ValueError(
-                    f"{name}[{i}] must have the shape, dtype and device of params[{i}] "
-                    f"({tuple(shape)}, {dtype}, {device}), got {tuple(t.shape)}, {t.dtype}, "
-                    f"{t.device}"
-                )
-        # Gradients in any layout are copied into their parameter's (_plan_step); the state,
-        # updated in place, must already share it, and the parameter must be dense.
-        strides = local.stride()
-        for name, c in zip(_LIST_NAMES[1:], columns[2:], strict=False):
-            t = c[i]
-            if t.stride() != strides and not _same_strides(t, local):
-                raise ValueError(
-                    f"{name}[{i}] must have the strides of params[{i}] {strides}, got "
-                    f"{t.stride()}: moments are updated in place in their parameter's layout "
-                    "(pass torch.empty_like(param).copy_(moment))"
-                )
-        if not is_dense(local):
-            raise ValueError(
-                f"params[{i}] is not dense (shape {tuple(shape)}, strides {strides}); "
-                "fused_adam updates dense parameters only"
-            )
-
-    if len(distinct) == 1:
-        segments = [_Segment(hypers[0], columns, list(state_steps), "params[{}]".format)]
-    else:
-        segments = []
-        positions: dict[Hyper, list[int]] = {h: [] for h in distinct}
-        for i, hyper in enumerate(hypers):
-            positions[hyper].append(i)
-        for hyper, idx in positions.items():
-            segments.append(
-                _Segment(
-                    hyper,
-                    [[c[i] for i in idx] for c in columns],
-                    [state_steps[i] for i in idx],
-                    lambda k, idx=idx: f"params[{idx[k]}]",
-                )
-            )
-    checked = _plan_step(
-        segments,
-        amsgrad=amsgrad,
-        maximize=maximize,
-        decoupled=decoupled_weight_decay,
-        grad_scale=grad_scale,
-        steps_on_host=steps_on_host,
-    )
-    return _take_steps([checked], _overflowed(found_inf))
-
-
-def _same_strides(a: Tensor, b: Tensor) -> bool:
-    """Same strides along every dimension that has more than one element."""
-    return all(sa == sb for sa, sb, n in zip(a.stride(), b.stride(), a.shape, strict=True) if n > 1)
-
-
-def _misfits(
-    params: Sequence[Tensor],
-    tensors: Sequence[Tensor],
-    param_strides: list[tuple[int, ...]] | None = None,
-) -> list[int]:
-    """Positions where ``tensors`` (shaped like ``params``) have other strides than their param.
-
-    One comparison of two stride lists when every layout matches, the common case; a
-    per-tensor look, which ignores dimensions of size 1, only when they do not.
-    ``param_strides`` are the params' strides when the caller has them already.
-    """
-    if param_strides is None:
-        param_strides = list(map(Tensor.stride, params))
-    if list(map(Tensor.stride, tensors)) == param_strides:
-        return []
-    pairs = enumerate(zip(params, tensors, strict=True))
-    return [i for i, (p, t) in pairs if not _same_strides(t, p)]
-
-
-def _relaid(t: Tensor, param: Tensor, name: str) -> Tensor:
-    """A copy of ``t`` laid out like ``param``, whose strides it lacks.
-
-    Raises:
-        ValueError: ``param`` (named ``name``) is not dense: no copy can share its layout, and
-            both backends walk parameters as dense memory.
-    """
-    dense = torch.empty_like(param)
-    if not _same_strides(dense, param):
-        raise ValueError(
-            f"{name} is not dense (shape {tuple(param.shape)}, strides {param.stride()}); "
-            "FusedAdam updates dense parameters only (pass param.contiguous())"
-        )
-    return dense.copy_(t)
-
-
-def _run_triton(bucket: _Bucket, *, maximize: bool, decoupled: bool) -> int:
-    """The multi-tensor Triton kernel: one launch for all runs of the bucket."""
-    from torchkit.kernels.adam import AdamHyperparams, launch_adam_plan
-
-    hyperparams = [
-        AdamHyperparams(*run.hyper, step=float(s.item()))  # the counts after this step
-        for run in bucket.runs
-        for s in run.state_steps
-    ]
-    launches = launch_adam_plan(
-        bucket.plan,
-        hyperparams,
-        maximize=maximize,
-        decoupled_weight_decay=decoupled,
-        grad_scale=bucket.grad_scale,
-    )
-    return launches
-
-
-def _run_torch(bucket: _Bucket, step: _CheckedStep) -> int:
-    """torch's fused Adam kernel, one call per run (distinct hyperparameters) of the bucket."""
-    kernel = torch._fused_adamw_ if step.decoupled else torch._fused_adam_
-    # torch's kernel reads float32 step counters on the parameters' device.
-    counters_fit = step.steps_on_host and bucket.device.type == "cpu"
-    for run in bucket.runs:
-        lr, beta1, beta2, eps, weight_decay = run.hyper
-        counters = run.state_steps
-        if not counters_fit:
-            counters = [s.to(bucket.device, torch.float32) for s in counters]
-        kernel(
-            run.columns[0],
-            run.columns[1],
-            run.columns[2],
-            run.columns[3],
-            run.columns[4] if step.amsgrad else [],
-            counters,
-            amsgrad=step.amsgrad,
-            lr=lr,
-            beta1=beta1,
-            beta2=beta2,
-            weight_decay=weight_decay,
-            eps=eps,
-            maximize=step.maximize,
-            grad_scale=bucket.grad_scale,
-            found_inf=None,
-        )
-    return len(bucket.runs)
-
-
-# State keys shaped like their parameter.
-_MOMENT_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
-
-
-def _check_loaded_state(
-    param: Tensor, state: dict[str, Any] | None, group: int, index: int
-) -> None:
-    """Raise ``ValueError`` unless ``state`` (loaded for ``param``) fits it.
-
-    Moments must have the parameter's shape, dtype and device (``load_state_dict`` has cast
-    floating-point ones already), ``step`` one element: the step then trusts them.
-    """
-    if not state:
-        return
-    where = f"state of parameter {index} (param group {group})"
-    for key in _MOMENT_KEYS:
-        value = state.get(key)
-        if not isinstance(value, Tensor):
-            continue
-        if value.shape != param.shape:
-            raise ValueError(
-                f"{where}: {key!r} has shape {tuple(value.shape)}, the parameter "
-                f"{tuple(param.shape)}"
-            )
-        if value.dtype != param.dtype or value.device != param.device:
-            raise ValueError(
-                f"{where}: {key!r} is {value.dtype} on {value.device}, the parameter "
-                f"{param.dtype} on {param.device}"
-            )
-    step = state.get("step")
-    if isinstance(step, Tensor) and step.numel() != 1:
-        raise ValueError(f"{where}: 'step' must have one element, got shape {tuple(step.shape)}")
-
-
-def _group_param(index: int, group: dict[str, Any], position: int) -> str:
-    """Names, in an error message, the ``position``-th parameter with a gradient of the param
-    group ``group`` (number ``index``)."""
-    with_grad = [i for i, p in enumerate(group["params"]) if p.grad is not None]
-    return f"param_groups[{index}]['params'][{with_grad[position]}]"
+    columns = [list(map(_local, c)) for c in (params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs)]
+    columns += [list(state_steps)]
+    grads = list(map(_local, grads))
+    names = ("lr", "beta1", "beta2", "eps", "weight_decay")
+    per_tensor = []
+    for name, value in zip(names, (lr, beta1, beta2, eps, weight_decay), strict=True):
+        if isinstance(value, (Tensor, numbers.Real)):
+            value = [value] * n
+        per_tensor.append([_real(f"{name}[{i}]", v) for i, v in enumerate(value)])
+        if len(per_tensor[-1]) != n:
+            raise ValueError(f"{name} has {len(per_tensor[-1])} values for {n} parameters")
+    slots: dict[Hyper, int] = {}  # distinct hyperparameters: tensors hash by identity
+    groups = [slots.setdefault(row, len(slots)) for row in zip(*per_tensor, strict=True)]
+    trace = torch.compiler.is_compiling()
+    if not trace:
+        _check_tensors(columns, grads, amsgrad)
+        for row in slots:
+            _checked(row, names, "", read=False)
+    options = [(amsgrad, maximize, decoupled_weight_decay)] * n
+    buckets = _buckets(columns, groups, options, trace)
+    return _step(buckets, grads, list(slots), grad_scale, found_inf)
 
 
 # --------------------------------------------------------------------------------------------
 # The optimizers
 
 
+class _Steps:
+    """``FusedAdam.step``'s buckets, kept while the groups have the same parameters, the same of
+    them have gradients, and no parameter's storage, option or backend changed and no state was
+    loaded. A step then reads the gradients and the parameters' addresses; the backends check
+    the gradients' layouts and write what changed."""
+
+    def __init__(self, opt: FusedAdam, grads: list[list[Tensor | None]], trace: bool) -> None:
+        if not trace and torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError(
+                "FusedAdam builds its launch tables at the first step and when the parameters "
+                "change: take a step before capturing a CUDA graph"
+            )
+        self.hyper = _check_groups(opt, grads)  # before any state is created
+        self.raw = list(map(_raw, opt.param_groups))
+        columns: list[list[Any]] = [[], [], [], [], []]
+        groups, options, params, self.keys = [], [], [], []
+        for g, group in enumerate(opt.param_groups):
+            found: tuple[list[Tensor], ...] = ([], [], [], [], [], [])
+            opt._init_group(group, *found)
+            n = len(found[0])
+            found[4][:] = found[4] if group["amsgrad"] else [None] * n
+            for column, values in zip(columns, (found[0], *found[2:]), strict=True):
+                column += map(_local, values)
+            params += found[0]
+            groups += [g] * n
+            options += [(group["amsgrad"], group["maximize"], group["decoupled_weight_decay"])] * n
+            kept = [i for i, grad in enumerate(grads[g]) if grad is not None]
+            every = len(kept) == len(group["params"])
+            self.keys.append((group["params"], len(group["params"]), None if every else kept))
+        self.options = list(map(_options, opt.param_groups))
+        self.state, self.n_state = opt.state, len(opt.state)
+        self.plain = [p for p in params if type(p) in _PLAIN]
+        self.addresses = list(map(Tensor.data_ptr, self.plain))
+        self.local = len(self.plain) != len(params)
+        self.buckets = _buckets(columns, groups, options, trace)
+
+    def gradients(self, opt: FusedAdam, grads: list[list[Tensor | None]]) -> list[Tensor] | None:
+        """The step's gradients in bucket order if the buckets still describe ``opt``."""
+        if opt.state is not self.state or len(opt.state) != self.n_state:
+            return None
+        if len(grads) != len(self.keys) or list(map(_options, opt.param_groups)) != self.options:
+            return None
+        flat: list[Tensor] = []
+        for group, group_grads, (params, n, kept) in zip(
+            opt.param_groups, grads, self.keys, strict=True
+        ):
+            if group["params"] is not params or len(params) != n:
+                return None
+            if any(map(operator.is_, group_grads, _NONE)):
+                if kept != [i for i, grad in enumerate(group_grads) if grad is not None]:
+                    return None
+                group_grads = [group_grads[i] for i in kept]
+            elif kept is not None:
+                return None
+            flat += group_grads
+        if list(map(Tensor.data_ptr, self.plain)) != self.addresses:
+            return None  # a parameter's .data was replaced (model.to(memory_format=...), say)
+        for bucket, _ in self.buckets:
+            if select_backend(bucket.report.device) is not bucket.report.backend:
+                return None
+        return list(map(_local, flat)) if self.local else flat
+
+    def run(self, opt: FusedAdam, grads: list[Tensor]) -> list[AdamLaunch]:
+        """One step; hyperparameters a scheduler changed are checked and taken over first."""
+        raw = list(map(_raw, opt.param_groups))
+        if not all(map(_same, raw, self.raw)):
+            where = " (param group {})".format
+            hyper = [
+                self.hyper[g] if _same(r, self.raw[g]) else _group_hyper(group, where(g))
+                for g, (group, r) in enumerate(zip(opt.param_groups, raw, strict=True))
+            ]
+            self.hyper, self.raw = hyper, raw  # a new list: the buckets see the change
+        scale, inf = getattr(opt, "grad_scale", None), getattr(opt, "found_inf", None)
+        return _step(self.buckets, grads, self.hyper, scale, inf)
+
+
+def _raw(group: dict[str, Any]) -> tuple[Any, ...]:
+    """The hyperparameters a step compares with the last step's."""
+    return group["lr"], group["betas"], group["eps"], group["weight_decay"]
+
+
+def _options(group: dict[str, Any]) -> tuple[Any, ...]:
+    """The options whose change rebuilds the buckets."""
+    return (
+        group["amsgrad"],
+        group["maximize"],
+        group["decoupled_weight_decay"],
+        group["differentiable"],
+        group["foreach"],
+        group["fused"],
+    )
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal without reading a tensor: floats by value, tuples elementwise, the rest by identity."""
+    if a is b or (type(a) is float and type(b) is float and a == b):
+        return True
+    return type(a) is tuple and type(b) is tuple and len(a) == len(b) and all(map(_same, a, b))
+
+
+def _check_groups(opt: FusedAdam, grads: list[list[Tensor | None]]) -> list[Hyper]:
+    """Every check a step can fail, made before it changes anything; each group's hyperparams."""
+    hyper = []
+    for g, (group, group_grads) in enumerate(zip(opt.param_groups, grads, strict=True)):
+        # foreach/fused in a group loaded from torch name its implementation: kept, not run.
+        _check_options({"differentiable": group["differentiable"]}, f" (param group {g})")
+        hyper.append(_group_hyper(group, f" (param group {g})"))
+        for i, (p, grad) in enumerate(zip(group["params"], group_grads, strict=True)):
+            name = f"param_groups[{g}]['params'][{i}]"
+            if grad is not None and grad.is_sparse:
+                raise RuntimeError(
+                    f"{name} has a sparse gradient: FusedAdam does not support sparse "
+                    "gradients, please consider SparseAdam"
+                )
+            if grad is not None:
+                local = _local(p)
+                _check_device(local.device, name)
+                if not is_dense(local):
+                    raise ValueError(
+                        f"{name} is not dense (shape {tuple(p.shape)}, strides "
+                        f"{local.stride()}); FusedAdam updates dense parameters only"
+                    )
+    return hyper
+
+
 class FusedAdam(torch.optim.Adam):
     r"""Adam (and, with ``decoupled_weight_decay=True``, AdamW) as one multi-tensor kernel per step.
 
-    A drop-in for :class:`torch.optim.Adam`: same arguments, same math for every option, same
-    param-group keys and state (``step``, ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``), so
-    checkpoints move between the two in both directions. Param groups may differ in every
-    hyperparameter and schedulers may change ``lr`` between steps. The update of all
-    parameters of one device and dtype is a single Triton launch whenever the groups share
-    ``amsgrad``, ``maximize`` and ``decoupled_weight_decay`` (the arithmetic is float32 for
-    float16/bfloat16 parameters, whose state keeps the parameter dtype as in torch). On a
-    device without Triton it runs torch's own fused Adam. ``last_backend`` and
-    ``last_launches`` tell what the last step ran. ``step`` counters are float32 CPU tensors,
-    as with torch's ``fused=True`` Adam, also under ``torch.set_default_dtype(torch.float64)``
-    (where torch's default Adam makes them float64).
+    A drop-in for :class:`torch.optim.Adam`: same arguments, math, param-group keys and state,
+    so checkpoints move between the two both ways; groups may differ in every hyperparameter,
+    schedulers may change them. All parameters of one device and dtype are one Triton launch
+    when their groups share ``amsgrad``, ``maximize`` and ``decoupled_weight_decay``; without
+    Triton, torch's fused Adam runs. ``last_backend`` and ``last_launches`` tell what ran.
 
-    Parameters may have any dense layout (channels_last, say): a gradient in another layout
-    is copied into the parameter's for the step, and moments left in an old layout (by
-    ``model.to(memory_format=torch.channels_last)`` between steps) are re-laid out once.
-
-    Works with :class:`torch.amp.GradScaler` like torch's fused Adam: the scaler hands over
-    ``grad_scale`` and ``found_inf``; gradients are unscaled inside the kernel and a step with
-    an overflow changes nothing (reading ``found_inf`` costs one device sync per step).
+    A step never synchronises with the host: ``found_inf`` and ``grad_scale`` (from
+    :class:`torch.amp.GradScaler`), tensor hyperparameters and the ``step`` counters are read
+    on the device. After a first step has built the launch tables it can be captured in a CUDA
+    graph, whatever ``capturable`` says (kept for the state_dict); ``torch.compile`` traces it.
+    Any dense parameter layout works: gradients and moments in another layout are copied into
+    the parameter's.
 
     Args:
         params: iterable of parameters or of param-group dicts.
-        lr: learning rate, a finite float (or other real number) or a one-element Tensor
-            (default: 1e-3). A Tensor is read on the host at every step, which synchronises
-            when it lives on a GPU.
-        betas: decays of the first and second moment (default: (0.9, 0.999)).
+        lr: learning rate, a float (or other real number) or a one-element Tensor
+            (default: 1e-3). A Tensor is read on the device at every step.
+        betas: decays of the first and second moment, floats or one-element Tensors
+            (default: (0.9, 0.999)).
         eps: term added to the denominator (default: 1e-8).
         weight_decay: L2 penalty, or decoupled decay with ``decoupled_weight_decay``
             (default: 0).
         amsgrad: use the AMSGrad variant (default: False).
         maximize: maximise the objective instead of minimising it (default: False).
         decoupled_weight_decay: AdamW's decoupled weight decay (default: False).
-        foreach: accepted for signature compatibility; only ``None``/``False`` (FusedAdam is
-            never torch's foreach implementation).
-        capturable: must be False (CUDA-graph capture is not supported).
+        foreach: accepted for signature compatibility; only ``None``/``False``.
+        capturable: accepted and kept in the groups; every step is capturable.
         differentiable: must be False (the update has no autograd).
         fused: accepted for signature compatibility; only ``None``/``True``.
 
@@ -712,6 +668,9 @@ class FusedAdam(torch.optim.Adam):
         >>> sorted(opt.state[model.weight])
         ['exp_avg', 'exp_avg_sq', 'step']
     """
+
+    # GradScaler hands grad_scale/found_inf to step() instead of unscaling and checking itself.
+    _step_supports_amp_scaling = True
 
     def __init__(
         self,
@@ -729,15 +688,12 @@ class FusedAdam(torch.optim.Adam):
         differentiable: bool = False,
         fused: bool | None = None,
     ) -> None:
-        _check_supported_options(
-            foreach=foreach,
-            fused=fused,
-            capturable=capturable,
-            differentiable=differentiable,
-            where="",
+        _check_options({"foreach": foreach, "fused": fused, "differentiable": differentiable}, "")
+        _group_hyper(
+            {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay}, read=True
         )
-        _group_hyper(lr, betas, eps, weight_decay)
         self.last_launches: list[AdamLaunch] = []
+        self._steps: _Steps | None = None
         # torch.optim.Adam.__init__ by name: FusedAdamW's MRO must not reach torch's AdamW.
         torch.optim.Adam.__init__(
             self,
@@ -749,13 +705,11 @@ class FusedAdam(torch.optim.Adam):
             amsgrad=amsgrad,
             foreach=None,
             maximize=maximize,
-            capturable=False,
+            capturable=capturable,
             differentiable=False,
             fused=None,
             decoupled_weight_decay=decoupled_weight_decay,
         )
-        # GradScaler hands grad_scale/found_inf to step() instead of unscaling itself.
-        self._step_supports_amp_scaling = True
 
     @classmethod
     def backend_for(cls, device: torch.device | str) -> Backend:
@@ -778,15 +732,10 @@ class FusedAdam(torch.optim.Adam):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a ``torch.optim.Adam`` or FusedAdam ``state_dict``, all of it or nothing.
 
-        As :meth:`torch.optim.Optimizer.load_state_dict`, and in addition:
-
-        * every moment (``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``) must have its
-          parameter's shape, and every ``step`` one element; otherwise (the model changed
-          between save and load) a ``ValueError`` names the parameter and the optimizer keeps
-          its state;
-        * moments saved with other strides than their parameter now has (a checkpoint of a
-          model converted to channels_last, say) are copied once into the parameter's layout,
-          which the kernel needs.
+        As :meth:`torch.optim.Optimizer.load_state_dict`; in addition every moment must have its
+        parameter's shape and every ``step`` one element (else a ``ValueError`` names the
+        parameter and nothing is loaded), moments saved in another layout are copied into their
+        parameter's, and ``step`` counters move to their parameter's device as float32.
 
         Args:
             state_dict: the optimizer state, as returned by ``state_dict()``.
@@ -813,38 +762,56 @@ class FusedAdam(torch.optim.Adam):
         super().load_state_dict(state_dict)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        # Optimizer.load_state_dict and unpickling both install the state through here: check
-        # it, and bring moments into their parameter's layout, before anything is replaced.
+        # Optimizer.load_state_dict, copy.deepcopy and unpickling install the state through
+        # here: check it and bring it into the parameters' layout before anything is replaced.
+        # Entries that are not a parameter's state (torch's hook tests add some) are left alone.
         loaded = state.get("state", {})
-        groups = state.get("param_groups", [])
         index = 0  # as in state_dict(): parameters numbered across the groups, in order
-        for g, group in enumerate(groups):
-            for p in group["params"]:
-                _check_loaded_state(p, loaded.get(p), g, index)
-                index += 1
-        for group in groups:
+        for g, group in enumerate(state.get("param_groups", [])):
             for p in group["params"]:
                 entries = loaded.get(p)
-                if not entries:
+                index += 1
+                if not isinstance(entries, dict):
                     continue
-                for key in _MOMENT_KEYS:
+                where = f"state of parameter {index - 1} (param group {g})"
+                step = entries.get("step")
+                if isinstance(step, Tensor) and step.numel() != 1:
+                    raise ValueError(
+                        f"{where}: 'step' must have one element, got shape {tuple(step.shape)}"
+                    )
+                for key in _MOMENTS:
                     value = entries.get(key)
-                    if isinstance(value, Tensor) and not _same_strides(value, p):
-                        entries[key] = torch.empty_like(p).copy_(value)
+                    if not isinstance(value, Tensor):
+                        continue
+                    if value.shape != p.shape:
+                        raise ValueError(
+                            f"{where}: {key!r} has shape {tuple(value.shape)}, the "
+                            f"parameter {tuple(p.shape)}"
+                        )
+                    if (value.dtype, value.device) != (p.dtype, p.device):
+                        raise ValueError(
+                            f"{where}: {key!r} is {value.dtype} on {value.device}, "
+                            f"the parameter {p.dtype} on {p.device}"
+                        )
+                    if not same_strides(_local(value), _local(p)):
+                        entries[key] = torch.empty_like(p).copy_(value)  # the kernel's layout
         super().__setstate__(state)
-        # Step counters live on the CPU as float32 (the host computes the bias corrections
-        # from them): a fused or capturable torch checkpoint keeps them on the device.
-        for entries in self.state.values():
-            step = entries.get("step")
-            if isinstance(step, Tensor) and (not step.is_cpu or step.dtype != torch.float32):
-                entries["step"] = step.to("cpu", torch.float32)
+        for group in self.param_groups:
+            for p in group["params"]:
+                entries = self.state.get(p)
+                step = entries.get("step") if isinstance(entries, dict) else None
+                device = _local(p).device
+                if isinstance(step, Tensor) and (step.device, step.dtype) != (
+                    device,
+                    torch.float32,
+                ):
+                    entries["step"] = step.to(device, torch.float32)
+        self._steps = None
+        self.__dict__.setdefault("last_launches", [])
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a param group after validating its hyperparameters, like ``__init__`` does.
-
-        The group is checked with the defaults filled in before torch's
-        :meth:`~torch.optim.Optimizer.add_param_group` sees it: an invalid group changes
-        neither the optimizer nor ``param_group``.
+        """Add a param group, checked with the defaults filled in like ``__init__`` checks its
+        arguments: an invalid group changes neither the optimizer nor ``param_group``.
 
         Args:
             param_group: a dict with ``params`` and any hyperparameters that differ from the
@@ -857,15 +824,10 @@ class FusedAdam(torch.optim.Adam):
         if isinstance(param_group, dict):  # torch's add_param_group reports anything else
             group = {**self.defaults, **param_group}
             where = f" (param group {len(self.param_groups)})"
-            _group_hyper(group["lr"], group["betas"], group["eps"], group["weight_decay"], where)
-            _check_supported_options(
-                foreach=group.get("foreach"),
-                fused=group.get("fused"),
-                capturable=group.get("capturable", False),
-                differentiable=group.get("differentiable", False),
-                where=where,
-            )
+            _check_options(group, where)
+            _group_hyper(group, where, read=True)
         super().add_param_group(param_group)
+        self._steps = None
 
     def _init_group(
         self,
@@ -876,75 +838,43 @@ class FusedAdam(torch.optim.Adam):
         exp_avg_sqs: list[Tensor],
         max_exp_avg_sqs: list[Tensor],
         state_steps: list[Tensor],
-        pending: dict[Tensor, dict[str, Tensor]],
-        param_strides: list[tuple[int, ...]],
     ) -> bool:
-        """Collect the group's tensors that have gradients, with the state they will have.
+        """Append the group's parameters that have gradients, and their state, as torch's Adam.
 
-        The state is torch's: ``step`` a float32 scalar tensor on the CPU (the host computes
-        the bias corrections from it; loaded counters are brought there by ``__setstate__``),
-        the moments zeros like the parameter. Moments whose strides are no longer their
-        parameter's (``model.to(memory_format=torch.channels_last)`` between two steps) are
-        copied into the parameter's layout, which both backends need. New and re-laid-out
-        state goes into ``pending`` (parameter -> entries), not into ``self.state``:
-        :meth:`step` installs it once the whole step has been checked.
-
-        Autograd only accepts gradients with their parameter's shape, dtype and device, and
-        the state is made to fit when it is created or loaded; the layouts are compared here
-        (one comparison of stride lists when they all match) and gradients brought into their
-        parameter's layout by :func:`_plan_step`.
+        State is created on first use (``step``: a float32 zero on the parameter's device, as
+        with ``fused=True``); moments no longer in their parameter's layout are copied into it.
 
         Returns:
-            Whether a parameter is complex. ``param_strides`` receives the strides of the
-            parameters collected.
+            Whether a parameter is complex.
         """
-        with_grad = [p for p in group["params"] if p.grad is not None]
-        if not with_grad:
-            return False
-        new_grads = [p.grad for p in with_grad]
-        if any(map(attrgetter("is_sparse"), new_grads)):
-            raise RuntimeError(
-                "FusedAdam does not support sparse gradients, please consider SparseAdam"
-            )
-        amsgrad = group["amsgrad"]
-        param_strides += map(Tensor.stride, with_grad)
-        states = list(map(self.state.get, with_grad))
-        if not all(states):
-            for i, (p, state) in enumerate(zip(with_grad, states, strict=True)):
-                if state:
-                    continue
-                state = {
-                    "step": torch.tensor(0.0, dtype=torch.float32),
-                    "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
-                    "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
-                }
-                if amsgrad:
-                    state["max_exp_avg_sq"] = torch.zeros_like(
-                        p, memory_format=torch.preserve_format
-                    )
-                pending[p] = states[i] = state
-        moments = {"exp_avg": exp_avgs, "exp_avg_sq": exp_avg_sqs}
-        if amsgrad:
-            moments["max_exp_avg_sq"] = max_exp_avg_sqs
-        for key, column in moments.items():
-            values = list(map(itemgetter(key), states))
-            for i in _misfits(with_grad, values, param_strides):
-                p = with_grad[i]
-                index = next(k for k, g in enumerate(self.param_groups) if g is group)
-                relaid = _relaid(values[i], p, _group_param(index, group, i))
-                values[i] = pending.setdefault(p, {})[key] = relaid
-            column += values
-        params += with_grad
-        grads += new_grads
-        state_steps += map(itemgetter("step"), states)
-        return any(map(torch.is_complex, with_grad))
+        has_complex = False
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            state = self.state[p]
+            if not state:
+                state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if group["amsgrad"] and "max_exp_avg_sq" not in state:
+                state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            for key in _MOMENTS:
+                value = state.get(key)
+                if value is not None and not same_strides(_local(value), _local(p)):
+                    state[key] = torch.empty_like(p).copy_(value)
+            has_complex |= torch.is_complex(p)
+            params.append(p)
+            grads.append(p.grad)
+            exp_avgs.append(state["exp_avg"])
+            exp_avg_sqs.append(state["exp_avg_sq"])
+            if group["amsgrad"]:
+                max_exp_avg_sqs.append(state["max_exp_avg_sq"])
+            state_steps.append(state["step"])
+        return has_complex
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        """Perform a single optimization step over all param groups.
-
-        Every group, hyperparameter and backend is checked before anything changes: a step
-        that raises leaves parameters, state and step counts as they were.
+        """One optimization step over all param groups; a step that raises changes nothing.
 
         Args:
             closure: re-evaluates the model and returns the loss (optional).
@@ -953,76 +883,31 @@ class FusedAdam(torch.optim.Adam):
             The closure's loss, or ``None``.
 
         Raises:
-            ValueError: a group with an unsupported option or invalid hyperparameter.
-            TypeError: a parameter dtype the kernels do not support (float64).
-            RuntimeError: sparse gradients, or a backend pinned with
-                :func:`torchkit.force_backend` that cannot run on the parameters' device.
+            ValueError: a group with an unsupported option or invalid hyperparameter, or a
+                parameter that is not dense.
+            RuntimeError: sparse gradients, a device no backend runs on, or a backend pinned
+                with :func:`torchkit.force_backend` that cannot run on the parameters' device.
         """
-        if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
-            raise RuntimeError("FusedAdam.step cannot be captured in a CUDA graph")
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-
-        # One segment per group, collected per combination of the kernel's compile-time
-        # options; torch's kernel then runs once per group, the Triton kernel once per
-        # combination, device and dtype.
-        segments: dict[tuple[bool, bool, bool], list[_Segment]] = {}
-        pending: dict[Tensor, dict[str, Tensor]] = {}
-        for i, group in enumerate(self.param_groups):
-            # foreach/fused in a group loaded from a torch checkpoint name torch's implementation
-            # choice; they are kept for the way back, while FusedAdam runs its own.
-            where = f" (param group {i})"
-            _check_supported_options(
-                capturable=group["capturable"],
-                differentiable=group["differentiable"],
-                where=where,
-            )
-            amsgrad = bool(group["amsgrad"])
-            columns: list[list[Tensor]] = [[], [], [], [], []]
-            state_steps: list[Tensor] = []
-            param_strides: list[tuple[int, ...]] = []
-            has_complex = self._init_group(group, *columns, state_steps, pending, param_strides)
-            if not columns[0]:
-                continue
-            hyper = _group_hyper(
-                group["lr"], group["betas"], group["eps"], group["weight_decay"], where
-            )
-            if not amsgrad:
-                del columns[4]
-            strides: list[tuple[int, ...]] | None = param_strides
-            if has_complex or not set(map(type, columns[0])) <= _PLAIN_TYPES:
-                columns = _to_local(columns)  # local shards: strides of their own
-                strides = None
-            key = (amsgrad, bool(group["maximize"]), bool(group["decoupled_weight_decay"]))
-            segments.setdefault(key, []).append(
-                _Segment(
-                    hyper,
-                    columns,
-                    state_steps,
-                    functools.partial(_group_param, i, group),
-                    strides,
-                )
-            )
-
-        grad_scale = getattr(self, "grad_scale", None)
-        checked = [
-            _plan_step(
-                group_segments,
-                amsgrad=amsgrad,
-                maximize=maximize,
-                decoupled=decoupled,
-                grad_scale=grad_scale,
-                steps_on_host=True,  # _init_group and __setstate__ keep the counters there
-            )
-            for (amsgrad, maximize, decoupled), group_segments in segments.items()
-        ]
-        skip = _overflowed(getattr(self, "found_inf", None))
-        # Everything is checked: from here on the step changes state.
-        for p, entries in pending.items():
-            self.state[p].update(entries)
-        self.last_launches = _take_steps(checked, skip)
+        if torch.compiler.is_compiling():  # nothing kept from one call to the next
+            grads = [[p.grad for p in group["params"]] for group in self.param_groups]
+            steps = _Steps(self, grads, trace=True)
+            flat = [grad for group_grads in grads for grad in group_grads if grad is not None]
+            # In place: torch.compile drops attribute assignments on optimizers (torch 2.13).
+            self.last_launches[:] = steps.run(self, flat)
+            return loss
+        grads = [list(map(_grad, group["params"])) for group in self.param_groups]
+        steps = self._steps
+        flat = None if steps is None else steps.gradients(self, grads)
+        if flat is None:  # (re)build: every check first, then the state and the tables
+            self._steps = None
+            steps = self._steps = _Steps(self, grads, trace=False)
+            flat = steps.gradients(self, grads)
+            assert flat is not None, "new buckets must describe the optimizer"
+        self.last_launches[:] = steps.run(self, flat)
         return loss
 
 
@@ -1041,7 +926,7 @@ class FusedAdamW(FusedAdam):
         amsgrad: use the AMSGrad variant (default: False).
         maximize: maximise the objective instead of minimising it (default: False).
         foreach: only ``None``/``False``, see :class:`FusedAdam`.
-        capturable: must be False.
+        capturable: kept in the groups; every step is capturable.
         differentiable: must be False.
         fused: only ``None``/``True``.
 
@@ -1106,7 +991,7 @@ def fused_adam_from(optimizer: torch.optim.Adam) -> FusedAdam:
 
     Raises:
         TypeError: ``optimizer`` is not an Adam.
-        ValueError: a param group uses ``capturable`` or ``differentiable``.
+        ValueError: a param group uses ``differentiable``.
 
     Example:
         >>> model = torch.nn.Linear(4, 2)
@@ -1124,14 +1009,9 @@ def fused_adam_from(optimizer: torch.optim.Adam) -> FusedAdam:
     cls = FusedAdamW if isinstance(optimizer, (torch.optim.AdamW, FusedAdamW)) else FusedAdam
     groups = []
     for i, group in enumerate(optimizer.param_groups):
-        _check_supported_options(
-            foreach=None,
-            fused=None,
-            capturable=group.get("capturable", False),
-            differentiable=group.get("differentiable", False),
-            where=f" (param group {i} of the {type(optimizer).__name__})",
-        )
-        groups.append({k: v for k, v in group.items() if k not in _TORCH_IMPL_KEYS})
+        where = f" (param group {i} of the {type(optimizer).__name__})"
+        _check_options({"differentiable": group.get("differentiable")}, where)
+        groups.append({k: v for k, v in group.items() if k not in ("foreach", "fused")})
     fused = cls(groups)
     fused.load_state_dict(optimizer.state_dict())
     return fused

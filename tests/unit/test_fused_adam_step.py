@@ -1,0 +1,258 @@
+"""What ``FusedAdam.step`` promises beyond torch's numbers: no host synchronisation, launch
+tables kept between steps and rebuilt exactly when needed, ``torch.compile``, CUDA-graph
+capture after a first step, and torch's optimizer contract (deepcopy, hooks that put other
+entries in the state, devices torch refuses).
+
+Each test runs on the stock path (torch's fused CPU kernel) and, where the Triton kernel is
+concerned, under the interpreter; tensors stay small.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from typing import Any
+
+import _helpers
+import pytest
+import torch
+from _helpers import BACKENDS, assert_tensors_close
+from torch import nn
+
+import torchkit
+from torchkit.backend import Backend
+from torchkit.optim import FusedAdam
+from torchkit.optim import adam as adam_module
+
+running_on = functools.partial(_helpers.running_on, kernel="_adam_kernel")
+
+
+def make_model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, 10), nn.Tanh(), nn.Linear(10, 3))
+
+
+def backward(model: nn.Module, seed: int) -> None:
+    """Fresh gradients (``zero_grad`` sets them to None: new tensors every step)."""
+    model.zero_grad(set_to_none=True)
+    x = torch.randn(8, 6, generator=torch.Generator().manual_seed(seed))
+    model(x).pow(2).mean().backward()
+
+
+class NoHostRead(torch.Tensor):
+    """A tensor whose value must not be read on the host while ``armed``."""
+
+    armed = False
+    READS = (
+        torch.Tensor.item,
+        torch.Tensor.tolist,
+        torch.Tensor.__bool__,
+        torch.Tensor.__float__,
+        torch.Tensor.__int__,
+        torch.Tensor.__index__,
+    )
+
+    @classmethod
+    def __torch_function__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if cls.armed and func in cls.READS:
+            raise AssertionError(f"step() read a device value on the host: Tensor.{func.__name__}")
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_step_never_reads_device_values_on_the_host(
+    backend: Backend, kernel_launches: list[str]
+) -> None:
+    """``found_inf``, ``grad_scale``, a tensor ``lr`` and every state tensor are read by the
+    kernel, never with ``.item()``/``.tolist()``/``bool()``/``float()`` (each a device sync on
+    a GPU): they are tensors that raise if read while a step runs. An overflow step then
+    changes nothing, a finite one unscales and updates."""
+    model = make_model()
+    opt = FusedAdam(model.parameters(), lr=torch.tensor(1e-2))
+    backward(model, 0)
+    with running_on(backend, kernel_launches):
+        opt.step()
+    saved = opt.state_dict()
+    for entries in saved["state"].values():
+        for key, value in entries.items():
+            entries[key] = value.as_subclass(NoHostRead)
+    opt.load_state_dict(saved)
+    opt.param_groups[0]["lr"] = torch.tensor(1e-2).as_subclass(NoHostRead)
+    opt.grad_scale = torch.tensor(4.0).as_subclass(NoHostRead)  # as GradScaler.step sets them
+    before = [p.detach().clone() for p in model.parameters()]
+    try:
+        NoHostRead.armed = True
+        with running_on(backend, kernel_launches):
+            for overflow in (1.0, 0.0):
+                opt.found_inf = torch.tensor(overflow).as_subclass(NoHostRead)
+                opt.step()
+                if overflow:
+                    for p, b in zip(model.parameters(), before, strict=True):
+                        torch.testing.assert_close(p.detach(), b, rtol=0, atol=0)
+    finally:
+        NoHostRead.armed = False
+    assert all(type(state["step"]) is NoHostRead for state in opt.state.values())
+    assert [state["step"].item() for state in opt.state.values()] == [2.0] * 4
+    assert not any(torch.equal(p, b) for p, b in zip(model.parameters(), before, strict=True))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_launch_tables_are_kept_and_rebuilt_exactly_when_needed(
+    backend: Backend, kernel_launches: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The buckets (and their launch tables) survive new gradients and a scheduler's lr; they
+    are rebuilt when a parameter's storage is replaced, when another set of parameters has
+    gradients, and after add_param_group or load_state_dict. Throughout, training matches
+    torch's Adam step for step."""
+    builds: list[int] = []
+    original = adam_module._Steps.__init__
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> None:
+        builds.append(1)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(adam_module._Steps, "__init__", counting)
+    model, ref_model = make_model(), make_model()
+    opt = FusedAdam(model.parameters(), lr=1e-2)
+    ref = torch.optim.Adam(ref_model.parameters(), lr=1e-2)
+    scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    ref_scheduler = torch.optim.lr_scheduler.StepLR(ref, step_size=1, gamma=0.5)
+
+    def both(seed: int, change: Any = None) -> None:
+        for m, o, s in ((model, opt, scheduler), (ref_model, ref, ref_scheduler)):
+            if change is not None:
+                change(m, o)
+            backward(m, seed)
+            o.step()
+            s.step()
+
+    def frozen_bias(m: nn.Module, o: Any) -> None:
+        m[2].bias.requires_grad_(False)
+
+    def unfrozen_bias(m: nn.Module, o: Any) -> None:
+        m[2].bias.requires_grad_(True)
+
+    def channels_last(m: nn.Module, o: Any) -> None:
+        m[0].weight.data = m[0].weight.data.t().contiguous().t()  # new storage, new strides
+
+    def reload(m: nn.Module, o: Any) -> None:
+        o.load_state_dict(copy.deepcopy(o.state_dict()))
+
+    with running_on(backend, kernel_launches):
+        changes = (None, None, None, channels_last, frozen_bias, unfrozen_bias, reload)
+        expected = [1, 1, 1, 2, 3, 4, 5]
+        for seed, change in enumerate(changes):
+            both(seed, change)
+            assert len(builds) == expected[seed], (seed, builds)
+        opt.add_param_group({"params": [nn.Parameter(torch.ones(2))]})
+        ref.add_param_group({"params": [nn.Parameter(torch.ones(2))]})
+        both(7)
+    assert len(builds) == 6
+    for p, q in zip(model.parameters(), ref_model.parameters(), strict=True):
+        assert_tensors_close(p, q)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("compiler", ["aot_eager", "inductor"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_compiled_step_gives_the_eager_results(
+    backend: Backend, compiler: str, kernel_launches: list[str]
+) -> None:
+    """``torch.compile`` of a function calling ``FusedAdam.step()``: the Triton launch is the
+    custom op ``torchkit::adam_multi_tensor_`` (tracing never reads ``data_ptr``), the stock
+    path is torch's fused Adam as torch's own compiled Adam(fused=True) runs it."""
+    torch._dynamo.reset()
+    model, ref_model = make_model(), make_model()
+    opt = FusedAdam(model.parameters(), lr=1e-2, weight_decay=0.1)
+    ref = FusedAdam(ref_model.parameters(), lr=1e-2, weight_decay=0.1)
+    compiled = torch.compile(opt.step, backend=compiler)
+    with running_on(backend, kernel_launches):
+        for seed in range(3):
+            for m, step in ((model, compiled), (ref_model, ref.step)):
+                backward(m, seed)
+                step()
+    for p, q in zip(model.parameters(), ref_model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    assert opt.last_backend is backend
+    assert [s["step"].item() for s in opt.state.values()] == [3.0] * 4
+
+
+def test_capturable_is_accepted_and_kept_for_the_state_dict() -> None:
+    """Every FusedAdam step is capturable, so ``capturable=True`` trains as usual; it is kept
+    in the groups, and a torch checkpoint saved with it loads (its device step counters
+    included)."""
+    model, ref_model = make_model(), make_model()
+    opt = FusedAdam(model.parameters(), lr=1e-2, capturable=True)
+    ref = torch.optim.Adam(ref_model.parameters(), lr=1e-2, fused=True)
+    with torchkit.force_backend("torch"):
+        for seed in range(3):
+            for m, o in ((model, opt), (ref_model, ref)):
+                backward(m, seed)
+                o.step()
+    assert all(g["capturable"] for g in opt.state_dict()["param_groups"])
+    for p, q in zip(model.parameters(), ref_model.parameters(), strict=True):
+        assert_tensors_close(p, q)
+    twin = FusedAdam(make_model().parameters())
+    twin.load_state_dict(torch.optim.Adam(make_model().parameters(), capturable=True).state_dict())
+    assert twin.param_groups[0]["capturable"] is True
+
+
+def test_graph_capture_needs_a_first_step_then_reuses_the_tables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Building the tables copies from the host, which a CUDA graph cannot capture: the first
+    step refuses and changes nothing. After an ordinary first step the captured steps reuse
+    the tables (no rebuild). Capture is faked: this machine has no GPU."""
+    model = make_model()
+    opt = FusedAdam(model.parameters(), lr=1e-2)
+    capturing = [True]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: capturing[0])
+    backward(model, 0)
+    with torchkit.force_backend("torch"):
+        with pytest.raises(RuntimeError, match="take a step before capturing a CUDA graph"):
+            opt.step()
+        assert len(opt.state) == 0
+        capturing[0] = False
+        opt.step()
+        capturing[0] = True
+        backward(model, 1)
+        opt.step()
+    assert [s["step"].item() for s in opt.state.values()] == [2.0] * 4
+
+
+def test_deepcopy_and_hooks_keep_the_optimizer_working() -> None:
+    """torch's own optimizer tests: a load_state_dict hook that stores a non-parameter entry
+    in ``optimizer.state``, then ``copy.deepcopy``; the copy reports no step yet and steps."""
+    model = make_model()
+    opt = FusedAdam(model.parameters(), lr=1e-2)
+    backward(model, 0)
+    with torchkit.force_backend("torch"):
+        opt.step()
+    opt.register_load_state_dict_post_hook(lambda o: o.state.__setitem__("ran_hook", True))
+    opt.load_state_dict(copy.deepcopy(opt.state_dict()))
+    twin = copy.deepcopy(opt)
+    assert twin.last_backend is None
+    assert twin.state["ran_hook"] is True
+    for o in (opt, twin):
+        for group in o.param_groups:
+            for p in group["params"]:
+                p.grad = torch.full_like(p, 0.5)
+        with torchkit.force_backend("torch"):
+            o.step()  # the same gradients: both continue the same way
+    for group, twin_group in zip(opt.param_groups, twin.param_groups, strict=True):
+        for p, q in zip(group["params"], twin_group["params"], strict=True):
+            assert_tensors_close(p, q)
+    assert opt.last_backend is twin.last_backend is Backend.TORCH
+
+
+def test_meta_parameters_raise_like_torchs_fused_adam() -> None:
+    p = nn.Parameter(torch.ones(3, device="meta"))
+    p.grad = torch.ones(3, device="meta")
+    with pytest.raises(RuntimeError, match="fused"):
+        torch.optim.Adam([p], fused=True).step()
+    opt = FusedAdam([p])
+    with pytest.raises(RuntimeError, match=r"param_groups\[0\]\['params'\]\[0\] is on meta"):
+        opt.step()
+    assert len(opt.state) == 0
