@@ -344,7 +344,7 @@ def _yardstick_key(spec: Any, config: Any, arch: str) -> tuple[str, str, str] | 
 
 
 def _compile_one(
-    module_name: str, spec_index: int, config_index: int, arch: str, yardstick: bool
+    module_name: str, spec_index: int, config_index: int, arch: str, yardstick: bool = False
 ) -> KernelResources:
     """Compile one (variant, config, arch), or the variant's yardstick with that config, and
     read its resources (runs in a worker process)."""
