@@ -2,7 +2,9 @@
 
 A kernel module exposes ``aot_specs() -> list[KernelSpec]``: one spec per variant worth reporting
 (dtype, compile-time switches). The report compiles each spec for every autotune config of the
-kernel (or the spec's own ``configs`` when the kernel is not autotuned) and every target arch.
+kernel (or the spec's own ``configs``) and every target arch; a spec with a ``yardstick`` is also
+compiled as that yardstick kernel with the same configs, and its rows carry the yardstick's
+figures next to their own.
 """
 
 from __future__ import annotations
@@ -17,10 +19,16 @@ class KernelSpec:
 
     Args:
         name: the variant's label in the report, e.g. ``"fp32"`` or ``"bf16,amsgrad"``.
-        kernel: the ``@triton.jit`` function, or the ``@triton.autotune`` wrapper around it.
+        kernel: the ``@triton.jit`` function, or the ``@triton.autotune`` / ``@triton.heuristics``
+            wrapper around it.
         signature: every runtime argument's Triton type (``"*fp32"``, ``"i32"``, ...), in order.
-        constexprs: values of the compile-time arguments the autotune configs do not set.
-        configs: ``triton.Config`` objects to compile when ``kernel`` is not autotuned.
+        constexprs: values of the compile-time arguments the configs do not set.
+        configs: the ``triton.Config`` objects to compile: required when ``kernel`` is not
+            autotuned, else a subset of its autotune configs (default: all of them).
+        divisible_by_16: integer arguments a real launch passes as multiples of 16, which the
+            JIT specialises on (``tt.divisibility``); what makes 16-byte vector loads possible.
+        yardstick: a spec compiled with the same configs, whose figures each row reports as
+            the one to measure against (see :mod:`torchkit.kernels.gemm_reference`).
     """
 
     name: str
@@ -28,3 +36,5 @@ class KernelSpec:
     signature: dict[str, str]
     constexprs: dict[str, Any] = field(default_factory=dict)
     configs: tuple[Any, ...] = ()
+    divisible_by_16: tuple[str, ...] = ()
+    yardstick: KernelSpec | None = None

@@ -5,7 +5,10 @@ Sub-commands:
 * ``info``: torch, triton and python versions, the devices torch sees, and the backend
   every fused op would use on each of them right now.
 * ``kernels``: compiles every Triton kernel for sm_80/sm_90 without a GPU and reports
-  registers, spills and shared memory per kernel, config and arch (exit 1 if one fails).
+  registers, spills, shared memory and the hottest loop's machine code per kernel, config and
+  arch, next to a plain Triton GEMM compiled with the same tile where a kernel names one as
+  its yardstick (exit 1 if one fails). ``--format`` picks every row (``table``), one row per
+  variant (``summary``), the rows against their yardstick (``vs-yardstick``) or ``json``.
 * ``conformance [PYTEST ARGS]``: runs the spec pages installed with the package against the
   installed torch and torchkit (``pytest --pyargs torchkit.conformance``, needs
   ``pip install "torchkit[conformance]"``); every pytest option works (``-n 2``,
@@ -100,7 +103,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     kernels.add_argument(
         "--arch", action="append", choices=["sm_80", "sm_90"], help="repeatable; default: both"
     )
-    kernels.add_argument("--json", action="store_true", help="print a JSON list of rows")
+    kernels.add_argument(
+        "--format",
+        choices=list(_KERNEL_FORMATS),
+        default="table",
+        help="every row, one per variant, the rows against their yardstick, or JSON",
+    )
+    kernels.add_argument("--json", action="store_true", help="the same as --format json")
     kernels.add_argument(
         "--jobs",
         type=int,
@@ -121,7 +130,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.jobs < 1:
         parser.error(f"--jobs must be positive, got {args.jobs}")
-    return _kernels(args.arch, args.json, args.jobs)
+    return _kernels(args.arch, "json" if args.json else args.format, args.jobs)
+
+
+# --format of the kernels command -> the kernel_report function that formats the rows.
+_KERNEL_FORMATS = {
+    "table": "format_table",
+    "summary": "format_summary",
+    "vs-yardstick": "format_versus_yardstick",
+    "json": None,
+}
 
 
 def _conformance(pytest_args: list[str]) -> int:
@@ -141,7 +159,7 @@ def _conformance(pytest_args: list[str]) -> int:
     )
 
 
-def _kernels(archs: list[str] | None, as_json: bool, jobs: int) -> int:
+def _kernels(archs: list[str] | None, output: str, jobs: int) -> int:
     if "triton" in sys.modules and interpreter_enabled():
         print("error: triton was imported with TRITON_INTERPRET=1; run without it", file=sys.stderr)
         return 1
@@ -156,10 +174,11 @@ def _kernels(archs: list[str] | None, as_json: bool, jobs: int) -> int:
     except RuntimeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    if as_json:
+    formatter = _KERNEL_FORMATS[output]
+    if formatter is None:
         print(json.dumps(kernel_report.as_dicts(rows), indent=2))
     else:
-        print(kernel_report.format_table(rows))
+        print(getattr(kernel_report, formatter)(rows))
     return 0
 
 

@@ -36,7 +36,7 @@ import os
 import re
 import subprocess
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,7 @@ class KernelResources:
     loop_async_copies: int
     max_global_load_bits: int
     ieee_sqrt_div: bool | None
+    yardstick_loop_instructions: int | None = None
 
     @property
     def resident_warps(self) -> int:
@@ -270,13 +271,19 @@ def _block(constexprs: dict[str, Any]) -> list[int] | None:
     return None
 
 
-def _jit_function(kernel: Any) -> Any:
-    """The ``JITFunction`` of a spec's kernel: an autotuner wraps it in ``.fn``."""
-    return kernel.fn if hasattr(kernel, "configs") else kernel
+def jit_function(kernel: Any) -> Any:
+    """The ``JITFunction`` of a spec's kernel: autotuners and heuristics wrap it in ``.fn``
+    (under the interpreter, the Python function the interpreted kernel wraps)."""
+    from triton.runtime.jit import JITFunction
+
+    while not isinstance(kernel, JITFunction) and hasattr(kernel, "fn"):
+        kernel = kernel.fn
+    return kernel
 
 
-def _configs(spec: Any) -> list[Any]:
-    configs = getattr(spec.kernel, "configs", None) or list(spec.configs)
+def spec_configs(spec: Any) -> list[Any]:
+    """The configs the report compiles a spec with: its own, else its kernel's autotune list."""
+    configs = list(spec.configs) or getattr(spec.kernel, "configs", None)
     if not configs:
         raise ValueError(f"kernel variant {spec.name!r} has neither autotune configs nor configs")
     return configs
@@ -298,12 +305,18 @@ def _uncovered_kernels(module: Any, specs: list[Any]) -> list[str]:
         for value in vars(module).values()
         if isinstance(value, JITFunction) and value.__module__ == module.__name__
     }
-    return sorted(defined - {_jit_function(spec.kernel).__name__ for spec in specs})
+    return sorted(defined - {jit_function(spec.kernel).__name__ for spec in specs})
 
 
-def _jobs(archs: list[str]) -> list[tuple[str, int, int, str]]:
-    """Every ``(module, spec index, config index, arch)`` to compile, in report order."""
-    jobs = []
+# One compile: (kernel module, spec index, config index, arch, whether the spec's yardstick).
+_Job = tuple[str, int, int, str, bool]
+
+
+def _jobs(archs: list[str]) -> list[_Job]:
+    """Every compile, in report order: each variant, config and arch, then its yardstick
+    with that config and arch unless an earlier variant already asked for the same one."""
+    jobs: list[_Job] = []
+    yardsticks = set()
     for module_name in KERNEL_MODULES:
         module = importlib.import_module(module_name)
         specs = module.aot_specs()
@@ -314,32 +327,47 @@ def _jobs(archs: list[str]) -> list[tuple[str, int, int, str]]:
                 f"{', '.join(uncovered)}"
             )
         for s, spec in enumerate(specs):
-            for c in range(len(_configs(spec))):
-                jobs += [(module_name, s, c, arch) for arch in archs]
+            for c, config in enumerate(spec_configs(spec)):
+                for arch in archs:
+                    jobs.append((module_name, s, c, arch, False))
+                    key = _yardstick_key(spec, config, arch)
+                    if key is not None and key not in yardsticks:
+                        yardsticks.add(key)
+                        jobs.append((module_name, s, c, arch, True))
     return jobs
 
 
+def _yardstick_key(spec: Any, config: Any, arch: str) -> tuple[str, str, str] | None:
+    if spec.yardstick is None:
+        return None
+    return spec.yardstick.name, config_label(config), arch
+
+
 def _compile_one(
-    module_name: str, spec_index: int, config_index: int, arch: str
+    module_name: str, spec_index: int, config_index: int, arch: str, yardstick: bool = False
 ) -> KernelResources:
-    """Compile one (variant, config, arch) and read its resources (runs in a worker process)."""
+    """Compile one (variant, config, arch), or the variant's yardstick with that config, and
+    read its resources (runs in a worker process)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     spec = importlib.import_module(module_name).aot_specs()[spec_index]
-    config = _configs(spec)[config_index]
-    jit_fn = _jit_function(spec.kernel)
+    config = spec_configs(spec)[config_index]
+    if yardstick:
+        spec = spec.yardstick
+    jit_fn = jit_function(spec.kernel)
     constexprs = {**spec.constexprs, **config.kwargs}
     signature = {**spec.signature, **dict.fromkeys(constexprs, "constexpr")}
     missing = [name for name in jit_fn.arg_names if name not in signature]
     if missing:
         raise RuntimeError(f"{jit_fn.__name__}[{spec.name}]: no type or value for {missing}")
-    # torch's allocations are 16-byte aligned and the JIT specialises pointers on it.
+    # torch's allocations are 16-byte aligned and the JIT specialises pointers on it, and
+    # integers on being multiples of 16 where the spec says a launch passes such values.
     attrs = {
         (jit_fn.arg_names.index(name),): [["tt.divisibility", 16]]
         for name, kind in signature.items()
-        if kind.startswith("*")
+        if kind.startswith("*") or name in spec.divisible_by_16
     }
     source = ASTSource(fn=jit_fn, signature=signature, constexprs=constexprs, attrs=attrs)
     cc = ARCHS[arch]
@@ -375,6 +403,26 @@ def _compile_one(
     )
 
 
+def _with_yardsticks(work: list[_Job], rows: list[KernelResources]) -> list[KernelResources]:
+    """``rows`` (one per job) with each variant row's ``yardstick_loop_instructions`` set."""
+    measured = {
+        (row.variant, row.config, row.arch): row.loop_instructions
+        for job, row in zip(work, rows, strict=True)
+        if job[4]
+    }
+    specs: dict[str, list[Any]] = {}
+    out = []
+    for (module_name, s, c, arch, yardstick), row in zip(work, rows, strict=True):
+        if module_name not in specs:
+            specs[module_name] = importlib.import_module(module_name).aot_specs()
+        spec = specs[module_name][s]
+        key = _yardstick_key(spec, spec_configs(spec)[c], arch)
+        if not yardstick and key is not None:
+            row = replace(row, yardstick_loop_instructions=measured[key])
+        out.append(row)
+    return out
+
+
 def compile_report(archs: list[str] | None = None, *, jobs: int = 1) -> list[KernelResources]:
     """Compile every kernel variant for every config and arch; return one row each.
 
@@ -407,12 +455,13 @@ def compile_report(archs: list[str] | None = None, *, jobs: int = 1) -> list[Ker
 
     work = _jobs(archs)
     if jobs == 1 or len(work) == 1:
-        return [_compile_one(*job) for job in work]
+        return _with_yardsticks(work, [_compile_one(*job) for job in work])
     # "spawn": fresh interpreters, nothing inherited from a parent that may hold threads.
     context = multiprocessing.get_context("spawn")
     workers = min(jobs, len(work))
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        return list(pool.map(_compile_one, *zip(*work, strict=True)))
+        rows = list(pool.map(_compile_one, *zip(*work, strict=True)))
+    return _with_yardsticks(work, rows)
 
 
 def as_dicts(rows: list[KernelResources]) -> list[dict[str, Any]]:
@@ -422,42 +471,87 @@ def as_dicts(rows: list[KernelResources]) -> list[dict[str, Any]]:
 
 def format_table(rows: list[KernelResources]) -> str:
     """Rows as a Markdown table, with the warps per SM their register use allows and the
-    hottest loop's figures (:class:`SassStats`)."""
+    hottest loop's figures (:class:`SassStats`), next to its yardstick's where it has one."""
     header = (
         "| kernel | variant | arch | config | registers | spill stores (B) | spill loads (B) "
-        "| shared mem (B) | resident warps/SM | PTX (B) | loop instructions | loop MMAs "
-        "| loop async copies | widest load (bits) | IEEE sqrt/div |"
+        "| shared mem (B) | resident warps/SM | PTX (B) | loop instructions | yardstick loop "
+        "| loop MMAs | loop async copies | widest load (bits) | IEEE sqrt/div |"
     )
-    lines = [header, "|" + " --- |" * 4 + " ---: |" * 10 + " --- |"]
+    lines = [header, "|" + " --- |" * 4 + " ---: |" * 11 + " --- |"]
     for r in rows:
         ieee = "-" if r.ieee_sqrt_div is None else ("yes" if r.ieee_sqrt_div else "no")
+        yardstick = "-" if r.yardstick_loop_instructions is None else r.yardstick_loop_instructions
         lines.append(
             f"| `{r.kernel}` | {r.variant} | {r.arch} | `{r.config}` | {r.registers} "
             f"| {r.spill_stores} | {r.spill_loads} | {r.shared_mem} | {r.resident_warps} "
-            f"| {r.ptx_bytes} | {r.loop_instructions} | {r.loop_mma} | {r.loop_async_copies} "
-            f"| {r.max_global_load_bits} | {ieee} |"
+            f"| {r.ptx_bytes} | {r.loop_instructions} | {yardstick} | {r.loop_mma} "
+            f"| {r.loop_async_copies} | {r.max_global_load_bits} | {ieee} |"
         )
     return "\n".join(lines)
 
 
 def format_summary(rows: list[KernelResources]) -> str:
-    """One Markdown row per kernel, variant and arch: the range over its configs."""
+    """One Markdown row per kernel, variant and arch: the range over its configs, and the
+    largest ratio of a config's hottest loop to its yardstick's (``-`` without yardstick)."""
     groups: dict[tuple[str, str, str], list[KernelResources]] = {}
     for r in rows:
         groups.setdefault((r.kernel, r.variant, r.arch), []).append(r)
     lines = [
         "| kernel | variant | arch | configs | registers | spilled bytes (max) "
-        "| shared mem (B, max) | resident warps/SM |",
-        "|" + " --- |" * 3 + " ---: |" * 5,
+        "| shared mem (B, max) | resident warps/SM | loop instructions | vs yardstick (max) "
+        "| loop async copies | widest load (bits) |",
+        "|" + " --- |" * 3 + " ---: |" * 9,
     ]
     for (kernel, variant, arch), group in groups.items():
         regs = sorted(r.registers for r in group)
         warps = sorted(r.resident_warps for r in group)
         spilled = max(r.spill_stores + r.spill_loads for r in group)
         shared = max(r.shared_mem for r in group)
+        loop = sorted(r.loop_instructions for r in group)
+        copies = sorted(r.loop_async_copies for r in group)
+        loads = sorted(r.max_global_load_bits for r in group)
+        ratios = [yardstick_ratio(r) for r in group]
+        worst = "-" if None in ratios else f"{max(ratios):.2f}x"  # type: ignore[type-var]
         lines.append(
             f"| `{kernel}` | {variant} | {arch} | {len(group)} | {_span(regs)} | {spilled} "
-            f"| {shared} | {_span(warps)} |"
+            f"| {shared} | {_span(warps)} | {_span(loop)} | {worst} | {_span(copies)} "
+            f"| {_span(loads)} |"
+        )
+    return "\n".join(lines)
+
+
+def yardstick_ratio(row: KernelResources) -> float | None:
+    """The row's hottest-loop instructions over its yardstick's, or ``None`` without one."""
+    if not row.yardstick_loop_instructions:
+        return None
+    return row.loop_instructions / row.yardstick_loop_instructions
+
+
+def format_versus_yardstick(rows: list[KernelResources]) -> str:
+    """The rows that have a yardstick, as a Markdown table of their hottest loops: the
+    kernel's and the yardstick's instructions, their ratio, and what the kernel's loop does.
+
+    Example:
+        >>> row = KernelResources("k", "fp16", "sm_90", "BLOCK_K=32,warps=4,stages=3", 4, 3,
+        ...     120, 0, 0, 36992, 10, [128, 64, 32], 104, 4, 6, 128, None, 85)
+        >>> print(format_versus_yardstick([row]).splitlines()[2])
+        | fp16 | sm_90 | 128x64x32 | 4 | 3 | 104 | 85 | 1.22 | 4 | 6 | 128 | 120 | 0 |
+    """
+    lines = [
+        "| variant | arch | tile | warps | stages | loop instructions | yardstick | ratio "
+        "| MMAs | async copies | widest load (bits) | registers | spilled (B) |",
+        "|" + " --- |" * 3 + " ---: |" * 10,
+    ]
+    for r in rows:
+        ratio = yardstick_ratio(r)
+        if ratio is None:
+            continue
+        tile = "x".join(map(str, r.block or []))
+        lines.append(
+            f"| {r.variant} | {r.arch} | {tile} | {r.num_warps} | {r.num_stages} "
+            f"| {r.loop_instructions} | {r.yardstick_loop_instructions} | {ratio:.2f} "
+            f"| {r.loop_mma} | {r.loop_async_copies} | {r.max_global_load_bits} "
+            f"| {r.registers} | {r.spill_stores + r.spill_loads} |"
         )
     return "\n".join(lines)
 

@@ -15,8 +15,10 @@ be exactly as before and keep working:
 * ``scheduler`` (WarmupDecayLR, three steps taken): same ``state_dict``; the next lrs equal an
   untouched twin's.
 
-Forward calls run on the stock path and on the Triton interpreter path, whose checks are
-separate code; everything else is independent of the backend and runs once.
+Convolution calls (a layer's forward, ``conv2d_relu``) run on the stock path and on the Triton
+interpreter path, whose checks are separate code; each of those rows is first run on stock
+torch (``nn.Conv2d`` + ``nn.ReLU``, ``F.conv2d``), and torchkit must raise torch's exception
+type on every backend. Everything else is independent of the backend and runs once.
 """
 
 from __future__ import annotations
@@ -179,74 +181,29 @@ def assert_unchanged_and_working(kind: str, obj: Any, before: Any) -> None:
             assert obj.get_last_lr() == twin.get_last_lr()
 
 
-# ----------------------------------------------------------------- forward input
+# ------------------------------------------------ convolutions, through every backend
 
-FORWARD_CALLS: dict[str, BadCall] = {
-    "forward-rank-2": BadCall(
-        "layer", lambda m: m(torch.randn(8, 8)), ValueError, r"\(C, H, W\), got shape \(8, 8\)"
-    ),
-    "forward-rank-5": BadCall(
-        "layer", lambda m: m(torch.randn(1, 1, 4, 8, 8)), ValueError, r"shape \(1, 1, 4, 8, 8\)"
-    ),
-    "forward-channels": BadCall(
-        "layer",
-        lambda m: m(torch.randn(2, 3, 8, 8)),
-        ValueError,
-        "input has 3 channels but 4 were expected",
-    ),
-    "forward-unbatched-channels": BadCall(
-        "layer", lambda m: m(torch.randn(5, 8, 8)), ValueError, "input has 5 channels but 4"
-    ),
-    "forward-zero-channels": BadCall(
-        "layer", lambda m: m(torch.randn(1, 0, 8, 8)), ValueError, "input has 0 channels"
-    ),
-    "forward-not-a-tensor": BadCall(
-        "layer", lambda m: m([[1.0, 2.0]]), TypeError, "input must be a Tensor, got list"
-    ),
-    "forward-none": BadCall("layer", lambda m: m(None), TypeError, "got NoneType"),
-    "forward-int64": BadCall(
-        "layer",
-        lambda m: m(torch.ones(1, 4, 8, 8, dtype=torch.int64)),
-        (TypeError, RuntimeError),
-        r"long|int64",
-    ),
-    "forward-bool": BadCall(
-        "layer",
-        lambda m: m(torch.ones(1, 4, 8, 8, dtype=torch.bool)),
-        (TypeError, RuntimeError),
-        "bool",
-    ),
-    "forward-complex": BadCall(
-        "layer",
-        lambda m: m(torch.randn(1, 4, 8, 8, dtype=torch.complex64)),
-        (TypeError, RuntimeError),
-        "complex",
-    ),
-    "forward-float64-vs-float32-weight": BadCall(
-        "layer",
-        lambda m: m(torch.randn(1, 4, 8, 8, dtype=torch.float64)),
-        (ValueError, RuntimeError),
-        r"double|float64",
-    ),
-    "forward-bf16-without-autocast": BadCall(
-        "layer",
-        lambda m: m(torch.randn(1, 4, 8, 8, dtype=torch.bfloat16)),
-        (ValueError, RuntimeError),
-        r"BFloat16|bfloat16",
-    ),
-    "forward-smaller-than-kernel": BadCall(
-        "unpadded-layer",
-        lambda m: m(torch.randn(1, 4, 2, 2)),
-        (ValueError, RuntimeError),
-        r"\(2 x 2\).*3 x 3",
-    ),
-    "forward-empty-height": BadCall(
-        "unpadded-layer",
-        lambda m: m(torch.randn(1, 4, 0, 8)),
-        (ValueError, RuntimeError),
-        r"\(0 x 8\)",
-    ),
-}
+
+@dataclass(frozen=True)
+class ConvImpl:
+    """One implementation of conv + ReLU, as a layer (4 -> 6 channels, 3 x 3, padding 1),
+    the same layer without padding, and a functional form with ``F.conv2d``'s arguments."""
+
+    layer: nn.Module
+    unpadded: nn.Module
+    conv2d_relu: Callable[..., torch.Tensor]
+
+
+def torch_conv_impl() -> ConvImpl:
+    """Stock torch: ``nn.Conv2d`` + ``nn.ReLU`` and ``relu(F.conv2d(...))``."""
+    torch.manual_seed(0)
+    layer = nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.ReLU())
+    unpadded = nn.Sequential(nn.Conv2d(4, 6, 3), nn.ReLU())
+    return ConvImpl(layer, unpadded, lambda *args, **kwargs: F.relu(F.conv2d(*args, **kwargs)))
+
+
+def torchkit_conv_impl() -> ConvImpl:
+    return ConvImpl(make_layer(), make_unpadded_layer(), conv2d_relu)
 
 
 def make_unpadded_layer() -> FusedConv2dReLU:
@@ -254,20 +211,155 @@ def make_unpadded_layer() -> FusedConv2dReLU:
     return FusedConv2dReLU(4, 6, 3)
 
 
+@dataclass(frozen=True)
+class BadConvCall:
+    """``call(impl)`` raises exactly ``error`` with stock torch; torchkit must raise an instance
+    of it (a subclass carrying a clearer message is fine) whose message matches ``match``."""
+
+    call: Callable[[ConvImpl], object]
+    error: type[Exception]
+    match: str
+
+
+def _functional(*args: Any, **kwargs: Any) -> Callable[[ConvImpl], object]:
+    return lambda impl: impl.conv2d_relu(*args, **kwargs)
+
+
+_X, _W = torch.randn(1, 2, 5, 5), torch.randn(2, 2, 3, 3)
+
+CONV_CALLS: dict[str, BadConvCall] = {
+    "forward-rank-2": BadConvCall(
+        lambda i: i.layer(torch.randn(8, 8)), RuntimeError, r"\(C, H, W\), got shape \(8, 8\)"
+    ),
+    "forward-rank-5": BadConvCall(
+        lambda i: i.layer(torch.randn(1, 1, 4, 8, 8)), RuntimeError, r"shape \(1, 1, 4, 8, 8\)"
+    ),
+    "forward-channels": BadConvCall(
+        lambda i: i.layer(torch.randn(2, 3, 8, 8)),
+        RuntimeError,
+        "input has 3 channels but 4 were expected",
+    ),
+    "forward-unbatched-channels": BadConvCall(
+        lambda i: i.layer(torch.randn(5, 8, 8)), RuntimeError, "input has 5 channels but 4"
+    ),
+    "forward-zero-channels": BadConvCall(
+        lambda i: i.layer(torch.randn(1, 0, 8, 8)), RuntimeError, "input has 0 channels"
+    ),
+    "forward-not-a-tensor": BadConvCall(
+        lambda i: i.layer([[1.0, 2.0]]), TypeError, "input must be a Tensor, got list"
+    ),
+    "forward-none": BadConvCall(lambda i: i.layer(None), TypeError, "got NoneType"),
+    "forward-int64": BadConvCall(
+        lambda i: i.layer(torch.ones(1, 4, 8, 8, dtype=torch.int64)), RuntimeError, r"long|int64"
+    ),
+    "forward-bool": BadConvCall(
+        lambda i: i.layer(torch.ones(1, 4, 8, 8, dtype=torch.bool)), RuntimeError, "bool"
+    ),
+    "forward-complex": BadConvCall(
+        lambda i: i.layer(torch.randn(1, 4, 8, 8, dtype=torch.complex64)),
+        RuntimeError,
+        "complex",
+    ),
+    "forward-float64-vs-float32-weight": BadConvCall(
+        lambda i: i.layer(torch.randn(1, 4, 8, 8, dtype=torch.float64)),
+        RuntimeError,
+        r"double|float64",
+    ),
+    "forward-bf16-without-autocast": BadConvCall(
+        lambda i: i.layer(torch.randn(1, 4, 8, 8, dtype=torch.bfloat16)),
+        RuntimeError,
+        r"BFloat16|bfloat16",
+    ),
+    "forward-smaller-than-kernel": BadConvCall(
+        lambda i: i.unpadded(torch.randn(1, 4, 2, 2)), RuntimeError, r"\(2 x 2\).*3 x 3"
+    ),
+    "forward-empty-height": BadConvCall(
+        lambda i: i.unpadded(torch.randn(1, 4, 0, 8)), RuntimeError, r"\(0 x 8\)"
+    ),
+    "conv2d_relu-weight-3d": BadConvCall(
+        _functional(_X, torch.randn(2, 3, 3)),
+        RuntimeError,
+        r"weight must be 4-D .* got shape \(2, 3, 3\)",
+    ),
+    "conv2d_relu-weight-not-tensor": BadConvCall(
+        _functional(_X, [[1.0]]), TypeError, "weight must be a Tensor, got list"
+    ),
+    "conv2d_relu-input-none": BadConvCall(
+        _functional(None, _W), TypeError, "input must be a Tensor, got NoneType"
+    ),
+    "conv2d_relu-groups-zero": BadConvCall(
+        _functional(_X, _W, groups=0), RuntimeError, "groups must be positive, got 0"
+    ),
+    "conv2d_relu-groups-float": BadConvCall(
+        _functional(_X, _W, groups=1.0), TypeError, "groups must be an int, got 1.0"
+    ),
+    "conv2d_relu-groups-not-dividing": BadConvCall(
+        _functional(torch.randn(1, 4, 5, 5), torch.randn(3, 2, 3, 3), groups=2),
+        RuntimeError,
+        "not divisible by groups=2",
+    ),
+    "conv2d_relu-bias-not-a-tensor": BadConvCall(
+        _functional(_X, _W, [0.0, 0.0]), TypeError, "bias must be a Tensor or None, got list"
+    ),
+    "conv2d_relu-bias-shape": BadConvCall(
+        _functional(_X, _W, torch.ones(3)), RuntimeError, r"bias must have shape \(2,\), got \(3,\)"
+    ),
+    "conv2d_relu-bias-dtype": BadConvCall(
+        _functional(_X, _W, torch.ones(2, dtype=torch.float64)),
+        RuntimeError,
+        r"bias.*(double|float64)",
+    ),
+    "conv2d_relu-stride-triple": BadConvCall(
+        _functional(_X, _W, stride=(1, 1, 1)),
+        RuntimeError,
+        r"stride must be an int or a pair of ints, got \(1, 1, 1\)",
+    ),
+    "conv2d_relu-stride-zero": BadConvCall(
+        _functional(_X, _W, stride=0), RuntimeError, "stride must be positive, got 0"
+    ),
+    "conv2d_relu-stride-float": BadConvCall(
+        _functional(_X, _W, stride=1.5), TypeError, "stride must be an int"
+    ),
+    "conv2d_relu-padding-negative": BadConvCall(
+        _functional(_X, _W, padding=-1), RuntimeError, "padding must be >= 0, got -1"
+    ),
+    "conv2d_relu-padding-string": BadConvCall(
+        _functional(_X, _W, padding="full"), RuntimeError, "'full'"
+    ),
+    "conv2d_relu-same-strided": BadConvCall(
+        _functional(_X, _W, padding="same", stride=2), RuntimeError, "padding='same' needs stride 1"
+    ),
+    "conv2d_relu-dilation-zero": BadConvCall(
+        _functional(_X, _W, dilation=0), RuntimeError, "dilation must be positive, got 0"
+    ),
+    "conv2d_relu-smaller-than-kernel": BadConvCall(
+        _functional(torch.randn(1, 2, 2, 5), _W, dilation=(2, 1)),
+        RuntimeError,
+        r"\(2 x 5\).*\(5 x 3\)",
+    ),
+}
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("case", FORWARD_CALLS.values(), ids=FORWARD_CALLS.keys())
-def test_bad_forward_input(case: BadCall, backend: Backend) -> None:
+@pytest.mark.parametrize("case", CONV_CALLS.values(), ids=CONV_CALLS.keys())
+def test_bad_conv_call(case: BadConvCall, backend: Backend) -> None:
+    """Torch's type on every backend: the stock call raises exactly ``case.error`` (the row is
+    checked against torch), and torchkit's raises an instance of it, leaving its layers
+    unchanged and working."""
     if backend is Backend.TRITON_INTERPRETER and not interpreter_enabled():
         pytest.skip("TRITON_INTERPRET=1 is not set")
-    layer = make_unpadded_layer() if case.target == "unpadded-layer" else make_layer()
-    before = copy.deepcopy(layer.state_dict())
+    with pytest.raises(Exception) as raised_by_torch:  # noqa: PT011 (its type is the check)
+        case.call(torch_conv_impl())
+    assert type(raised_by_torch.value) is case.error, (
+        f"torch raises {type(raised_by_torch.value).__name__}, the row says {case.error.__name__}"
+    )
+    impl = torchkit_conv_impl()
+    before = copy.deepcopy(impl.layer.state_dict()), copy.deepcopy(impl.unpadded.state_dict())
     with torchkit.force_backend(backend), pytest.raises(case.error, match=case.match):
-        case.call(layer)
-    if case.target == "layer":
-        assert_unchanged_and_working("layer", layer, before)
-    else:
-        for key, value in before.items():
-            _exact(layer.state_dict()[key], value)
+        case.call(impl)
+    assert_unchanged_and_working("layer", impl.layer, before[0])
+    for key, value in before[1].items():
+        _exact(impl.unpadded.state_dict()[key], value)
 
 
 @pytest.mark.interpreter
@@ -389,54 +481,6 @@ CALLS: dict[str, BadCall] = {
         lambda _: FusedConv2dReLU.from_conv(nn.LazyConv2d(2, 3)),
         TypeError,
         "got LazyConv2d",
-    ),
-    "conv2d_relu-weight-3d": BadCall(
-        None,
-        lambda _: conv2d_relu(torch.randn(1, 2, 5, 5), torch.randn(2, 3, 3)),
-        ValueError,
-        r"weight must be 4-D .* got shape \(2, 3, 3\)",
-    ),
-    "conv2d_relu-weight-not-tensor": BadCall(
-        None,
-        lambda _: conv2d_relu(torch.randn(1, 2, 5, 5), [[1.0]]),
-        TypeError,
-        "weight must be a Tensor, got list",
-    ),
-    "conv2d_relu-input-none": BadCall(
-        None,
-        lambda _: conv2d_relu(None, torch.randn(2, 2, 3, 3)),
-        TypeError,
-        "input must be a Tensor, got NoneType",
-    ),
-    "conv2d_relu-groups-zero": BadCall(
-        None,
-        lambda _: conv2d_relu(torch.randn(1, 2, 5, 5), torch.randn(2, 2, 3, 3), groups=0),
-        ValueError,
-        "groups must be positive, got 0",
-    ),
-    "conv2d_relu-groups-float": BadCall(
-        None,
-        lambda _: conv2d_relu(torch.randn(1, 2, 5, 5), torch.randn(2, 2, 3, 3), groups=1.0),
-        TypeError,
-        "groups must be an int, got 1.0",
-    ),
-    "conv2d_relu-bias-not-a-tensor": BadCall(
-        None,
-        lambda _: conv2d_relu(torch.randn(1, 2, 5, 5), torch.randn(2, 2, 3, 3), [0.0, 0.0]),
-        TypeError,
-        "bias must be a Tensor or None, got list",
-    ),
-    "conv2d_relu-bias-shape": BadCall(
-        None,
-        lambda _: conv2d_relu(torch.randn(1, 2, 5, 5), torch.randn(2, 2, 3, 3), torch.ones(3)),
-        ValueError,
-        r"bias must have shape \(2,\), got \(3,\)",
-    ),
-    "conv2d_relu-stride-triple": BadCall(
-        None,
-        lambda _: conv2d_relu(torch.randn(1, 2, 5, 5), torch.randn(2, 2, 3, 3), stride=(1, 1, 1)),
-        TypeError,
-        r"stride must be an int or a pair of ints, got \(1, 1, 1\)",
     ),
     # fuse_conv_relu on things that are not models
     "fuse-list": BadCall(

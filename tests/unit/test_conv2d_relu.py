@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import pickle
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,7 @@ from torch import nn
 
 import torchkit
 from torchkit.backend import Backend
-from torchkit.nn import Conv2dReLUFunction, FusedConv2dReLU
+from torchkit.nn import Conv2dError, FusedConv2dReLU
 from torchkit.nn.functional import conv2d_relu
 
 KERNEL = "_conv2d_relu_fwd_kernel"
@@ -56,8 +57,23 @@ class Case:
         return nn.Conv2d(in_channels, self.out_channels, self.kernel_size, dtype=dtype, **self.conv)
 
 
+# Layers with fewer than 16 input channels per group run the kernel's flat-K variant; the
+# "gemm-*" cases have 16 or more and run its GEMM form (one tap and a channel block per step).
 CASES = {
     "3x3-pad1": Case((2, 3, 9, 7), 5, 3, {"padding": 1}),
+    "gemm-3x3-pad1": Case((2, 16, 6, 5), 20, 3, {"padding": 1}),
+    "gemm-channels-last-strided-dilated": Case(
+        (1, 32, 7, 6),
+        16,
+        (3, 2),
+        {"stride": (2, 1), "padding": (1, 0), "dilation": (1, 2)},
+        layout="channels_last",
+    ),
+    "gemm-groups-partial-channel-block": Case(
+        (2, 40, 5, 5), 12, 3, {"groups": 2, "padding": 2, "dilation": 2}
+    ),
+    "gemm-1x1-no-bias": Case((2, 48, 4, 3), 8, 1, {"bias": False}, layout="strided"),
+    "kernel-taller-than-16": Case((1, 2, 19, 6), 3, (17, 3)),
     "5x5-odd-batch1": Case((1, 3, 13, 11), 7, 5),
     "1x1": Case((2, 6, 5, 5), 4, 1),
     "depthwise": Case((2, 4, 8, 8), 8, 3, {"groups": 4, "padding": 1}),
@@ -180,8 +196,65 @@ def test_low_precision_against_fp32_reference(case, dtype, backend, kernel_launc
         assert_tensors_close(g, w, name=f"grad {name}")
 
 
+BITWISE_CASES = {k: CASES[k] for k in ("3x3-pad1", "gemm-3x3-pad1", "gemm-1x1-no-bias")}
+
+
 @pytest.mark.interpreter
-def test_gradcheck_float64_through_the_kernel(kernel_launches):
+@pytest.mark.parametrize("dtype", LOW_PRECISION)
+@pytest.mark.parametrize("case", BITWISE_CASES.values(), ids=BITWISE_CASES.keys())
+def test_low_precision_is_the_fp32_result_rounded(case, dtype, kernel_launches):
+    """fp16/bf16 outputs are what the fp32 computation rounds to (to nearest even), as on a
+    GPU: the reference is a CPU (cuDNN-free) convolution in fp32 of the same rounded inputs,
+    rounded once. Only fp32 summation order differs, so almost every element is bitwise
+    equal; a kernel that truncated bf16 would match about half of them."""
+    torch.manual_seed(0)
+    conv = case.make_conv(dtype)
+    fused = FusedConv2dReLU.from_conv(conv)
+    x = case.make_input(dtype)
+    with running_on(Backend.TRITON_INTERPRETER, kernel_launches), torch.no_grad():
+        out = fused(x)
+        reference = F.relu(copy.deepcopy(conv).float()(x.float())).to(dtype)
+    equal = (out == reference).float().mean().item()
+    assert equal >= 0.99, f"only {equal:.1%} of {out.numel()} elements are bitwise equal"
+
+
+@pytest.mark.interpreter
+def test_bf16_rounds_to_nearest_even_not_toward_zero(kernel_launches):
+    # y = x * 1 + b in fp32 is exact up to one rounding, the same in torch and in the kernel;
+    # its bf16 value is the rounding of that fp32 sum. Truncating instead of rounding changes
+    # every element whose dropped bits are above half an ulp (4.0837 -> 4.0625 instead of
+    # 4.09375).
+    from torchkit.kernels.conv2d_relu import conv2d_relu_fwd
+
+    torch.manual_seed(0)
+    x = (torch.rand(1, 1, 8, 64) * 8).to(torch.bfloat16)
+    weight = torch.ones(1, 1, 1, 1, dtype=torch.bfloat16)
+    bias = torch.tensor([0.0212], dtype=torch.bfloat16)
+    out = conv2d_relu_fwd(x, weight, bias, (1, 1), (0, 0), (1, 1), 1)
+    expected = (x.float() + bias.float()).relu().to(torch.bfloat16)  # round to nearest even
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    assert kernel_launches == [KERNEL]
+
+
+def _op(x, weight, bias):
+    conv = ((2, 1), (1, 1), (1, 2), 2)
+    return torch.ops.torchkit.conv2d_relu(x, weight, bias, *conv, False, None, None)
+
+
+def _functional(x, weight, bias):
+    with torchkit.force_backend("triton-interpreter"):
+        return conv2d_relu(x, weight, bias, stride=(2, 1), padding=1, dilation=(1, 2), groups=2)
+
+
+@pytest.mark.interpreter
+@pytest.mark.parametrize(
+    "fn",
+    [
+        pytest.param(_op, id="custom-op"),  # what tracers record: torch.library autograd
+        pytest.param(_functional, id="eager"),  # eager calls: the same backward, without it
+    ],
+)
+def test_gradcheck_float64_through_the_kernel(fn, kernel_launches):
     # float64 runs through tl.dot with a float64 accumulator, so finite differences are exact
     # enough. fast_mode checks random projections of the Jacobian: a handful of launches
     # instead of two per input element, each of which costs an interpreted kernel run.
@@ -189,10 +262,6 @@ def test_gradcheck_float64_through_the_kernel(kernel_launches):
     x = torch.randn(2, 4, 5, 4, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(6, 2, 3, 2, dtype=torch.float64, requires_grad=True)
     bias = torch.randn(6, dtype=torch.float64, requires_grad=True)
-
-    def fn(x, weight, bias):
-        return Conv2dReLUFunction.apply(x, weight, bias, (2, 1), (1, 1), (1, 2), 2, False)
-
     assert torch.autograd.gradcheck(fn, (x, weight, bias), fast_mode=True)
     assert torch.autograd.gradgradcheck(fn, (x, weight, bias), fast_mode=True)
     assert kernel_launches.count(KERNEL) > 0
@@ -208,13 +277,24 @@ def test_gradcheck_float64_torch_path():
 
 
 @pytest.mark.interpreter
-def test_small_tiles_cover_every_tile_edge(kernel_launches):
-    # 16x16x16 tiles over M = 2*9*9 = 162 rows and 40 channels: partial tiles on both axes,
-    # several K steps, and GROUP_M=2 swizzling with a ragged last group.
+@pytest.mark.parametrize(
+    "in_channels",
+    [
+        pytest.param(5, id="flat-K"),  # 45 reduction terms: 3 K-steps, the last one partial
+        pytest.param(32, id="gemm-form"),  # 9 taps x 2 channel blocks: the tap advances
+        pytest.param(24, id="gemm-form-partial-block"),  # 9 taps x (16 + 8 masked) channels
+    ],
+)
+def test_small_tiles_cover_every_tile_edge(in_channels, kernel_launches):
+    # 16x16x16 tiles over M = 2*7*7 = 98 rows and 24 channels: partial tiles on both axes,
+    # several K steps, and GROUP_M=2 swizzling with a ragged last group. float64, so that the
+    # order of up to 288 products per sum does not matter.
     from torchkit.kernels.conv2d_relu import Conv2dReLUBlocks, conv2d_relu_fwd
 
     torch.manual_seed(0)
-    x, weight, bias = torch.randn(2, 5, 9, 9), torch.randn(40, 5, 3, 3), torch.randn(40)
+    x = torch.randn(2, in_channels, 7, 7, dtype=torch.float64)
+    weight = torch.randn(24, in_channels, 3, 3, dtype=torch.float64)
+    bias = torch.randn(24, dtype=torch.float64)
     blocks = Conv2dReLUBlocks(block_m=16, block_n=16, block_k=16, group_m=2)
     out = conv2d_relu_fwd(x, weight, bias, (1, 1), (1, 1), (1, 1), 1, blocks=blocks)
     assert_tensors_close(out, F.relu(F.conv2d(x, weight, bias, padding=1)))
@@ -366,7 +446,7 @@ BAD_CONSTRUCTOR_ARGS = {
     "kernel-zero": ((1, 1, 0), {}, ValueError, "kernel_size must be positive"),
     "same-strided": ((1, 1, 3), {"padding": "same", "stride": 2}, ValueError, "stride 1"),
     "stride-float": ((1, 1, 3), {"stride": 1.5}, TypeError, "stride must be an int"),
-    "stride-triple": ((1, 1, 3), {"stride": (1, 1, 1)}, TypeError, "pair of ints"),
+    "stride-triple": ((1, 1, 3), {"stride": (1, 1, 1)}, Conv2dError, "pair of ints"),
     "channels-zero": ((0, 1, 3), {}, ValueError, "in_channels must be positive"),
 }
 
@@ -450,3 +530,145 @@ BAD_FUNCTIONAL_ARGS = {
 def test_functional_validation(kwargs, error, match):
     with pytest.raises(error, match=match):
         conv2d_relu(torch.randn(1, 4, 5, 5), torch.randn(2, 4, 3, 3), **kwargs)
+
+
+# --- the packed weight and the tiling the kernel path keeps ---------------------------------
+
+
+@pytest.fixture
+def weight_packs(monkeypatch):
+    """Shapes of the weights torchkit.kernels.conv2d_relu.pack_weight packs, in order."""
+    from torchkit.kernels import conv2d_relu
+
+    packed: list[tuple[int, ...]] = []
+    original = conv2d_relu.pack_weight
+
+    def counting(weight):
+        packed.append(tuple(weight.shape))
+        return original(weight)
+
+    monkeypatch.setattr(conv2d_relu, "pack_weight", counting)
+    return packed
+
+
+def _check(layer: FusedConv2dReLU, x: torch.Tensor) -> None:
+    with torchkit.force_backend("triton-interpreter"), torch.no_grad():
+        out = layer(x)
+        expected = F.relu(F.conv2d(x, layer.weight, layer.bias, padding=1))
+    assert_tensors_close(out, expected)
+
+
+@pytest.mark.interpreter
+def test_weight_is_packed_once_and_again_when_it_changes(weight_packs):
+    torch.manual_seed(0)
+    layer = FusedConv2dReLU(16, 8, 3, padding=1)
+    x = torch.randn(1, 16, 5, 5)
+    _check(layer, x)
+    _check(layer, x)
+    assert len(weight_packs) == 1, "the second call must reuse the packed weight"
+
+    with torch.no_grad():
+        layer.weight.mul_(-1)  # in place: an optimizer step, a load_state_dict
+    _check(layer, x)
+    assert len(weight_packs) == 2
+
+    layer.load_state_dict(FusedConv2dReLU(16, 8, 3, padding=1).state_dict())
+    _check(layer, x)
+    assert len(weight_packs) == 3
+
+    layer.double()  # a new tensor of another dtype
+    _check(layer, x.double())
+    assert len(weight_packs) == 4
+
+
+@pytest.mark.interpreter
+def test_a_training_call_drops_the_packed_weight(weight_packs):
+    """An optimizer may update the weight behind the version counter's back (a raw kernel, as
+    here through ``.data``): after a call autograd records, inference packs the weight again."""
+    torch.manual_seed(0)
+    layer = FusedConv2dReLU(16, 8, 3, padding=1)
+    x = torch.randn(1, 16, 5, 5)
+    _check(layer, x)
+    with torchkit.force_backend("triton-interpreter"):
+        layer(x).sum().backward()  # a training step's forward and backward
+    version = layer.weight._version
+    layer.weight.data.mul_(-1.0)  # the optimizer's update, invisible to the version counter
+    assert layer.weight._version == version
+    _check(layer, x)
+    assert len(weight_packs) == 3  # inference, training (packed in the launcher), inference
+
+
+@pytest.mark.interpreter
+def test_channels_last_weight_is_used_in_place(weight_packs):
+    torch.manual_seed(0)
+    layer = FusedConv2dReLU(16, 8, 3, padding=1).to(memory_format=torch.channels_last)
+    packed = layer._packed_weight(layer.weight)
+    assert packed.data_ptr() == layer.weight.data_ptr(), "expected a view, not a copy"
+    _check(layer, torch.randn(1, 16, 5, 5).to(memory_format=torch.channels_last))
+
+
+@pytest.mark.interpreter
+def test_layer_with_a_packed_weight_copies_and_pickles():
+    torch.manual_seed(0)
+    layer = FusedConv2dReLU(16, 8, 3, padding=1)
+    x = torch.randn(1, 16, 5, 5)
+    _check(layer, x)  # fills the cache
+    twin = copy.deepcopy(layer)
+    with torch.no_grad():
+        twin.weight.add_(1.0)  # the copy's own weight: its packed copy must follow it
+    _check(twin, x)
+    restored = pickle.loads(pickle.dumps(layer))
+    _check(restored, x)
+
+
+@pytest.mark.interpreter
+def test_blocks_pin_the_tiling(monkeypatch):
+    from triton.runtime.interpreter import InterpretedFunction
+
+    from torchkit.kernels.conv2d_relu import Conv2dReLUBlocks
+
+    tiles = []
+    original = InterpretedFunction.run
+
+    def recording(self, *args, **kwargs):
+        tiles.append((kwargs["BLOCK_M"], kwargs["BLOCK_N"], kwargs["BLOCK_K"]))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(InterpretedFunction, "run", recording)
+    torch.manual_seed(0)
+    layer = FusedConv2dReLU(16, 8, 3, padding=1)
+    x = torch.randn(1, 16, 5, 5)
+    layer.blocks = Conv2dReLUBlocks(block_m=16, block_n=16, block_k=16, group_m=1)
+    _check(layer, x)
+    layer.blocks = None
+    _check(layer, x)
+    assert tiles == [(16, 16, 16), (64, 32, 16)]  # pinned, then the interpreter's default
+
+
+@pytest.mark.interpreter
+def test_bad_blocks_are_reported():
+    from torchkit.kernels.conv2d_relu import Conv2dReLUBlocks
+
+    layer = FusedConv2dReLU(16, 8, 3, padding=1)
+    layer.blocks = Conv2dReLUBlocks(block_m=24)
+    with pytest.raises(ValueError, match=r"blocks\.block_m must be a power of two >= 16, got 24"):
+        _check(layer, torch.randn(1, 16, 5, 5))
+
+
+@pytest.mark.interpreter
+def test_eager_training_calls_skip_the_custom_op_dispatch(monkeypatch):
+    """torch.library's Python dispatch costs more than a launch (see _Conv2dReLUFunction): an
+    eager call records the autograd.Function that shares the op's backward, never the op."""
+    import torchkit.nn.conv as conv_module
+
+    def refuse(*args):
+        raise AssertionError("the eager path went through the custom op")
+
+    monkeypatch.setattr(conv_module, "_conv2d_relu_op", refuse)
+    layer = FusedConv2dReLU(16, 8, 3, padding=1)
+    x = torch.randn(1, 16, 5, 5, requires_grad=True)
+    with torchkit.force_backend("triton-interpreter"):
+        out = layer(x)
+        with torch.no_grad():
+            assert_tensors_close(layer(x), out.detach())
+    assert type(out.grad_fn).__name__ == "_Conv2dReLUFunctionBackward"

@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -23,6 +24,7 @@ import pytest
 
 from torchkit import kernel_report
 from torchkit.__main__ import main as torchkit_main
+from torchkit.backend import triton_version
 
 REQUIRED_KEYS = {
     "kernel",
@@ -38,6 +40,7 @@ REQUIRED_KEYS = {
     "loop_async_copies",
     "max_global_load_bits",
     "ieee_sqrt_div",
+    "yardstick_loop_instructions",
 }
 ARCHS = ("sm_80", "sm_90")
 
@@ -103,12 +106,14 @@ def test_every_variant_config_and_arch_is_reported(report, module_name):
     assert specs, f"{module_name}.aot_specs() is empty"
     reported = Counter((r["kernel"], r["variant"], r["arch"], r["config"]) for r in report)
     for spec in specs:
-        kernel = getattr(spec.kernel, "fn", spec.kernel).__name__
-        configs = getattr(spec.kernel, "configs", None) or spec.configs
-        for config in configs:
+        kernel = kernel_report.jit_function(spec.kernel).__name__
+        for config in kernel_report.spec_configs(spec):
             for arch in ARCHS:
                 key = (kernel, spec.name, arch, kernel_report.config_label(config))
                 assert reported[key] == 1, f"{key} reported {reported[key]} times, expected once"
+                if spec.yardstick is not None:
+                    key = ("gemm_reference", spec.yardstick.name, *key[2:])
+                    assert reported[key] == 1, f"yardstick {key} reported {reported[key]} times"
 
 
 @pytest.mark.slow
@@ -118,6 +123,72 @@ def test_every_jit_kernel_of_the_module_is_compiled(report, module_name):
     assert defined, f"no @triton.jit function found in {module_name}"
     missing = defined - {row["kernel"] for row in report}
     assert not missing, f"{module_name}: no aot_specs() variant compiles {sorted(missing)}"
+
+
+# The target of the implicit-GEMM convolution (docs/fused_conv.md): every config that serves
+# layers with 16 or more input channels per group keeps its hottest loop within 1.5x of a plain
+# Triton GEMM's with the same tile, and feeds it with asynchronous or 16-byte loads.
+MAX_YARDSTICK_RATIO = 1.5
+CONV = "_conv2d_relu_fwd_kernel"
+
+
+@pytest.mark.slow
+def test_conv_loops_are_within_reach_of_the_gemm_yardstick(report):
+    gemm_form = [r for r in report if r["kernel"] == CONV and "flat K" not in r["variant"]]
+    with_yardstick = [r for r in gemm_form if r["yardstick_loop_instructions"] is not None]
+    # Every tensor-core variant has one (fp32 IEEE multiplies with FMAs: no GEMM to match).
+    assert {r["variant"] for r in with_yardstick} >= {
+        "fp32,tf32,nchw",
+        "fp16,channels_last",
+        "bf16,nchw,no bias",
+    }
+    slow = []
+    for r in with_yardstick:
+        ratio = r["loop_instructions"] / r["yardstick_loop_instructions"]
+        fed = r["loop_async_copies"] > 0 or r["max_global_load_bits"] == 128
+        if ratio > MAX_YARDSTICK_RATIO or not fed or r["loop_mma"] == 0:
+            slow.append(
+                f"{r['variant']} {r['arch']} {r['config']}: {r['loop_instructions']} vs "
+                f"{r['yardstick_loop_instructions']} ({ratio:.2f}x), {r['loop_mma']} MMAs, "
+                f"{r['loop_async_copies']} async copies, {r['max_global_load_bits']}-bit loads"
+            )
+    assert not slow, "hottest loops too far from the GEMM yardstick:\n" + "\n".join(slow)
+
+
+@pytest.mark.slow
+def test_yardstick_is_a_pipelined_tensor_core_gemm(report):
+    # What makes it a yardstick worth the name: MMAs fed by asynchronous copies in its loop.
+    gemms = [r for r in report if r["kernel"] == "gemm_reference"]
+    assert gemms, "no gemm_reference rows in the report"
+    weak = [r for r in gemms if r["loop_mma"] == 0 or r["loop_async_copies"] == 0]
+    assert not weak, f"yardstick rows without MMAs or cp.async in their loop: {weak}"
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "fused_conv.md"
+_DOC_TABLE = re.compile(
+    r"<!-- begin: vs-yardstick triton=(\S+) arch=(\S+) -->\n(.*?)<!-- end: vs-yardstick -->", re.S
+)
+
+
+@pytest.mark.slow
+def test_docs_table_is_what_the_report_prints(report):
+    """docs/fused_conv.md shows `python -m torchkit kernels --arch ARCH --format vs-yardstick`
+    as compiled by the Triton release it names; with that release installed, it must match."""
+    match = _DOC_TABLE.search(DOC.read_text())
+    assert match is not None, f"{DOC} has no vs-yardstick block"
+    version, arch, table = match.groups()
+    if triton_version() != version:
+        pytest.skip(f"the table was compiled with triton {version}, this is {triton_version()}")
+    rows = [kernel_report.KernelResources(**r) for r in report if r["arch"] == arch]
+    expected = kernel_report.format_versus_yardstick(rows)
+    assert table.strip() == expected.strip(), f"regenerate the table in {DOC}:\n{expected}"
+
+
+@pytest.mark.slow
+def test_flat_k_variant_is_reported_without_a_yardstick(report):
+    flat = [r for r in report if r["kernel"] == CONV and "flat K" in r["variant"]]
+    assert flat, "the flat-K variant is not in the report"
+    assert all(r["yardstick_loop_instructions"] is None for r in flat)
 
 
 def test_source_scan_finds_jit_kernels():
@@ -207,3 +278,17 @@ def test_sass_stats_prefers_mmas_over_length():
 )
 def test_ieee_sqrt_div_reads_the_ptx(ptx, expected):
     assert kernel_report.ieee_sqrt_div(ptx) is expected
+
+
+def _row(variant: str, config: str, loop: int, yardstick: int | None) -> Any:
+    return kernel_report.KernelResources(
+        "k", variant, "sm_90", config, 4, 3, 96, 0, 0, 1024, 10, [64, 64, 32], loop, 2, 4, 128,
+        None, yardstick,
+    )  # fmt: skip
+
+
+def test_summary_reports_the_worst_ratio_to_the_yardstick():
+    rows = [_row("fp16", "a", 100, 80), _row("fp16", "b", 90, 80), _row("flat", "a", 300, None)]
+    lines = kernel_report.format_summary(rows).splitlines()
+    assert lines[2].split("|")[9:11] == [" 90-100 ", " 1.25x "]
+    assert lines[3].split("|")[9:11] == [" 300 ", " - "]

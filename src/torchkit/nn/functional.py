@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from torchkit.backend import select_backend
-from torchkit.nn.conv import _check_input, _check_padding, _dispatch, _int_pair
+from torchkit.nn.conv import Conv2dError, _check_input, _check_padding, _dispatch, _int_pair
 
 __all__ = ["conv2d_relu"]
 
@@ -42,7 +42,10 @@ def conv2d_relu(
         ``(N, C_out, H_out, W_out)`` (or ``(C_out, H_out, W_out)`` for unbatched input).
 
     Raises:
-        ValueError: a bad option, or ``input`` without ``weight.shape[1] * groups`` channels.
+        Conv2dError: a bad option, an ``input`` without ``weight.shape[1] * groups`` channels
+            or smaller than the dilated kernel, or tensors of different dtypes (a
+            ``RuntimeError``, as :func:`torch.nn.functional.conv2d` raises, and a
+            ``ValueError``).
         TypeError: an option that is not an int / pair, or a dtype the kernel cannot run.
 
     Example:
@@ -55,26 +58,26 @@ def conv2d_relu(
     if not isinstance(weight, torch.Tensor):
         raise TypeError(f"weight must be a Tensor, got {type(weight).__name__}")
     if weight.dim() != 4:
-        raise ValueError(
+        raise Conv2dError(
             f"weight must be 4-D (C_out, C_in // groups, KH, KW), got shape {tuple(weight.shape)}"
         )
     if not isinstance(groups, int) or isinstance(groups, bool):
         raise TypeError(f"groups must be an int, got {groups!r}")
     if groups < 1:
-        raise ValueError(f"groups must be positive, got {groups}")
+        raise Conv2dError(f"groups must be positive, got {groups}")
     if bias is not None and not isinstance(bias, torch.Tensor):
         raise TypeError(f"bias must be a Tensor or None, got {type(bias).__name__}")
     if weight.shape[0] % groups:
-        raise ValueError(
+        raise Conv2dError(
             f"weight has {weight.shape[0]} output channels, not divisible by {groups=}"
         )
     if bias is not None and tuple(bias.shape) != (weight.shape[0],):
-        raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+        raise Conv2dError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
     stride_ = _int_pair("stride", stride, minimum=1)
     dilation_ = _int_pair("dilation", dilation, minimum=1)
     padding_ = _check_padding(padding)
     if padding_ == "same" and stride_ != (1, 1):
-        raise ValueError(f"padding='same' needs stride 1, got stride={stride!r}")
+        raise Conv2dError(f"padding='same' needs stride 1, got stride={stride!r}")
     backend = select_backend(weight.device)
     _check_input(input, weight, groups)
     return _dispatch(input, weight, bias, stride_, padding_, dilation_, groups, backend)
