@@ -35,6 +35,7 @@ from torchkit.conformance.plugin import parse_expectations, requirement_problem
 from torchkit.conformance.registry import ImplementationUnavailable, Registry, builtin_registry
 from torchkit.conformance.summary import natural_key
 from torchkit.conformance.values import compare_outputs, half_unit, parse_output
+from torchkit.optim import lr_scheduler as tk_lr_scheduler
 
 pytest_plugins = ["pytester"]
 
@@ -359,11 +360,23 @@ def test_registry_families_validation_and_plugins() -> None:
         "adamw",
         "onecycle",
         "warmup_decay",
+        "cosine_restarts",
         "noam",
         "plateau",
+        "chained",
     }
     assert [i.name for i in registry.implementations("conv2d", "session")] == ["torch.nn.Conv2d"]
     assert registry.implementations("warmup_decay")[0].load().__name__ == "WarmupDecayLR"
+    # torch's class is the reference where torch has one; torchkit's drop-in comes second.
+    loaded = {
+        family: [i.load() for i in registry.implementations(family)]
+        for family in ("cosine_restarts", "plateau", "chained")
+    }
+    assert loaded == {
+        "cosine_restarts": [tk_lr_scheduler.CosineRestartsLR],
+        "plateau": [torch.optim.lr_scheduler.ReduceLROnPlateau, tk_lr_scheduler.ReduceLROnPlateau],
+        "chained": [torch.optim.lr_scheduler.ChainedScheduler, tk_lr_scheduler.ChainedScheduler],
+    }
     with pytest.raises(ValueError, match="unknown family 'sgd'"):
         registry.register("sgd", "x", object())
     with pytest.raises(ValueError, match="already registered"):

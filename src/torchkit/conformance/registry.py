@@ -172,8 +172,16 @@ _BUILTIN = {
     "adamw": ("AdamW", ["torch.optim.AdamW", "torchkit.optim.FusedAdamW"]),
     "onecycle": ("OneCycleLR", ["torch.optim.lr_scheduler.OneCycleLR", f"{_LR}.OneCycleLR"]),
     "warmup_decay": ("WarmupDecayLR", [f"{_LR}.WarmupDecayLR"]),
+    "cosine_restarts": ("CosineRestartsLR", [f"{_LR}.CosineRestartsLR"]),
     "noam": ("NoamLR", [f"{_LR}.NoamLR"]),
-    "plateau": ("ReduceLROnPlateau", ["torch.optim.lr_scheduler.ReduceLROnPlateau"]),
+    "plateau": (
+        "ReduceLROnPlateau",
+        ["torch.optim.lr_scheduler.ReduceLROnPlateau", f"{_LR}.ReduceLROnPlateau"],
+    ),
+    "chained": (
+        "ChainedScheduler",
+        ["torch.optim.lr_scheduler.ChainedScheduler", f"{_LR}.ChainedScheduler"],
+    ),
 }
 
 
