@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import functools
 import importlib.util
 import os
 import threading
@@ -57,13 +56,21 @@ class Backend(str, enum.Enum):
         return self.value
 
 
-@functools.cache
+# Filled by the first triton_available() call. A plain global rather than functools.cache: the
+# fused ops ask for their backend inside code that torch.compile traces, and Dynamo warns about
+# (and traces through) lru_cache wrappers, while a global read becomes a guarded constant.
+_triton_found: list[bool] = []
+
+
 def triton_available() -> bool:
     """Whether the ``triton`` package can be imported (checked once, without importing it)."""
-    try:
-        return importlib.util.find_spec("triton") is not None
-    except (ImportError, ValueError):  # a broken or blocked installation counts as absent
-        return False
+    if not _triton_found:
+        try:
+            found = importlib.util.find_spec("triton") is not None
+        except (ImportError, ValueError):  # a broken or blocked installation counts as absent
+            found = False
+        _triton_found.append(found)
+    return _triton_found[0]
 
 
 def triton_version() -> str | None:
