@@ -27,23 +27,24 @@ deadline is recorded as skipped, never dropped:
 7. ``conv_tiles``: every tile of the autotune space on one ResNet shape.
 8. ``adam_large``: one Adam tensor of more than 2^31 elements (skipped when memory is short).
 
-Statuses: ``ok``; ``mismatch`` (a correctness check failed); ``unsupported`` (the library refuses
-the case, with its error text: see the adapters below); ``skipped`` (with the reason: the time
-budget, the GPU's memory, or ``dry run: ...`` for what only a GPU can do); ``error`` (anything
-else, with the exception; the run goes on). The exit status is 1 when a case is ``mismatch`` or
-``error``.
+Statuses: ``ok``; ``mismatch`` (a correctness check failed); ``skipped`` (with the reason: the
+time budget, the GPU's memory, or ``dry run: ...`` for what only a GPU can do); ``error``
+(anything else, a refusal by torchkit included, with the exception; the run goes on). The exit
+status is 1 when a case is ``mismatch`` or ``error``.
 
 ``--dry-run`` runs every section on CPU tensors through Triton's interpreter at tiny sizes, timing
 with ``time.perf_counter`` and replaying "graphs" eagerly: it proves the script and its report
-work, not anything about speed. CUDA timings use ``triton.testing.do_bench`` (medians, warm-up
-included, L2 flushed between calls) for kernels and CUDA events for optimizer steps.
+work, not anything about speed. Its conv shapes keep the main loop the GPU shape runs (the
+GEMM form for at least 16 input channels per group, the flat-K variant below that), which each
+conv case records as ``main_loop``. CUDA timings use ``triton.testing.do_bench`` (medians,
+warm-up included, L2 flushed between calls) for kernels and CUDA events for optimizer steps.
 
-Adapters (the ``Adapters`` block): each dependence on what the FusedAdam and FusedConv2dReLU
-rebuilds are adding (``capturable=True``, the autotune space, pinning one conv config, the Adam
-tiling) goes through one small function, so it can be rewired in one place. Private APIs used:
-``torchkit.kernels.adam.AdamPlan``/``AdamTiling`` (tiling sweep),
-``torchkit.kernels.conv2d_relu.conv2d_relu_fwd``/``Conv2dReLUBlocks`` and the Triton
-``Autotuner`` of the conv kernel (its ``configs``, ``best_config``, ``bench_time``); tested with
+The kit drives the public surface (``FusedAdam(capturable=True)``, ``FusedConv2dReLU.blocks`` to
+pin a tiling) except in the block "Kernel internals", which reads what no public API exposes:
+``torchkit.kernels.adam.AdamPlan``, ``AdamTiling`` and ``default_tiling`` (the tiling sweep);
+the conv kernel's Triton ``Autotuner`` (its ``configs`` and ``best_config``) and its
+``_prune_configs`` (which tiles autotuning times for a shape); Triton's
+``knobs.autotuning.listener`` (how long tuning took, and over how many tiles). Tested with
 torch 2.13 and Triton 3.9.
 """
 
@@ -89,34 +90,20 @@ SECTIONS: tuple[tuple[str, str, float], ...] = (
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-class Unsupported(Exception):
-    """The library refuses this case (an option it does not support yet); the text says why."""
-
-
 class Skipped(Exception):
     """The case cannot run here; the text says why (``dry run: ...`` for GPU-only work)."""
 
 
 # --------------------------------------------------------------------------------------------
-# Adapters: the only code that depends on what FusedAdam v2 and FusedConv2dReLU v2 are adding.
-
-
-def make_capturable_adam(cls: type, params: Any, **options: Any) -> torch.optim.Optimizer:
-    """``cls(params, capturable=True, **options)``: a FusedAdam/FusedAdamW a CUDA graph can
-    capture. Raises :class:`Unsupported` with the library's message while it refuses the option."""
-    try:
-        return cls(params, capturable=True, **options)
-    except ValueError as error:
-        if "capturable" not in str(error):
-            raise
-        raise Unsupported(str(error)) from error
+# Kernel internals: what the kit reads that no public API exposes (see the module docstring).
 
 
 def adam_tilings() -> list[Any]:
-    """The tilings the Adam sweep times, the kernel's default first."""
-    from torchkit.kernels.adam import AdamTiling
+    """The tilings the Adam sweep times: the one a float32 launch on a GPU uses first, then a
+    small grid around it (tile size, chunk size, warps)."""
+    from torchkit.kernels.adam import AdamTiling, default_tiling
 
-    default = AdamTiling()
+    default = default_tiling(torch.float32, torch.device("cuda"))
     others = [
         AdamTiling(block=256, chunk=16384, num_warps=2),
         AdamTiling(block=1024, chunk=16384, num_warps=4),
@@ -127,9 +114,12 @@ def adam_tilings() -> list[Any]:
     return [default, *[t for t in others if t != default]]
 
 
-def adam_tiled_step(tensors: dict[str, list[torch.Tensor]], tiling: Any) -> Callable[[], object]:
-    """A callable that runs one Adam update of ``tensors`` (``params``, ``grads``, ``exp_avgs``,
-    ``exp_avg_sqs``) with one launch of the kernel cut by ``tiling``."""
+def adam_tiled_step(
+    tensors: dict[str, list[torch.Tensor]], tiling: Any
+) -> tuple[Callable[[], object], Any]:
+    """``(step, plan)``: ``step()`` runs one Adam update of ``tensors`` (``params``, ``grads``,
+    ``exp_avgs``, ``exp_avg_sqs``) as one launch of ``plan``, an ``AdamPlan`` cut by ``tiling``
+    and built once, as ``FusedAdam`` keeps its own."""
     from torchkit.kernels.adam import AdamPlan
 
     params = tensors["params"]
@@ -142,11 +132,12 @@ def adam_tiled_step(tensors: dict[str, list[torch.Tensor]], tiling: Any) -> Call
     def step() -> object:
         return plan.launch(tensors["grads"], hyper, maximize=False, decoupled_weight_decay=False)
 
-    return step
+    return step, plan
 
 
 def conv_tiles() -> list[Any]:
-    """Every tile of the conv kernel's autotune space, as ``Conv2dReLUBlocks``."""
+    """Every tile of the conv kernel's autotune space, as the ``Conv2dReLUBlocks`` that
+    ``FusedConv2dReLU.blocks`` pins."""
     from torchkit.kernels.conv2d_relu import Conv2dReLUBlocks, _conv2d_relu_fwd_kernel_autotuned
 
     return [
@@ -162,40 +153,92 @@ def conv_tiles() -> list[Any]:
     ]
 
 
-def conv_pinned(x: torch.Tensor, conv: torch.nn.Conv2d, tile: Any) -> torch.Tensor:
-    """``relu(conv(x))`` by the fused kernel with one tile, no autotuning."""
-    from torchkit.kernels.conv2d_relu import conv2d_relu_fwd
+def main_loop(shape: traffic.ConvShape) -> str:
+    """The conv kernel's main loop for ``shape``: ``"GEMM form"`` or ``"flat K"`` (few channels).
 
-    return conv2d_relu_fwd(
-        x,
-        conv.weight,
-        conv.bias,
-        conv.stride,
-        conv.padding,
-        conv.dilation,
-        conv.groups,
-        allow_tf32=x.is_cuda and torch.backends.cudnn.allow_tf32,
-        blocks=tile,
+    Example:
+        >>> [main_loop(s) for s in traffic.CONV_SHAPES[2:4]]
+        ['flat K', 'GEMM form']
+    """
+    from torchkit.kernels.conv2d_relu import uses_flat_k
+
+    return "flat K" if uses_flat_k(shape.c_in, shape.kernel, shape.kernel) else "GEMM form"
+
+
+def autotune_candidates(shape: traffic.ConvShape, dtype: torch.dtype, tf32: bool) -> list[Any]:
+    """The autotune configs (``triton.Config``) the conv kernel times for ``shape`` on a GPU:
+    those its early pruning keeps for the shape's GEMM sizes, dtype and main loop.
+
+    Example:
+        >>> layer1 = next(s for s in traffic.CONV_SHAPES if s.name == "resnet50.layer1.3x3")
+        >>> [c.kwargs["BLOCK_N"] for c in autotune_candidates(layer1, torch.float16, False)]
+        [64, 64, 32]
+    """
+    from torchkit.kernels.conv2d_relu import _conv2d_relu_fwd_kernel_autotuned as tuner
+    from torchkit.kernels.conv2d_relu import _prune_configs, uses_flat_k
+
+    launch = {
+        "M": shape.batch * shape.out_size**2,
+        "C_IN_G": shape.c_in,
+        "C_OUT_G": shape.c_out,
+        "KH": shape.kernel,
+        "KW": shape.kernel,
+        "x_ptr": torch.empty(0, dtype=dtype, device="meta"),  # read for its element size
+    }
+    return _prune_configs(
+        list(tuner.configs),
+        launch,
+        FLAT_K=uses_flat_k(shape.c_in, shape.kernel, shape.kernel),
+        INPUT_PRECISION="tf32" if tf32 and dtype == torch.float32 else "ieee",
     )
 
 
 def conv_autotuned_call(call: Callable[[], object], device: torch.device) -> dict[str, Any]:
-    """Run ``call`` (one fused conv forward) and say which config the autotuner used for it,
-    and how long it spent benchmarking configs when this call tuned (``None`` when the shape
-    was tuned before). CPU tensors run fixed interpreter blocks, never autotuned."""
+    """Run ``call`` (one fused conv forward) and say which config the autotuner used, and how
+    this call tuned: ``tuning`` and ``tune_s``, the seconds it spent timing tiles (``None`` when
+    it timed none). CPU tensors run fixed interpreter blocks, never autotuned."""
     if device.type != "cuda":
         call()
-        return {"config": "interpreter blocks (CPU tensors are not autotuned)", "tune_s": None}
+        return {
+            "config": "interpreter blocks (CPU tensors are not autotuned)",
+            "tuning": "none",
+            "tune_s": None,
+        }
+    from triton import knobs
+
     from torchkit.kernels.conv2d_relu import _conv2d_relu_fwd_kernel_autotuned as tuner
 
-    tuned_before = len(tuner.cache)
-    call()
-    tuned = len(tuner.cache) > tuned_before
-    best = getattr(tuner, "best_config", None)
-    return {
-        "config": _tile_label(best) if best is not None else None,
-        "tune_s": getattr(tuner, "bench_time", None) if tuned else None,
-    }
+    events: list[dict[str, Any]] = []
+    keys_before = len(tuner.cache)
+    with knobs.autotuning.scope():
+        knobs.autotuning.listener = lambda **event: events.append(event)
+        call()
+    figures: dict[str, Any] = {"config": tile_label(tuner.best_config), "tune_s": None}
+    if events:
+        event = events[-1]
+        timed = f"timed {len(event['configs_timings'])} tiles"
+        figures["tuning"] = f"{timed} (Triton's disk cache)" if event["cache_hit"] else timed
+        figures["tune_s"] = event["duration"]
+    elif len(tuner.cache) > keys_before:
+        figures["tuning"] = "one tile left after pruning, not timed"
+    else:
+        figures["tuning"] = "tuned earlier in this run"
+    return figures
+
+
+def tile_label(config: Any) -> str:
+    """A conv tiling, a ``Conv2dReLUBlocks`` or an autotune ``triton.Config``, in one line.
+
+    Example:
+        >>> from torchkit.kernels.conv2d_relu import Conv2dReLUBlocks
+        >>> tile_label(Conv2dReLUBlocks(128, 64, 32, num_warps=4, num_stages=3))
+        '128x64x32, 4 warps, 3 stages'
+    """
+    if hasattr(config, "block_m"):  # Conv2dReLUBlocks
+        sizes = (config.block_m, config.block_n, config.block_k)
+    else:
+        sizes = tuple(config.kwargs[name] for name in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
+    return "x".join(map(str, sizes)) + f", {config.num_warps} warps, {config.num_stages} stages"
 
 
 # --------------------------------------------------------------------------------------------
@@ -305,7 +348,7 @@ class Report:
         lines = [
             f"# torchkit GPU check: {meta.get('gpu', '?')}",
             "",
-            f"Written by `benchmarks/gpu_check.py`, {kind}. Statuses: ok, mismatch, unsupported, "
+            f"Written by `benchmarks/gpu_check.py`, {kind}. Statuses: ok, mismatch, "
             "skipped (with the reason), error.",
             "",
             markdown_table([{"key": k, "value": v} for k, v in meta.items()]),
@@ -340,9 +383,9 @@ class Section:
     def case(self, case_id: str, run: Callable[[], dict[str, Any]], **labels: Any) -> dict:
         """Run ``run`` (returning the case's figures, ``status`` optional) and record it.
 
-        Past the section's deadline the case is recorded as skipped without running. An
-        :class:`Unsupported` or :class:`Skipped` exception records that status with its text;
-        any other exception is recorded as an error, and the run continues.
+        Past the section's deadline the case is recorded as skipped without running. A
+        :class:`Skipped` exception records that status with its text; any other exception is
+        recorded as an error, and the run continues.
         """
         record: dict[str, Any] = {"case": case_id, **labels}
         clock = self.report.clock
@@ -354,8 +397,6 @@ class Section:
                 figures = run()
                 record.update(figures)
                 record.setdefault("status", "ok")
-            except Unsupported as error:
-                record.update(status="unsupported", reason=str(error))
             except Skipped as error:
                 record.update(status="skipped", reason=str(error))
             except Exception as error:  # the run must go on: record it and continue
@@ -455,19 +496,6 @@ def tf32(enabled: bool) -> Iterator[None]:
         torch.backends.cudnn.allow_tf32 = previous
 
 
-def _tile_label(config: Any) -> str:
-    if hasattr(config, "block_m"):  # Conv2dReLUBlocks
-        return (
-            f"{config.block_m}x{config.block_n}x{config.block_k}, "
-            f"{config.num_warps} warps, {config.num_stages} stages"
-        )
-    kw = config.kwargs
-    return (
-        f"{kw['BLOCK_M']}x{kw['BLOCK_N']}x{kw['BLOCK_K']}, "
-        f"{config.num_warps} warps, {config.num_stages} stages"
-    )
-
-
 def _bitwise(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Elementwise: same value, or both NaN."""
     return (a == b) | (a.isnan() & b.isnan())
@@ -516,7 +544,7 @@ def adam_compare(target: Target, dtype: torch.dtype, variant: str) -> dict[str, 
     adamw = variant == "adamw"
     ours_cls, ref_cls = (FusedAdamW, torch.optim.AdamW) if adamw else (FusedAdam, torch.optim.Adam)
     if variant == "capturable_graph":
-        ours = make_capturable_adam(ours_cls, ours_p, **options)
+        ours = ours_cls(ours_p, capturable=True, **options)
         ref = ref_cls(ref_p, fused=True, capturable=True, **options)
     else:
         ours = ours_cls(ours_p, **options)
@@ -611,14 +639,16 @@ SPEED_VARIANTS = (("fp16", "channels_last"), ("bf16", "channels_last"), ("tf32",
 
 
 def _shape(name: str, target: Target) -> traffic.ConvShape:
-    """A benchmark shape; in a dry run shrunk to a few channels and pixels (same kernel size,
-    stride and padding), so the interpreter runs it in milliseconds."""
+    """A benchmark shape; in a dry run shrunk to a few pixels and channels (same kernel size,
+    stride and padding), so the interpreter runs it in milliseconds. The input channels stay
+    as they are below 16 and become 32 above: the shape keeps its main loop (:func:`main_loop`),
+    and 32 channels fill one ``BLOCK_K`` step of the GEMM form as ResNet's do on a GPU."""
     shape = next(s for s in traffic.CONV_SHAPES if s.name == name)
     if not target.dry_run:
         return shape
     size = max(shape.kernel + 2, min(shape.size, 9))
     return traffic.ConvShape(
-        shape.name, 2, min(shape.c_in, 5), min(shape.c_out, 6), size, shape.kernel,
+        shape.name, 2, min(shape.c_in, 32), min(shape.c_out, 6), size, shape.kernel,
         shape.stride, shape.padding,
     )  # fmt: skip
 
@@ -701,6 +731,7 @@ def conv_compare(target: Target, name: str, precision: str, layout: str) -> dict
     expected = "triton" if target.cuda else "triton-interpreter"
     figures: dict[str, Any] = {
         "shape": shape.label(),
+        "main_loop": main_loop(shape),
         "backend": str(fused.last_backend),
         "reference": "cuDNN" if target.cuda else "CPU F.conv2d (dry run)",
     }
@@ -773,13 +804,17 @@ def adam_bandwidth(target: Target, dtype: torch.dtype, numel: int) -> dict[str, 
 
 
 def adam_tiling(target: Target, tiling: Any, numel: int) -> dict[str, Any]:
+    """One float32 Adam step over one large tensor with ``tiling``; ``aligned`` says whether
+    the launch took the 128-bit variant (every address 16-byte aligned)."""
     tensors = _adam_tensors([numel], torch.float32, target)
-    seconds = target.bench(adam_tiled_step(tensors, tiling))
+    step, plan = adam_tiled_step(tensors, tiling)
+    seconds = target.bench(step)
     bytes_ = traffic.adam_bytes_per_param(torch.float32)[0] * numel
     return {
         "block": tiling.block,
         "chunk": tiling.chunk,
         "num_warps": tiling.num_warps,
+        "aligned": plan.aligned,
         "time_us": seconds * 1e6,
         "tb_s": bytes_ / seconds / 1e12,
     }
@@ -817,7 +852,7 @@ def _step_optimizer(impl: str, params: list, capturable: bool, target: Target) -
 
     groups = [{"params": params[0::2]}, {"params": params[1::2], "lr": 2e-3}]
     if impl == "torchkit":
-        return make_capturable_adam(FusedAdam, groups) if capturable else FusedAdam(groups)
+        return FusedAdam(groups, capturable=capturable)
     if impl == "torch_foreach" and capturable and not target.cuda:
         raise Skipped("dry run: torch's foreach Adam refuses capturable=True on CPU tensors")
     kind = "fused" if impl == "torch_fused" else "foreach"
@@ -888,7 +923,7 @@ def conv_speed(target: Target, name: str, precision: str, layout: str) -> dict[s
     x, conv = _conv_inputs(shape, dtype, layout, target)
     fused = FusedConv2dReLU.from_conv(conv)
     args = (conv.weight, conv.bias, conv.stride, conv.padding)
-    figures: dict[str, Any] = {"shape": shape.label()}
+    figures: dict[str, Any] = {"shape": shape.label(), "main_loop": main_loop(shape)}
     with torch.no_grad(), tf32(use_tf32):
         target.sync()
         start = time.perf_counter()
@@ -930,16 +965,27 @@ def run_conv_speed(section: Section, target: Target) -> None:
 
 
 def conv_tile(target: Target, tile: Any) -> dict[str, Any]:
+    """The fused layer with ``tile`` pinned (``FusedConv2dReLU.blocks``) on the sweep's shape in
+    fp16 channels_last: its first call (compiling the tile), time per call, and whether
+    autotuning would time this tile for the shape (``autotune_candidate``)."""
+    from torchkit.nn import FusedConv2dReLU
+
     shape = _shape(TILE_SHAPE, target)
     x, conv = _conv_inputs(shape, torch.float16, "channels_last", target)
+    fused = FusedConv2dReLU.from_conv(conv)
+    fused.blocks = tile
+    candidates = {tile_label(c) for c in autotune_candidates(shape, torch.float16, tf32=False)}
     with torch.no_grad():
         start = time.perf_counter()
-        conv_pinned(x, conv, tile)
+        fused(x)
         target.sync()
         first = time.perf_counter() - start
-        seconds = target.bench(lambda: conv_pinned(x, conv, tile))
+        seconds = target.bench(lambda: fused(x))
     return {
         "shape": shape.label(),
+        "main_loop": main_loop(shape),
+        "autotune_candidate": tile_label(tile) in candidates,
+        "backend": str(fused.last_backend),
         "first_call_s": first,
         "time_us": seconds * 1e6,
         "tflops": shape.flops / seconds / 1e12,
@@ -951,7 +997,7 @@ def run_conv_tiles(section: Section, target: Target) -> None:
         section.case(
             f"conv_tile/{TILE_SHAPE}/fp16/{tile.block_m}x{tile.block_n}x{tile.block_k}",
             lambda t=tile: conv_tile(target, t),
-            tile=_tile_label(tile),
+            tile=tile_label(tile),
         )
     section.case(f"conv_tile/{TILE_SHAPE}/fp16/autotuned", lambda: conv_tile_autotuned(target))
 
@@ -962,7 +1008,10 @@ def conv_tile_autotuned(target: Target) -> dict[str, Any]:
     return {
         "tile": f"autotuned: {speed['config']}",
         "shape": speed["shape"],
+        "main_loop": speed["main_loop"],
+        "backend": speed["backend"],
         "first_call_s": speed["first_call_s"],
+        "tuning": speed["tuning"],
         "tune_s": speed["tune_s"],
         "time_us": speed["torchkit_us"],
         "tflops": speed["torchkit_tflops"],

@@ -5,11 +5,14 @@ The page's generated blocks (between ``<!-- begin: NAME -->`` and ``<!-- end: NA
 around them is kept):
 
 * ``roofline``: the model of ``benchmarks/traffic.py`` (bytes, FLOPs, launches, bounds, floors);
-* ``shapes``: per benchmark shape, the bound and floor on each modelled GPU, the compiled kernel
-  variant that serves it, and its GPU time from a committed run or "not measured";
-* ``variants``: the static figures of those variants (hottest-loop instructions against the GEMM
-  yardstick, registers, stages), from ``python -m torchkit kernels --json``;
-* ``kernels``: that report in full;
+* ``shapes``: per benchmark shape, the bound and floor on each modelled GPU; the kernel's main
+  loop for it, the compiled variant, the tiles autotuning times and their static figures on
+  sm_90 from ``python -m torchkit kernels --json`` (hottest-loop instructions against the
+  ``gemm_reference`` yardstick, registers, stages); its GPU time from a committed run or "not
+  measured";
+* ``variants``: every conv tile against its yardstick on sm_90 (the report's
+  ``--format vs-yardstick``);
+* ``kernels``: that report, one row per kernel variant and arch (``--format summary``);
 * ``gpu``: every ``benchmarks/results/*/gpu_check.json`` of a GPU run (dry runs are ignored), or a
   table saying each GPU figure is not measured;
 * ``machine`` and ``cpu-ratios``: each ``bench_*.py`` module's ``run(quick) -> list[dict]`` rows
@@ -41,6 +44,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from torchkit.backend import triton_version
+from torchkit.kernel_report import (
+    KernelResources,
+    config_label,
+    format_summary,
+    format_versus_yardstick,
+    yardstick_ratio,
+)
 
 HERE = Path(__file__).resolve().parent
 PAGE = HERE.parent / "docs" / "performance.md"
@@ -97,8 +109,21 @@ def ratio_table(rows: list[dict]) -> str:
 # The static kernel report
 
 
-def kernel_rows() -> list[dict[str, Any]]:
-    """``python -m torchkit kernels --json`` (compiled without a GPU, Triton's compiler)."""
+CONV_KERNEL = "_conv2d_relu_fwd_kernel"
+STATIC_ARCH = "sm_90"  # the arch of the per-shape and per-tile figures (H100, H200)
+# A speed-section precision -> the tokens of the conv variant labels that serve it: the dtype
+# first, then TF32 or IEEE products for fp32 (see torchkit.kernels.conv2d_relu.aot_specs).
+_PRECISION_TOKENS = {
+    "fp16": ("fp16",),
+    "bf16": ("bf16",),
+    "tf32": ("fp32", "tf32"),
+    "fp32": ("fp32", "ieee"),
+}
+FLAT_K = "flat K"
+
+
+def kernel_rows() -> list[KernelResources]:
+    """``python -m torchkit kernels --json`` (Triton's compiler, no GPU), as report rows."""
     env = {**os.environ, "TRITON_INTERPRET": "0"}
     done = subprocess.run(
         [sys.executable, "-m", "torchkit", "kernels", "--json"],
@@ -109,74 +134,46 @@ def kernel_rows() -> list[dict[str, Any]]:
     )
     if done.returncode != 0:
         raise RuntimeError(f"python -m torchkit kernels failed:\n{done.stderr}")
-    return json.loads(done.stdout)
+    return [KernelResources(**row) for row in json.loads(done.stdout)]
 
 
-def kernel_block(rows: list[dict[str, Any]]) -> str:
-    """The kernel report as the page shows it: a summary, every config folded away."""
-    from torchkit.kernel_report import KernelResources, format_summary, format_table
-
-    resources = [KernelResources(**row) for row in rows]
-    return (
-        f"{format_summary(resources)}\n\n<details><summary>Every config ({len(rows)} compiles)"
-        f"</summary>\n\n{format_table(resources)}\n\n</details>"
-    )
+def kernel_block(rows: list[KernelResources]) -> str:
+    """The kernel report as the page shows it: the Triton release that compiled it and one row
+    per kernel variant and arch (``--format summary``). Every config's row (``--format table``)
+    is left to the command: its PTX sizes include the source's path on the machine that
+    compiled it."""
+    return f"Compiled by Triton {triton_version()}.\n\n{format_summary(rows)}"
 
 
-# Adapters to the kernel report's naming, which the FusedConv2dReLU rebuild changes: the conv
-# variant that serves a precision and layout, and the GEMM yardstick rows.
-GEMM_REFERENCE = "gemm_reference"
-_PRECISION_TOKENS = {"fp16": ["fp16"], "bf16": ["bf16"], "tf32": ["fp32", "tf32"]}
-_PRECISION_TOKENS["fp32"] = ["fp32", "ieee"]
+def variants_block(rows: list[KernelResources]) -> str:
+    """Every conv tile that has a GEMM yardstick, on :data:`STATIC_ARCH`: the report's own
+    ``--format vs-yardstick`` table."""
+    return format_versus_yardstick([r for r in rows if r.arch == STATIC_ARCH])
 
 
-def conv_variant(rows: list[dict[str, Any]], precision: str, layout: str) -> str | None:
-    """The conv kernel variant of the report that serves ``precision`` in ``layout``: its
-    dtype must match; among those, the one naming most of the wanted tokens (the layout, TF32
-    or IEEE). ``None`` when no compiled variant has the dtype.
+def conv_variant(rows: list[KernelResources], precision: str, layout: str, loop: str) -> str | None:
+    """The conv variant of the report that serves ``precision`` in ``layout`` with the main
+    loop ``loop`` (``"GEMM form"`` or ``"flat K"``): its label names the precision's tokens
+    and says flat K exactly when ``loop`` is; the one compiled for ``layout`` if any, else one
+    compiled for the other layout. ``None`` when no variant fits.
 
     Example:
-        >>> rows = [{"kernel": "conv", "variant": v} for v in ("fp16,nchw", "fp16,channels_last")]
-        >>> conv_variant(rows, "fp16", "channels_last"), conv_variant(rows, "bf16", "nchw")
-        ('fp16,channels_last', None)
+        >>> rows = [KernelResources(CONV_KERNEL, v, "sm_90", "", 4, 3, 64, 0, 0, 0, 0, None,
+        ...                         90, 2, 4, 128, None) for v in ("fp16,nchw", "bf16,nchw")]
+        >>> conv_variant(rows, "fp16", "channels_last", "GEMM form")
+        'fp16,nchw'
+        >>> print(conv_variant(rows, "fp16", "channels_last", "flat K"))
+        None
     """
-    want = [*_PRECISION_TOKENS[precision], layout]
-    best, best_score = None, 0
-    for variant in dict.fromkeys(r["variant"] for r in rows if _is_conv(r)):
-        tokens = variant.split(",")
-        if want[0] not in tokens:
-            continue
-        score = sum(t in tokens for t in want)
-        if score > best_score:
-            best, best_score = variant, score
-    return best
-
-
-def _variant_label(variant: str | None, layout: str) -> str:
-    if variant is None:
-        return "none compiled"
-    return f"`{variant}`" + ("" if layout in variant.split(",") else " (nearest: other layout)")
-
-
-def _is_conv(row: dict[str, Any]) -> bool:
-    return "conv" in row["kernel"] and row["kernel"] != GEMM_REFERENCE
-
-
-def _yardstick(rows: list[dict[str, Any]], row: dict[str, Any]) -> dict[str, Any] | None:
-    """The GEMM yardstick row compiled with ``row``'s tile, warps, stages, dtype and arch."""
-    dtype = row["variant"].split(",")[0]
-    for r in rows:
-        if (
-            r["kernel"] == GEMM_REFERENCE
-            and r["arch"] == row["arch"]
-            and r.get("block") == row.get("block")
-            and r["num_warps"] == row["num_warps"]
-            and r["num_stages"] == row["num_stages"]
-            and dtype in r["variant"].split(",")
-            and ("tf32" in r["variant"]) == ("tf32" in row["variant"])
-        ):
-            return r
-    return None
+    wanted = _PRECISION_TOKENS[precision]
+    fitting = [
+        variant
+        for variant in dict.fromkeys(r.variant for r in rows if r.kernel == CONV_KERNEL)
+        if variant.split(",")[0] == wanted[0]
+        and set(wanted) <= set(variant.split(","))
+        and (FLAT_K in variant.split(",")) == (loop == FLAT_K)
+    ]
+    return min(fitting, key=lambda v: layout not in v.split(","), default=None)
 
 
 def _span(values: list[int]) -> str:
@@ -184,39 +181,32 @@ def _span(values: list[int]) -> str:
     return str(low) if low == high else f"{low}-{high}"
 
 
-def variants_block(rows: list[dict[str, Any]], arch: str = "sm_90") -> str:
-    """Per conv variant that serves a speed-section precision and layout: its configs' hottest
-    loop (SASS instructions per K-step) against the GEMM yardstick of the same tiles, its
-    registers and stages, on ``arch``."""
-    lines = [
-        "| precision, layout | compiled variant | configs | loop instructions | GEMM yardstick "
-        "| loop / yardstick | registers | stages | loop MMAs | loop async copies "
-        "| widest load (bits) |",
-        "| --- | --- |" + " ---: |" * 9,
+def tile_figures(rows: list[KernelResources], variant: str, configs: list[Any]) -> list[str]:
+    """The static figures of ``variant``'s rows on :data:`STATIC_ARCH` compiled with one of
+    ``configs``: hottest-loop instructions against the GEMM yardstick's, registers, stages
+    (each the range over the tiles; ``-`` when the report has none of them)."""
+    labels = {config_label(c) for c in configs}
+    chosen = [
+        r
+        for r in rows
+        if (r.kernel, r.variant, r.arch) == (CONV_KERNEL, variant, STATIC_ARCH)
+        and r.config in labels
     ]
-    for precision, layout in gpu_check.SPEED_VARIANTS:
-        variant = conv_variant(rows, precision, layout)
-        mine = [r for r in rows if _is_conv(r) and r["variant"] == variant and r["arch"] == arch]
-        if not mine:
-            lines.append(f"| {precision}, {layout} | {_variant_label(None, layout)} |" + " |" * 9)
-            continue
-        pairs = [(r, _yardstick(rows, r)) for r in mine]
-        refs = [y for _, y in pairs if y is not None]
-        yard = _span([y["loop_instructions"] for y in refs]) if refs else "no rows yet"
-        ratios = [r["loop_instructions"] / y["loop_instructions"] for r, y in pairs if y]
-        ratio = "-"
-        if ratios:
-            low, high = f"{min(ratios):.2f}", f"{max(ratios):.2f}"
-            ratio = low if low == high else f"{low}-{high}"
-        lines.append(
-            f"| {precision}, {layout} | {_variant_label(variant, layout)} | {len(mine)} "
-            f"| {_span([r['loop_instructions'] for r in mine])} | {yard} | {ratio} "
-            f"| {_span([r['registers'] for r in mine])} | {_span([r['num_stages'] for r in mine])} "
-            f"| {_span([r['loop_mma'] for r in mine])} "
-            f"| {_span([r['loop_async_copies'] for r in mine])} "
-            f"| {_span([r['max_global_load_bits'] for r in mine])} |"
-        )
-    return "\n".join(lines)
+    if not chosen:
+        return ["-", "-", "-"]
+    loop = _span([r.loop_instructions for r in chosen])
+    ratios = [yardstick_ratio(r) for r in chosen]
+    if any(ratio is None for ratio in ratios):
+        loop += " (no yardstick)"
+    else:
+        yardstick = _span([r.yardstick_loop_instructions or 0 for r in chosen])
+        low, high = f"{min(ratios):.2f}", f"{max(ratios):.2f}"  # type: ignore[type-var]
+        loop += f" vs {yardstick} ({low if low == high else f'{low}-{high}'}x)"
+    return [
+        loop,
+        _span([r.registers for r in chosen]),
+        _span([r.num_stages for r in chosen]),
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,10 +232,12 @@ def _cases(run: dict[str, Any], section: str) -> list[dict[str, Any]]:
     return next((s["cases"] for s in run["sections"] if s["name"] == section), [])
 
 
-def shapes_block(rows: list[dict[str, Any]], runs: list[dict[str, Any]]) -> str:
-    """One row per benchmark shape and speed-section variant: the bound and floor (µs) of the
-    fused kernel on each modelled GPU, the compiled variant that serves it, and its measured
-    time per call on each GPU of ``runs`` (or "not measured")."""
+def shapes_block(rows: list[KernelResources], runs: list[dict[str, Any]]) -> str:
+    """One row per benchmark shape and speed-section precision and layout: the fused kernel's
+    bound and floor (µs) on each modelled GPU; the main loop that serves the shape, the
+    compiled variant of the report that has it, the tiles autotuning times for the shape and
+    their static figures on :data:`STATIC_ARCH` (:func:`tile_figures`); and the time per call
+    measured on each GPU of ``runs``, or "not measured"."""
     measured = {}
     for run in runs:
         for case in _cases(run, "conv_speed"):
@@ -254,30 +246,40 @@ def shapes_block(rows: list[dict[str, Any]], runs: list[dict[str, Any]]) -> str:
     gpus = [run["meta"]["gpu"] for run in runs]
     head = " | ".join(f"{g.name.split()[0]} bound, floor µs" for g in traffic.GPUS)
     lines = [
-        f"| shape | precision, layout | {head} | compiled variant | measured µs (GPU) |",
-        "| --- | --- |" + " --- |" * len(traffic.GPUS) + " --- | --- |",
+        f"| shape | precision, layout | {head} | main loop | compiled variant "
+        f"| tiles autotuning times | {STATIC_ARCH} loop instructions vs GEMM yardstick "
+        "| registers | stages | measured µs (GPU) |",
+        "| --- | --- |" + " --- |" * len(traffic.GPUS) + " --- |" * 7,
     ]
     for precision, layout in gpu_check.SPEED_VARIANTS:
         dtype, use_tf32, _ = gpu_check.PRECISIONS[precision]
         mode = traffic.math_mode(dtype, tf32=use_tf32)
-        variant = conv_variant(rows, precision, layout)
         for shape in traffic.CONV_SHAPES:
             path = traffic.conv_paths(shape, dtype)["torchkit"]
             cells = [
                 f"{path.bound(g, mode)}, {path.floor(g, mode) * 1e6:.2f}" for g in traffic.GPUS
             ]
+            loop = gpu_check.main_loop(shape)
+            configs = gpu_check.autotune_candidates(shape, dtype, use_tf32)
+            tiles = ", ".join(
+                "x".join(str(c.kwargs[k]) for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
+                for c in configs
+            )
+            variant = conv_variant(rows, precision, layout, loop)
+            if variant is None:
+                cells += [loop, "none compiled", tiles, "-", "-", "-"]
+            else:
+                other = "" if layout in variant.split(",") else " (other layout)"
+                cells += [loop, f"`{variant}`{other}", tiles]
+                cells += tile_figures(rows, variant, configs)
             case_id = f"conv_speed/{shape.name}/{precision}/{layout}"
             times = [
                 f"{measured[(g, case_id)]['torchkit_us']:.1f} ({g})"
                 for g in gpus
                 if (g, case_id) in measured
             ]
-            lines.append(
-                f"| {shape.label()} | {precision}, {layout} | "
-                + " | ".join(cells)
-                + f" | {_variant_label(variant, layout)} "
-                + f"| {'; '.join(times) or NOT_MEASURED} |"
-            )
+            cells.append("; ".join(times) or NOT_MEASURED)
+            lines.append(f"| {shape.label()} | {precision}, {layout} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -286,15 +288,16 @@ def shapes_block(rows: list[dict[str, Any]], runs: list[dict[str, Any]]) -> str:
 PAGE_COLUMNS: dict[str, tuple[str, ...]] = {
     "adam_correctness": ("case", "status", "bitwise_equal", "max_abs_diff", "reason"),
     "conv_correctness": ("case", "status", "out_err", "out_err_stock", "grad_input_err",
-                         "grad_weight_err", "config", "reason"),
+                         "grad_weight_err", "main_loop", "config", "reason"),
     "adam_bandwidth": ("case", "status", "torchkit_us", "torch_fused_us", "torchkit_tb_s",
                        "torch_fused_tb_s", "torchkit_of_datasheet_bw", "reason"),
-    "adam_tiling": ("case", "status", "default", "time_us", "tb_s", "reason"),
+    "adam_tiling": ("case", "status", "default", "time_us", "tb_s", "aligned", "reason"),
     "adam_step_time": ("case", "status", "host_us", "device_us", "reason"),
     "conv_speed": ("case", "status", "torchkit_us", "conv_relu__us", "cudnn_fused_us",
                    "torchkit_tflops", "torchkit_over_conv_relu_", "bound", "floor_us",
-                   "torchkit_of_floor", "config", "tune_s", "reason"),
-    "conv_tiles": ("case", "status", "tile", "time_us", "tflops", "first_call_s", "reason"),
+                   "torchkit_of_floor", "main_loop", "config", "tuning", "tune_s", "reason"),
+    "conv_tiles": ("case", "status", "tile", "time_us", "tflops", "first_call_s",
+                   "autotune_candidate", "reason"),
     "adam_large": ("case", "status", "elements", "dtype", "bitwise_equal", "max_abs_diff",
                    "reason"),
 }  # fmt: skip

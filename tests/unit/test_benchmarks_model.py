@@ -18,6 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import run_all
 import traffic
 
+from torchkit.kernel_report import KernelResources, config_label
+from torchkit.kernels import conv2d_relu
+
 # --------------------------------------------------------------------------------------------
 # The roofline model: hand-computed cases
 
@@ -267,52 +270,102 @@ def test_gpu_block_shows_a_run_and_only_the_failed_correctness_cases():
     assert "| conv_speed/resnet50.layer1.3x3/fp16/channels_last | ok | 31.25 | 25 |" in block
 
 
-def _kernel_row(kernel: str, variant: str, loop: int, block=(128, 64, 32)) -> dict:
-    return {
-        "kernel": kernel,
-        "variant": variant,
-        "arch": "sm_90",
-        "block": list(block),
-        "num_warps": 4,
-        "num_stages": 3,
-        "registers": 96,
-        "loop_instructions": loop,
-        "loop_mma": 4,
-        "loop_async_copies": 6,
-        "max_global_load_bits": 128,
-    }
+def _kernel_row(
+    variant: str, tile: str, loop: int, yardstick: int | None, registers: int, arch: str = "sm_90"
+) -> KernelResources:
+    """A conv row of the kernel report compiled with the autotune tile ``tile`` ("MxNxK")."""
+    config = next(c for c in conv2d_relu._autotune_configs() if _tile(c) == tile)
+    return KernelResources(
+        kernel=run_all.CONV_KERNEL,
+        variant=variant,
+        arch=arch,
+        config=config_label(config),
+        num_warps=config.num_warps,
+        num_stages=config.num_stages,
+        registers=registers,
+        spill_stores=0,
+        spill_loads=0,
+        shared_mem=0,
+        ptx_bytes=0,
+        block=[int(size) for size in tile.split("x")],
+        loop_instructions=loop,
+        loop_mma=4,
+        loop_async_copies=6,
+        max_global_load_bits=128,
+        ieee_sqrt_div=None,
+        yardstick_loop_instructions=yardstick,
+    )
 
 
-def test_variants_block_compares_each_config_with_the_gemm_of_the_same_tile():
+def _tile(config) -> str:
+    return "x".join(str(config.kwargs[k]) for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
+
+
+def _line(lines: list[str], shape: str, precision: str) -> str:
+    return next(line for line in lines if line.startswith(f"| {shape}:") and precision in line)
+
+
+def test_autotune_candidates_of_resnet_layer1_and_lenet():
+    # ResNet layer1 3x3, 64 -> 64 channels: tiles between 32 and 64 output channels wide
+    # (128x128 is wider than the layer, 64x16 narrower than 32); LeNet's conv2 (16 output
+    # channels) only fills the 16-wide tile.
+    shapes = {s.name: s for s in traffic.CONV_SHAPES}
+    layer1 = run_all.gpu_check.autotune_candidates(
+        shapes["resnet50.layer1.3x3"], torch.float16, tf32=False
+    )
+    assert [_tile(c) for c in layer1] == ["128x64x32", "64x64x32", "128x32x32"]
+    lenet = run_all.gpu_check.autotune_candidates(shapes["lenet.conv2"], torch.float32, tf32=True)
+    assert [_tile(c) for c in lenet] == ["64x16x32"]
+
+
+def test_shapes_block_shows_the_bound_the_tiles_static_figures_and_measurements():
     rows = [
-        _kernel_row("_conv2d_relu_fwd_kernel", "fp16,channels_last", 120),
-        _kernel_row("_conv2d_relu_fwd_kernel", "fp16,channels_last", 90, block=(64, 64, 32)),
-        _kernel_row("gemm_reference", "fp16", 80),
-        _kernel_row("gemm_reference", "fp16", 60, block=(64, 64, 32)),
-        _kernel_row("_conv2d_relu_fwd_kernel", "fp32,tf32,nchw", 200),
+        # fp16 channels_last, GEMM form: layer1's three candidate tiles, and one it never runs
+        _kernel_row("fp16,channels_last", "128x64x32", 120, 80, 128),
+        _kernel_row("fp16,channels_last", "64x64x32", 100, 80, 64),
+        _kernel_row("fp16,channels_last", "128x32x32", 90, 75, 96),
+        _kernel_row("fp16,channels_last", "64x16x32", 999, 70, 255),
+        _kernel_row("fp16,channels_last", "128x64x32", 500, 80, 200, arch="sm_80"),
+        # the flat-K variant, no yardstick; bf16 compiled for NCHW only; no TF32 variant
+        _kernel_row("fp16,channels_last,flat K", "64x16x32", 363, None, 124),
+        _kernel_row("bf16,nchw,no bias", "128x64x32", 104, 85, 220),
+    ]
+    lines = run_all.shapes_block(rows, [_run("NVIDIA H200")]).splitlines()
+    layer1 = _line(lines, "resnet50.layer1.3x3", "fp16, channels_last")
+    assert layer1 == (
+        "| resnet50.layer1.3x3: 64->64, 3x3, 32x56x56 | fp16, channels_last | compute, 23.71 "
+        "| memory, 7.69 | compute, 7.48 | GEMM form | `fp16,channels_last` "
+        "| 128x64x32, 64x64x32, 128x32x32 | 90-120 vs 75-80 (1.20-1.50x) | 64-128 | 3 "
+        "| 31.2 (NVIDIA H200) |"
+    )
+    lenet = _line(lines, "lenet.conv2", "fp16, channels_last")
+    assert (
+        "| flat K | `fp16,channels_last,flat K` | 64x16x32 | 363 (no yardstick) | 124 | 3 |"
+        in lenet
+    )
+    assert lenet.endswith("| not measured |")
+    bf16 = _line(lines, "resnet50.layer1.3x3", "bf16, channels_last")
+    assert (
+        "| `bf16,nchw,no bias` (other layout) | 128x64x32, 64x64x32, 128x32x32 "
+        "| 104 vs 85 (1.22x) |" in bf16
+    )
+    tf32 = _line(lines, "resnet50.layer3.3x3", "tf32, nchw")
+    assert (
+        "| GEMM form | none compiled | 128x128x32, 128x64x32, 64x64x32, 128x32x32 | - | - | - |"
+        in tf32
+    )
+
+
+def test_variants_block_is_the_reports_yardstick_table_on_sm_90():
+    rows = [
+        _kernel_row("fp16,channels_last", "128x64x32", 120, 80, 128),
+        _kernel_row("fp16,channels_last", "128x64x32", 500, 80, 200, arch="sm_80"),
+        _kernel_row("fp16,channels_last,flat K", "64x16x32", 363, None, 124),
     ]
     lines = run_all.variants_block(rows).splitlines()
-    fp16 = next(line for line in lines if line.startswith("| fp16, channels_last"))
-    assert "| `fp16,channels_last` | 2 | 90-120 | 60-80 | 1.50 | 96 | 3 |" in fp16
-    tf32 = next(line for line in lines if line.startswith("| tf32, nchw"))
-    assert "| 200 | no rows yet | - |" in tf32
-    bf16 = next(line for line in lines if line.startswith("| bf16, channels_last"))
-    assert "none compiled" in bf16
-
-
-def test_shapes_block_shows_the_bound_and_a_measurement_or_not_measured():
-    rows = [_kernel_row("_conv2d_relu_fwd_kernel", "fp16,nchw", 100)]
-    lines = run_all.shapes_block(rows, [_run("NVIDIA H200")]).splitlines()
-    layer1 = next(
-        line for line in lines if line.startswith("| resnet50.layer1.3x3") and "fp16" in line
-    )
-    assert "| compute, 23.71 | memory, 7.69 | compute, 7.48 |" in layer1
-    assert "`fp16,nchw` (nearest: other layout)" in layer1
-    assert layer1.endswith("| 31.2 (NVIDIA H200) |")
-    layer3 = next(
-        line for line in lines if line.startswith("| resnet50.layer3.3x3") and "fp16" in line
-    )
-    assert layer3.endswith("| not measured |")
+    # tile, warps, stages, loop, yardstick, ratio, MMAs, async copies, load bits, registers, spills
+    figures = "128x64x32 | 4 | 3 | 120 | 80 | 1.50 | 4 | 6 | 128 | 128 | 0"
+    assert lines[2:] == [f"| fp16,channels_last | sm_90 | {figures} |"]
 
 
 def test_the_page_shows_the_model_and_the_committed_gpu_runs():

@@ -10,6 +10,7 @@ import doctest
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -84,6 +85,77 @@ def test_dry_run_runs_the_triton_kernels(dry_run):
     assert modes == {"eager", "graph (eager stand-in)"}
 
 
+def test_dry_run_conv_cases_run_both_main_loops(dry_run):
+    # Each precision and layout of the conv sections runs shapes of the GEMM-form main loop
+    # (>= 16 input channels per group) and of the flat-K variant, as the same shapes on a GPU.
+    _, data, _ = dry_run
+    for section in data["sections"]:
+        if section["name"] not in ("conv_correctness", "conv_speed"):
+            continue
+        loops: dict[str, set[str]] = {}
+        for case in section["cases"]:
+            precision_layout = case["case"].split("/", 2)[2]
+            loops.setdefault(precision_layout, set()).add(case["main_loop"])
+        assert loops, section["name"]
+        for precision_layout, seen in loops.items():
+            assert seen == {"GEMM form", "flat K"}, (section["name"], precision_layout)
+
+
+def test_dry_run_shapes_keep_the_main_loop_of_the_gpu_shapes():
+    dry = gpu_check.Target(torch.device("cpu"), dry_run=True)
+    for shape in traffic.CONV_SHAPES:
+        small = gpu_check._shape(shape.name, dry)
+        assert gpu_check.main_loop(small) == gpu_check.main_loop(shape), shape.name
+        assert small.c_in <= 32, shape.name
+        assert small.size <= 9, shape.name
+
+
+def test_dry_run_tile_sweep_pins_every_tile_of_the_autotune_space(dry_run):
+    _, data, _ = dry_run
+    cases = next(s["cases"] for s in data["sections"] if s["name"] == "conv_tiles")
+    pinned = {c["tile"] for c in cases if not c["tile"].startswith("autotuned")}
+    assert pinned == {gpu_check.tile_label(tile) for tile in gpu_check.conv_tiles()}
+    assert len(gpu_check.conv_tiles()) == 5
+    # The tiny dry-run shape (6 output channels) fills only the narrowest tile.
+    candidates = [c["tile"] for c in cases if c.get("autotune_candidate")]
+    assert candidates == ["64x16x32, 4 warps, 3 stages"]
+
+
+def test_autotuned_call_reports_how_the_call_tuned(monkeypatch):
+    # The CUDA path of conv_autotuned_call, against Triton's own autotuning knobs, with a
+    # stand-in for the conv kernel's Autotuner that "tunes" the way Triton's does: a new key in
+    # its cache, best_config set, and the listener told about the timed tiles.
+    from triton import knobs
+
+    from torchkit.kernels import conv2d_relu
+
+    best = conv2d_relu.Conv2dReLUBlocks(128, 64, 32, num_warps=4, num_stages=3)
+    tuner = SimpleNamespace(cache={}, best_config=best)
+    monkeypatch.setattr(conv2d_relu, "_conv2d_relu_fwd_kernel_autotuned", tuner)
+    cuda = torch.device("cuda")
+
+    def tune(key: str, timed: int | None) -> None:
+        tuner.cache[key] = best
+        if timed is not None:
+            timings = {f"tile {i}": 1.0 + i for i in range(timed)}
+            knobs.autotuning.listener(
+                fn=None, key=key, best_config=best, configs_timings=timings, duration=0.25,
+                cache_hit=False,
+            )  # fmt: skip
+
+    label = "128x64x32, 4 warps, 3 stages"
+    assert gpu_check.conv_autotuned_call(lambda: tune("a", 3), cuda) == {
+        "config": label, "tuning": "timed 3 tiles", "tune_s": 0.25,
+    }  # fmt: skip
+    assert knobs.autotuning.listener is None  # restored after the call
+    assert gpu_check.conv_autotuned_call(lambda: tune("b", None), cuda) == {
+        "config": label, "tuning": "one tile left after pruning, not timed", "tune_s": None,
+    }  # fmt: skip
+    assert gpu_check.conv_autotuned_call(lambda: None, cuda) == {
+        "config": label, "tuning": "tuned earlier in this run", "tune_s": None,
+    }  # fmt: skip
+
+
 # --------------------------------------------------------------------------------------------
 # The report
 
@@ -118,11 +190,8 @@ def test_report_is_rewritten_after_every_case_and_never_half_written(tmp_path):
     assert "| b | ok | 2.5 |" in (tmp_path / "gpu_check.md").read_text()
 
 
-def test_report_records_unsupported_skipped_and_errors_and_goes_on(tmp_path):
+def test_report_records_skipped_and_errors_and_goes_on(tmp_path):
     report, _ = _report(tmp_path)
-
-    def unsupported() -> dict:
-        raise gpu_check.Unsupported("capturable=True is not supported")
 
     def skipped() -> dict:
         raise gpu_check.Skipped("dry run: needs a GPU")
@@ -131,13 +200,11 @@ def test_report_records_unsupported_skipped_and_errors_and_goes_on(tmp_path):
         raise RuntimeError("boom")
 
     with report.section("s0") as section:
-        for name, run in (("u", unsupported), ("s", skipped), ("e", broken)):
+        for name, run in (("s", skipped), ("e", broken)):
             section.case(name, run)
         section.case("m", lambda: {"status": "mismatch", "reason": "off by one"})
         section.case("ok", lambda: {})
     cases = {c["case"]: c for c in _read(tmp_path)["sections"][0]["cases"]}
-    assert cases["u"]["status"] == "unsupported"
-    assert cases["u"]["reason"] == "capturable=True is not supported"
     assert (cases["s"]["status"], cases["s"]["reason"]) == ("skipped", "dry run: needs a GPU")
     assert (cases["e"]["status"], cases["e"]["reason"]) == ("error", "RuntimeError: boom")
     assert cases["e"]["where"].startswith("test_gpu_check.py:")

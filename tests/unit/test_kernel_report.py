@@ -184,6 +184,35 @@ def test_docs_table_is_what_the_report_prints(report):
     assert table.strip() == expected.strip(), f"regenerate the table in {DOC}:\n{expected}"
 
 
+PERFORMANCE = DOC.parent / "performance.md"
+BENCHMARKS = DOC.parents[1] / "benchmarks"
+
+
+@pytest.mark.slow
+def test_performance_page_blocks_are_what_run_all_writes_from_the_report(report, monkeypatch):
+    """docs/performance.md's blocks built from this report (per shape, per tile against its
+    yardstick, per variant) are what `python benchmarks/run_all.py` writes, for the Triton
+    release the page names."""
+    page = PERFORMANCE.read_text()
+    version = re.search(r"<!-- begin: kernels -->\nCompiled by Triton (\S+)\.", page)
+    assert version is not None, f"{PERFORMANCE} does not name the Triton release of its report"
+    if triton_version() != version.group(1):
+        pytest.skip(
+            f"the page was compiled with triton {version.group(1)}, this is {triton_version()}"
+        )
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # a folder of scripts that import each other
+    run_all = importlib.import_module("run_all")
+    rows = [kernel_report.KernelResources(**r) for r in report]
+    blocks = {
+        "shapes": run_all.shapes_block(rows, run_all.load_results()),
+        "variants": run_all.variants_block(rows),
+        "kernels": run_all.kernel_block(rows),
+    }
+    for name, body in blocks.items():
+        expected = f"<!-- begin: {name} -->\n{body.rstrip()}\n<!-- end: {name} -->"
+        assert expected in page, f"{name}: run `python benchmarks/run_all.py --page-only`"
+
+
 @pytest.mark.slow
 def test_flat_k_variant_is_reported_without_a_yardstick(report):
     flat = [r for r in report if r["kernel"] == CONV and "flat K" in r["variant"]]

@@ -36,7 +36,8 @@ Backward (Triton backends): the output ``y`` is saved (it exists anyway, so this
 memory), the incoming gradient is masked with ``y > 0`` exactly as ``torch.relu``'s backward
 does (``aten.threshold_backward``), and ``aten.convolution_backward`` computes the input,
 weight and bias gradients with the vendor library (cuDNN on CUDA). Writing a Triton backward
-would only re-implement what cuDNN already does well; the fusion pays in the forward pass.
+would only re-implement what cuDNN already does; the fusion saves forward traffic, the output
+crossing memory once instead of up to five times (a model: docs/performance.md).
 
 Errors: a bad argument or input raises what ``nn.Conv2d``/``F.conv2d`` raise on every backend
 (``TypeError`` for a wrong type, else :class:`Conv2dError`, a ``RuntimeError`` like torch's
