@@ -228,12 +228,13 @@ class _Bucket:
     bucket builds its ``AdamPlan`` once (``trace``d: calls the custom op at each step); a stock
     bucket calls torch's functional fused Adam once per group.
 
-    The kernel writes through raw pointers, which autograd does not see: an eager Triton step
-    bumps the version counters of ``written`` (the tensors of ``columns`` as their owner holds
-    them: a DTensor, not its local shard) with one ``increment_version`` call, as torch's
-    in-place ops bump theirs, so that autograd rejects a parameter changed after it was saved
-    for backward and caches keyed on ``_version`` see the update. Traced buckets call the
-    custom op, whose ``ADInplaceOrView`` kernel bumps them; stock buckets leave them to torch.
+    A step bumps the version counters of what it wrote, as torch's in-place ops bump theirs,
+    so that autograd rejects a parameter changed after it was saved for backward and caches
+    keyed on ``_version`` see the update: ``written`` holds the tensors of ``columns`` as their
+    owner holds them (a DTensor, not its local shard), bumped with one ``increment_version``
+    call. The Triton kernel writes through raw pointers, which autograd does not see; torch's
+    fused Adam bumps only the step counters (torch 2.13), so stock buckets bump the rest.
+    Traced buckets call the custom op, whose ``ADInplaceOrView`` kernel bumps its arguments.
     """
 
     def __init__(
@@ -257,11 +258,13 @@ class _Bucket:
             for k in range(len(self.groups)):
                 pos = [i for i, row in enumerate(self.rows) if row == k]
                 self.runs.append((k, [[c[i] for i in pos] if c else [] for c in real], pos))
+            written = written[: -len(columns[4])]  # the step counters come last
         elif not trace:
             from torchkit.kernels.adam import AdamPlan
 
             self.plan = AdamPlan(*columns, amsgrad=options[0], groups=self.rows)
-            self.written = written
+        self.written = written
+        self.bump = functools.partial(increment_version, written)
         real_dtype = torch.view_as_real(columns[0][0]).dtype if self.complex else dtype
         launches = len(self.runs) if backend is Backend.TORCH else 1
         self.report = AdamLaunch(device, real_dtype, backend, launches)
@@ -284,20 +287,22 @@ class _Bucket:
         _, maximize, decoupled = self.options
         if self.plan is not None:
             options = {"maximize": maximize, "decoupled_weight_decay": decoupled}
-            launch = self.plan.prepare(grads, rows, **options, grad_scale=scale, found_inf=inf)
-            # Bumped whether or not found_inf skips the update on the device, as torch does;
-            # the gradients are written only when the kernel unscales them.
-            written = self.written if scale is None else self.written + grads
-            return [launch, functools.partial(increment_version, written)]
-        if not self.runs:  # traced Triton bucket
+            launches = [self.plan.prepare(grads, rows, **options, grad_scale=scale, found_inf=inf)]
+        elif not self.runs:  # traced Triton bucket
             table = _hyper_table(rows, device)
             args = (self.columns[0], grads, *self.columns[1:], table, self.rows, scale, inf)
             return [functools.partial(_adam_multi_tensor, *args, *self.options)]
-        grads = _real_views(grads) if self.complex else grads
-        return [
-            _torch_fused_adam(columns, [grads[i] for i in pos], rows[k], self.options, scale, inf)
-            for k, columns, pos in self.runs
-        ]
+        else:
+            real = _real_views(grads) if self.complex else grads
+            launches = [
+                _torch_fused_adam(cols, [real[i] for i in pos], rows[k], self.options, scale, inf)
+                for k, cols, pos in self.runs
+            ]
+        # Bumped whether or not found_inf skips the update on the device, as torch's in-place
+        # ops would; the gradients are written only when they are unscaled.
+        if scale is None:
+            return [*launches, self.bump]
+        return [*launches, functools.partial(increment_version, self.written + grads)]
 
 
 def _torch_fused_adam(
