@@ -664,14 +664,14 @@ def test_autocast_and_graph_capture_pack_in_the_call(weight_packs, monkeypatch):
     layer = FusedConv2dReLU(16, 8, 3, padding=1)
     x = torch.randn(1, 16, 5, 5)
     _check(layer, x)
-    kept = layer._packed_weight._packed
+    kept = layer._packed_weight._entry
     with torchkit.force_backend("triton-interpreter"), torch.no_grad():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert layer(x).dtype == torch.bfloat16
         monkeypatch.setattr(conv_module, "_capturing", lambda weight: True)
         layer(x)
     assert len(weight_packs) == 3  # the first call, then each call packs its own
-    assert layer._packed_weight._packed is kept
+    assert layer._packed_weight._entry is kept
 
 
 @pytest.mark.interpreter

@@ -394,6 +394,9 @@ def _count_optimizer_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: A
     _optimizer_steps[0] += 1
 
 
+_CacheEntry = tuple["weakref.ref[torch.Tensor]", tuple[Any, ...], torch.Tensor, torch.Tensor]
+
+
 class _PackedWeightCache:
     """The weight packed for the kernel, kept while the weight stays the same.
 
@@ -417,10 +420,10 @@ class _PackedWeightCache:
     """
 
     def __init__(self) -> None:
-        self._source: weakref.ref[torch.Tensor] | None = None
-        self._key: tuple[Any, ...] | None = None
-        self._held: torch.Tensor | None = None
-        self._packed: torch.Tensor | None = None
+        # (the weight, its key, its storage, the packed weight), replaced whole, never
+        # updated in place: threads sharing a layer (nn.DataParallel's replicas share their
+        # __dict__) each get the packed weight of the key they checked.
+        self._entry: _CacheEntry | None = None
 
     def __call__(self, weight: torch.Tensor) -> torch.Tensor:
         key = (
@@ -432,20 +435,20 @@ class _PackedWeightCache:
             weight.shape,
             weight.stride(),
         )
-        source = None if self._source is None else self._source()
-        if source is not weight or key != self._key or self._packed is None:
-            self._fill(weight, key)
-        return self._packed  # type: ignore[return-value]
+        entry = self._entry
+        if entry is None or entry[0]() is not weight or entry[1] != key:
+            entry = self._fill(weight, key)
+        return entry[3]
 
-    def _fill(self, weight: torch.Tensor, key: tuple[Any, ...]) -> None:
+    def _fill(self, weight: torch.Tensor, key: tuple[Any, ...]) -> _CacheEntry:
         from torchkit.kernels.conv2d_relu import pack_weight
 
         if not _step_hook:  # once per process, when a packed weight is first kept
             _step_hook.append(register_optimizer_step_post_hook(_count_optimizer_step))
         with torch.no_grad():
-            self._packed = pack_weight(weight)
-            self._held = weight.detach()  # the storage, not a copy
-        self._source, self._key = weakref.ref(weight), key
+            # The storage is held (not copied) so that its address is not reused meanwhile.
+            self._entry = (weakref.ref(weight), key, weight.detach(), pack_weight(weight))
+        return self._entry
 
     def clear(self) -> None:
         self.__init__()  # type: ignore[misc]
