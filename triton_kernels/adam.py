@@ -304,7 +304,10 @@ class AdamPlan:
     the group table only when a float hyperparameter did, so its host cost is a few passes
     over the gradient list. Tensor hyperparameters are copied on the device at every launch.
     The plan keeps its tensors alive; it must be rebuilt when a tensor is replaced (a new
-    ``exp_avg``, a parameter whose ``.data`` was swapped).
+    ``exp_avg``, a parameter whose ``.data`` was swapped). The kernel writes through raw
+    pointers and bumps no version counter: callers that need autograd to see the update call
+    ``torch.autograd.graph.increment_version`` on what it wrote (``FusedAdam`` does; the custom
+    op ``torchkit::adam_multi_tensor_`` has torch do it).
 
     Args:
         params: parameters, all on one device (CUDA, or CPU for the interpreter) and of one

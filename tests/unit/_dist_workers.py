@@ -17,9 +17,7 @@ for its single-process references.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
-import functools
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -162,17 +160,14 @@ def ddp(rank: int, world_size: int, outdir: Path) -> dict[str, Any]:
     }
 
 
-def fsdp2(
-    rank: int, world_size: int, outdir: Path, *, stock_layers: bool = False
-) -> dict[str, Any]:
+def fsdp2(rank: int, world_size: int, outdir: Path) -> dict[str, Any]:
     """FSDP2 with FusedAdam and, on an identical sharded copy, torch's Adam.
 
-    ``stock_layers`` pins the model's forward and backward to the stock torch path, so that
-    under ``TRITON_INTERPRET=1`` only FusedAdam's step runs a (slow, interpreted) Triton kernel.
+    FSDP2 all-gathers each step's new weights into the unsharded parameters with their version
+    counters preserved: under ``TRITON_INTERPRET=1`` this checks that the layers' packed
+    weights follow them.
     """
     from torch.distributed.tensor import DTensor
-
-    import torchkit
 
     result: dict[str, Any] = {}
     for kind in ("fused", "torch"):
@@ -182,9 +177,7 @@ def fsdp2(
         for step in range(STEPS):
             x, y = local_batch(step, rank, world_size)
             optimizer.zero_grad()
-            layers = torchkit.force_backend("torch") if stock_layers else contextlib.nullcontext()
-            with layers:
-                F.mse_loss(model(x), y).backward()
+            F.mse_loss(model(x), y).backward()
             optimizer.step()
             scheduler.step()
         result[kind] = {
@@ -203,6 +196,7 @@ def fsdp2(
         }
         if kind == "fused":
             result["backend"] = str(optimizer.last_backend)
+            result["conv_backend"] = str(model[0].last_backend)
     return result
 
 
@@ -289,7 +283,6 @@ def dcp_resume(rank: int, world_size: int, outdir: Path) -> dict[str, Any]:
 SCENARIOS: dict[str, Callable[[int, int, Path], dict[str, Any]]] = {
     "ddp": ddp,
     "fsdp2": fsdp2,
-    "fsdp2-adam-kernel": functools.partial(fsdp2, stock_layers=True),
     "dcp": dcp_resume,
 }
 

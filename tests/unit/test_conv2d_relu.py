@@ -24,6 +24,7 @@ import torchkit
 from torchkit.backend import Backend
 from torchkit.nn import Conv2dError, FusedConv2dReLU
 from torchkit.nn.functional import conv2d_relu
+from torchkit.optim import FusedAdam
 
 KERNEL = "_conv2d_relu_fwd_kernel"
 # torch warns that padding="same" with an even kernel copies the input; the reference does it too.
@@ -581,21 +582,96 @@ def test_weight_is_packed_once_and_again_when_it_changes(weight_packs):
     assert len(weight_packs) == 4
 
 
+def _train_call(layer: FusedConv2dReLU, x: torch.Tensor) -> None:
+    """A forward and backward that autograd records, its output checked against torch's."""
+    with torchkit.force_backend("triton-interpreter"):
+        out = layer(x)
+    expected = F.relu(F.conv2d(x, layer.weight, layer.bias, padding=1))
+    assert_tensors_close(out.detach(), expected.detach())
+    out.sum().backward()
+
+
+OPTIMIZERS = {
+    "sgd": functools.partial(torch.optim.SGD, lr=0.1, foreach=False),
+    "adam": functools.partial(torch.optim.Adam, lr=0.1),
+    # torch 2.13's fused kernels leave the parameters' _version alone: the step hook sees them.
+    "adam-fused": functools.partial(torch.optim.Adam, lr=0.1, fused=True),
+    "sgd-fused": functools.partial(torch.optim.SGD, lr=0.1, momentum=0.9, fused=True),
+    "fusedadam-triton": functools.partial(FusedAdam, lr=0.1),
+}
+
+
 @pytest.mark.interpreter
-def test_a_training_call_drops_the_packed_weight(weight_packs):
-    """An optimizer may update the weight behind the version counter's back (a raw kernel, as
-    here through ``.data``): after a call autograd records, inference packs the weight again."""
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_training_calls_reuse_the_packed_weight_until_an_optimizer_step(weight_packs, optimizer):
+    """Gradient accumulation: calls that autograd records share one packed weight. Any
+    optimizer's step, whether or not its kernel bumps the weight's version, makes the next
+    call pack the updated weight (every output is checked against torch's)."""
+    torch.manual_seed(0)
+    layer = FusedConv2dReLU(16, 8, 3, padding=1)
+    opt = OPTIMIZERS[optimizer](layer.parameters())
+    x = torch.randn(1, 16, 5, 5)
+    for step in range(2):
+        for _ in range(2):  # two micro-batches per step
+            _train_call(layer, x)
+        assert len(weight_packs) == step + 1, step
+        with torchkit.force_backend("triton-interpreter"):  # FusedAdam runs its kernel
+            opt.step()
+        opt.zero_grad()
+    _train_call(layer, x)
+    assert len(weight_packs) == 3
+
+
+@pytest.mark.interpreter
+def test_writes_outside_an_optimizer_repack_unless_they_bypass_the_version(weight_packs):
+    """In-place torch ops (``copy_`` under ``no_grad``) bump the weight's version and a
+    ``.data`` swap changes its address or strides: both repack. An in-place write through
+    ``weight.data`` is not seen (``.data`` has its own version counter, as torch documents):
+    ``torch.autograd.graph.increment_version(weight)`` after it repacks."""
     torch.manual_seed(0)
     layer = FusedConv2dReLU(16, 8, 3, padding=1)
     x = torch.randn(1, 16, 5, 5)
     _check(layer, x)
-    with torchkit.force_backend("triton-interpreter"):
-        layer(x).sum().backward()  # a training step's forward and backward
-    version = layer.weight._version
-    layer.weight.data.mul_(-1.0)  # the optimizer's update, invisible to the version counter
-    assert layer.weight._version == version
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn_like(layer.weight))
     _check(layer, x)
-    assert len(weight_packs) == 3  # inference, training (packed in the launcher), inference
+    assert len(weight_packs) == 2
+
+    layer.weight.data = torch.randn_like(layer.weight)  # new storage, same version
+    _check(layer, x)
+    assert len(weight_packs) == 3
+    # The same storage read with other strides: another weight at the same address.
+    data = layer.weight.data
+    layer.weight.data = data.as_strided(data.shape, (data.stride(0), 1, 16 * 3, 16))
+    _check(layer, x)
+    assert len(weight_packs) == 4
+
+    version = layer.weight._version
+    layer.weight.data.mul_(-1.0)
+    assert layer.weight._version == version  # invisible: the packed copy is stale
+    torch.autograd.graph.increment_version(layer.weight)
+    _check(layer, x)
+    assert len(weight_packs) == 5
+
+
+@pytest.mark.interpreter
+def test_autocast_and_graph_capture_pack_in_the_call(weight_packs, monkeypatch):
+    """A weight cast by autocast is a new tensor every call, and a call captured into a CUDA
+    graph must pack at replay time: neither uses nor replaces the layer's packed weight."""
+    from torchkit.nn import conv as conv_module
+
+    torch.manual_seed(0)
+    layer = FusedConv2dReLU(16, 8, 3, padding=1)
+    x = torch.randn(1, 16, 5, 5)
+    _check(layer, x)
+    kept = layer._packed_weight._entry
+    with torchkit.force_backend("triton-interpreter"), torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert layer(x).dtype == torch.bfloat16
+        monkeypatch.setattr(conv_module, "_capturing", lambda weight: True)
+        layer(x)
+    assert len(weight_packs) == 3  # the first call, then each call packs its own
+    assert layer._packed_weight._entry is kept
 
 
 @pytest.mark.interpreter

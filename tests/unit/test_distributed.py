@@ -7,9 +7,9 @@ Every spawn is bounded in time: a worker that raises, dies or stalls fails the t
 workers are killed), it never hangs the suite.
 
 The stock-path scenarios share one spawn (``TRITON_INTERPRET=0`` in the workers, so FusedAdam
-runs torch's fused CPU kernel and FusedConv2dReLU runs ``F.conv2d``); one FSDP2 run repeats
+runs torch's fused CPU kernel and FusedConv2dReLU runs ``F.conv2d``); the FSDP2 run repeats
 with ``TRITON_INTERPRET=1``, where FusedAdam's Triton kernel updates the DTensors' local
-shards, including an empty one.
+shards, including an empty one, and the layers run their kernel on packed weights.
 """
 
 from __future__ import annotations
@@ -185,14 +185,16 @@ def test_fsdp2_fused_adam_equals_torch_adam(
 @pytest.mark.slow  # a second spawn, and Triton imported in both workers: 5-20 s on 2 cores
 @pytest.mark.interpreter
 @pytest.mark.skipif(not triton_available(), reason="triton is not installed")
-def test_fsdp2_fused_adam_kernel_updates_local_shards(
+def test_fsdp2_with_the_kernels_trains_as_torch(
     tmp_path: Path, single_process: dict[str, Any]
 ) -> None:
-    """The same FSDP2 run with FusedAdam's Triton kernel (interpreted): DTensor local shards, an
-    empty shard on rank 1 included, are updated by the kernel as torch's Adam updates them.
-    The layers run stock torch here: their kernel is tested in test_conv2d_relu.py."""
-    ranks = spawn(["fsdp2-adam-kernel"], tmp_path, interpret=True)["fsdp2-adam-kernel"]
+    """The same FSDP2 run with the Triton kernels (interpreted): DTensor local shards, an empty
+    shard on rank 1 included, are updated by FusedAdam's kernel as torch's Adam updates them,
+    and the layers' packed weights follow the weights FSDP2 all-gathers at every step (with
+    their version counters preserved: the optimizer step is what tells the layers)."""
+    ranks = spawn(["fsdp2"], tmp_path, interpret=True)["fsdp2"]
     assert all(r["backend"] == "triton-interpreter" for r in ranks)
+    assert all(r["conv_backend"] == "triton-interpreter" for r in ranks)
     check_fsdp2(ranks, single_process)
 
 

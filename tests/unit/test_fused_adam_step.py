@@ -1,7 +1,8 @@
 """What ``FusedAdam.step`` promises beyond torch's numbers: no host synchronisation, launch
-tables kept between steps and rebuilt exactly when needed, ``torch.compile``, CUDA-graph
-capture after a first step, and torch's optimizer contract (deepcopy, hooks that put other
-entries in the state, devices torch refuses).
+tables kept between steps and rebuilt exactly when needed, version counters bumped as torch's
+in-place ops bump them, ``torch.compile``, CUDA-graph capture after a first step, and torch's
+optimizer contract (deepcopy, hooks that put other entries in the state, devices torch
+refuses).
 
 Each test runs on the stock path (torch's fused CPU kernel) and, where the Triton kernel is
 concerned, under the interpreter; tensors stay small.
@@ -152,6 +153,81 @@ def test_launch_tables_are_kept_and_rebuilt_exactly_when_needed(
         assert_tensors_close(p, q)
 
 
+def versions(tensors: Any) -> list[int]:
+    return [t._version for t in tensors]
+
+
+def written_by_step(opt: FusedAdam) -> list[torch.Tensor]:
+    """The parameters with gradients and every state tensor of theirs."""
+    params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+    return params + [t for p in params for t in opt.state.get(p, {}).values()]
+
+
+@pytest.mark.parametrize("amsgrad", [False, True], ids=["adam", "amsgrad"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_step_bumps_the_version_of_every_tensor_it_writes_once(
+    backend: Backend, amsgrad: bool, kernel_launches: list[str]
+) -> None:
+    """A step bumps the version counter of every parameter and state tensor (moments,
+    ``max_exp_avg_sq``, ``step``) by one, as one in-place torch op would; the gradients too
+    when ``grad_scale`` (GradScaler) has them unscaled in place. The Triton kernel writes
+    through raw pointers, torch's fused kernel bumps only the step counters (torch 2.13):
+    FusedAdam bumps the rest. ``fused_adam``, the functional form, does the same."""
+    model = make_model()
+    model[2].bias.requires_grad_(False)  # no gradient: not written, not bumped
+    opt = FusedAdam(model.parameters(), lr=1e-2, amsgrad=amsgrad)
+    with running_on(backend, kernel_launches):
+        for seed in range(2):  # the first step creates the state, the second reuses the plan
+            backward(model, seed)
+            written = written_by_step(opt)  # at the first step: the parameters only
+            before, frozen = versions(written), model[2].bias._version
+            opt.step()
+            assert versions(written) == [v + 1 for v in before], seed
+            assert model[2].bias._version == frozen
+        assert len(written) == 3 * (5 if amsgrad else 4)  # 3 params: param, step and moments
+        backward(model, 2)
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        opt.grad_scale = torch.tensor(2.0)
+        before, grads_before = versions(written), versions(grads)
+        opt.step()
+        assert versions(written) == [v + 1 for v in before]
+        assert versions(grads) == [v + 1 for v in grads_before]
+
+        p, m, v, step = torch.ones(3), torch.zeros(3), torch.zeros(3), torch.zeros(())
+        adam_module.fused_adam(
+            [p], [torch.ones(3)], [m], [v], [], [step], lr=0.1, beta1=0.9, beta2=0.999,
+            eps=1e-8, weight_decay=0.0, amsgrad=False, maximize=False,
+            decoupled_weight_decay=False,
+        )  # fmt: skip
+        assert versions([p, m, v, step]) == [1, 1, 1, 1]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_parameter_stepped_after_it_was_saved_for_backward_fails_backward_as_in_torch(
+    backend: Backend, kernel_launches: list[str]
+) -> None:
+    """A parameter saved for backward and then updated by a step: backward raises torch's
+    "modified by an inplace operation" error instead of computing gradients from the new
+    values, with FusedAdam as with ``torch.optim.Adam`` (its in-place ops bump the
+    parameter's version). torch 2.13's ``Adam(fused=True)`` does not bump it and raises
+    nothing, so the reference here is the single-tensor implementation."""
+
+    def error(factory: Any, backend: Backend) -> RuntimeError:
+        torch.manual_seed(0)
+        weight, x = nn.Parameter(torch.randn(3)), torch.randn(3, requires_grad=True)
+        loss = (weight * x).sum()  # saves the weight to compute x's gradient
+        weight.grad = torch.ones(3)
+        with running_on(backend, kernel_launches):
+            factory([weight]).step()
+        with pytest.raises(RuntimeError, match="modified by an inplace operation") as raised:
+            loss.backward()
+        return raised.value
+
+    ours = error(FusedAdam, backend)
+    theirs = error(functools.partial(torch.optim.Adam, foreach=False), Backend.TORCH)
+    assert type(ours) is type(theirs)
+
+
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
 @pytest.mark.parametrize("compiler", ["aot_eager", "inductor"])
@@ -171,11 +247,15 @@ def test_compiled_step_gives_the_eager_results(
         for seed in range(3):
             for m, step in ((model, compiled), (ref_model, ref.step)):
                 backward(m, seed)
+                if seed == 1:
+                    before = versions(written_by_step(opt))
                 step()
     for p, q in zip(model.parameters(), ref_model.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
     assert opt.last_backend is backend
     assert [s["step"].item() for s in opt.state.values()] == [3.0] * 4
+    bumped = versions(written_by_step(opt))  # how often is torch's business (functionalization)
+    assert all(b > a for a, b in zip(before, bumped, strict=True)), (before, bumped)
 
 
 def test_capturable_is_accepted_and_kept_for_the_state_dict() -> None:

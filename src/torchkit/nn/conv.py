@@ -45,17 +45,21 @@ that is also a ``ValueError``).
 
 Private torch API: ``Tensor._version`` (the in-place version counter, torch 2.4 to 2.13) keys
 the packed-weight cache of :class:`FusedConv2dReLU`; torch has no public way to ask whether a
-tensor changed in place.
+tensor changed in place. The cache also counts optimizer steps with the public
+``torch.optim.optimizer.register_optimizer_step_post_hook``, registered once per process.
 """
 
 from __future__ import annotations
 
 import weakref
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
+from torch.utils.hooks import RemovableHandle
 
 from torchkit.backend import Backend, select_backend
 
@@ -311,6 +315,7 @@ def _dispatch(
     unbatched = input.dim() == 3
     if unbatched:
         input = input.unsqueeze(0)
+    own_weight = weight
     input, weight, bias = _autocast(input, weight, bias)
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None and t.dtype != input.dtype:
@@ -332,22 +337,20 @@ def _dispatch(
     else:
         pads = padding
     _check_output_size(input, weight, pads, dilation)
-    # Eager inference may use the layer's packed weight; a call that autograd records is a
-    # training step, after which an optimizer changes the weight (possibly behind the version
-    # counter's back: a raw kernel that does not call torch.autograd.graph.increment_version),
-    # so it packs afresh and drops the layer's copy. Traced calls pack inside the op.
+    # An eager call uses the layer's packed weight, in training too (_PackedWeightCache says
+    # when it is rebuilt), unless autocast cast the weight (a new tensor every call) or a CUDA
+    # graph is being captured: a replay must pack the weight it finds then, so the packing is
+    # captured with the launch. Traced calls pack inside the op.
     packed = None
     if not _eager(input):
         run = _conv2d_relu_op
-    elif torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (input, weight, bias)
-    ):
-        run = _Conv2dReLUFunction.apply
-        if packer is not None:
-            packer.clear()
     else:
-        run = _run_kernel  # nothing to record for autograd
-        packed = None if packer is None else packer(weight)
+        records = torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (input, weight, bias)
+        )
+        run = _Conv2dReLUFunction.apply if records else _run_kernel
+        if packer is not None and weight is own_weight and not _capturing(weight):
+            packed = packer(weight)
     output = run(
         input,
         weight,
@@ -376,31 +379,77 @@ def _check_output_size(
         )
 
 
-class _PackedWeightCache:
-    """The weight packed for the kernel, kept for inference while the weight stays the same.
+def _capturing(weight: torch.Tensor) -> bool:
+    """Whether ``weight``'s launch would be captured into a CUDA graph."""
+    return weight.is_cuda and torch.cuda.is_current_stream_capturing()
 
-    The cached copy is rebuilt when the weight is another tensor object (autocast casts make a
-    new one per call), its storage moved (``.data`` was replaced, ``.to()``), or it was
-    modified in place by torch (its ``_version`` moved: ``load_state_dict``, optimizer steps);
-    :func:`_dispatch` also drops it on every training call. A channels_last weight already
-    has the packed layout: its "copy" is a view.
+
+# Optimizer steps taken in this process, counted by a global step post hook that the first
+# packed-weight cache registers: every torch.optim.Optimizer runs it, whether or not its
+# update bumps version counters (torch's fused=True kernels do not, in torch 2.13).
+_optimizer_steps = [0]
+_step_hook: list[RemovableHandle] = []
+
+
+def _count_optimizer_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    _optimizer_steps[0] += 1
+
+
+_CacheEntry = tuple["weakref.ref[torch.Tensor]", tuple[Any, ...], torch.Tensor, torch.Tensor]
+
+
+class _PackedWeightCache:
+    """The weight packed for the kernel, kept while the weight stays the same.
+
+    The packed copy is rebuilt when the weight
+
+    * is another tensor object (a new ``nn.Parameter``);
+    * was modified in place by a torch operation (its ``_version`` moved:
+      ``load_state_dict``, ``copy_`` or ``mul_`` under ``no_grad``, the foreach and
+      single-tensor optimizers, ``FusedAdam``);
+    * may have been updated by an optimizer whose kernel does not bump ``_version``: any
+      ``torch.optim.Optimizer.step()`` since the copy was made (torch's ``fused=True``
+      optimizers, third-party raw kernels; FSDP2 all-gathers the new values without a bump);
+    * had its ``.data`` replaced or was converted or moved (address, dtype, device, shape or
+      strides differ). The source storage is held with the copy, so that no other tensor can
+      be allocated at its address while the copy stands for it.
+
+    Not seen: writes that bypass both the version counter and ``Optimizer.step`` (in place
+    through ``weight.data``, a raw kernel outside an optimizer step, a CUDA graph replay);
+    ``torch.autograd.graph.increment_version(layer.weight)`` after such a write repacks. A
+    channels_last weight already has the packed layout: its "copy" is a view, always current.
     """
 
     def __init__(self) -> None:
-        self._source: weakref.ref[torch.Tensor] | None = None
-        self._key: tuple[int, int] | None = None
-        self._packed: torch.Tensor | None = None
+        # (the weight, its key, its storage, the packed weight), replaced whole, never
+        # updated in place: threads sharing a layer (nn.DataParallel's replicas share their
+        # __dict__) each get the packed weight of the key they checked.
+        self._entry: _CacheEntry | None = None
 
     def __call__(self, weight: torch.Tensor) -> torch.Tensor:
+        key = (
+            weight._version,
+            _optimizer_steps[0],
+            weight.data_ptr(),
+            weight.dtype,
+            weight.device,
+            weight.shape,
+            weight.stride(),
+        )
+        entry = self._entry
+        if entry is None or entry[0]() is not weight or entry[1] != key:
+            entry = self._fill(weight, key)
+        return entry[3]
+
+    def _fill(self, weight: torch.Tensor, key: tuple[Any, ...]) -> _CacheEntry:
         from torchkit.kernels.conv2d_relu import pack_weight
 
-        key = (weight.data_ptr(), weight._version)
-        source = None if self._source is None else self._source()
-        if source is not weight or key != self._key or self._packed is None:
-            with torch.no_grad():
-                self._packed = pack_weight(weight)
-            self._source, self._key = weakref.ref(weight), key
-        return self._packed
+        if not _step_hook:  # once per process, when a packed weight is first kept
+            _step_hook.append(register_optimizer_step_post_hook(_count_optimizer_step))
+        with torch.no_grad():
+            # The storage is held (not copied) so that its address is not reused meanwhile.
+            self._entry = (weakref.ref(weight), key, weight.detach(), pack_weight(weight))
+        return self._entry
 
     def clear(self) -> None:
         self.__init__()  # type: ignore[misc]
@@ -423,9 +472,12 @@ class FusedConv2dReLU(nn.Conv2d):
     tensors), else ``F.conv2d`` and an in-place ``relu_``; :meth:`backend_for` says which, and
     :attr:`last_backend` records what the latest call ran on.
 
-    On the Triton backends the layer keeps its weight packed in the kernel's layout for
-    inference (a copy, or a view when the weight is channels_last), repacked when the weight
-    changes; by default the kernel autotunes its tiling per shape, and :attr:`blocks` pins one.
+    On the Triton backends the layer keeps its weight packed in the kernel's layout between
+    calls (a copy, or a view when the weight is channels_last), repacked when the weight
+    changes in place, is replaced, or an optimizer steps; a write that bypasses all three (in
+    place through ``weight.data``) needs ``torch.autograd.graph.increment_version(weight)``
+    (docs/fused_conv.md, "Layouts"). By default the kernel autotunes its tiling per shape, and
+    :attr:`blocks` pins one.
     ``torch.compile``, ``torch.export.export`` and ``torch.jit.trace`` trace the layer (the
     kernel is the custom op ``torch.ops.torchkit.conv2d_relu``); ``torch.jit.script`` raises
     ``RuntimeError``.

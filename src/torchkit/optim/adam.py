@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch import Tensor
+from torch.autograd.graph import increment_version
 from torch.optim.adam import adam as torch_adam
 
 from torchkit._layout import fitted, is_dense, same_strides
@@ -226,6 +227,14 @@ class _Bucket:
     state_steps (local tensors); ``groups``: each tensor's row of hyperparameters. A Triton
     bucket builds its ``AdamPlan`` once (``trace``d: calls the custom op at each step); a stock
     bucket calls torch's functional fused Adam once per group.
+
+    A step bumps the version counters of what it wrote, as torch's in-place ops bump theirs,
+    so that autograd rejects a parameter changed after it was saved for backward and caches
+    keyed on ``_version`` see the update: ``written`` holds the tensors of ``columns`` as their
+    owner holds them (a DTensor, not its local shard), bumped with one ``increment_version``
+    call. The Triton kernel writes through raw pointers, which autograd does not see; torch's
+    fused Adam bumps only the step counters (torch 2.13), so stock buckets bump the rest.
+    Traced buckets call the custom op, whose ``ADInplaceOrView`` kernel bumps its arguments.
     """
 
     def __init__(
@@ -235,6 +244,7 @@ class _Bucket:
         groups: list[int],
         options: Options,
         trace: bool,
+        written: list[Tensor],
     ) -> None:
         device, dtype = columns[0][0].device, columns[0][0].dtype
         self.columns, self.options = columns, options
@@ -248,10 +258,13 @@ class _Bucket:
             for k in range(len(self.groups)):
                 pos = [i for i, row in enumerate(self.rows) if row == k]
                 self.runs.append((k, [[c[i] for i in pos] if c else [] for c in real], pos))
+            written = written[: -len(columns[4])]  # the step counters come last
         elif not trace:
             from torchkit.kernels.adam import AdamPlan
 
             self.plan = AdamPlan(*columns, amsgrad=options[0], groups=self.rows)
+        self.written = written
+        self.bump = functools.partial(increment_version, written)
         real_dtype = torch.view_as_real(columns[0][0]).dtype if self.complex else dtype
         launches = len(self.runs) if backend is Backend.TORCH else 1
         self.report = AdamLaunch(device, real_dtype, backend, launches)
@@ -274,16 +287,22 @@ class _Bucket:
         _, maximize, decoupled = self.options
         if self.plan is not None:
             options = {"maximize": maximize, "decoupled_weight_decay": decoupled}
-            return [self.plan.prepare(grads, rows, **options, grad_scale=scale, found_inf=inf)]
-        if not self.runs:  # traced Triton bucket
+            launches = [self.plan.prepare(grads, rows, **options, grad_scale=scale, found_inf=inf)]
+        elif not self.runs:  # traced Triton bucket
             table = _hyper_table(rows, device)
             args = (self.columns[0], grads, *self.columns[1:], table, self.rows, scale, inf)
             return [functools.partial(_adam_multi_tensor, *args, *self.options)]
-        grads = _real_views(grads) if self.complex else grads
-        return [
-            _torch_fused_adam(columns, [grads[i] for i in pos], rows[k], self.options, scale, inf)
-            for k, columns, pos in self.runs
-        ]
+        else:
+            real = _real_views(grads) if self.complex else grads
+            launches = [
+                _torch_fused_adam(cols, [real[i] for i in pos], rows[k], self.options, scale, inf)
+                for k, cols, pos in self.runs
+            ]
+        # Bumped whether or not found_inf skips the update on the device, as torch's in-place
+        # ops would; the gradients are written only when they are unscaled.
+        if scale is None:
+            return [*launches, self.bump]
+        return [*launches, functools.partial(increment_version, self.written + grads)]
 
 
 def _torch_fused_adam(
@@ -321,10 +340,15 @@ def _torch_fused_adam(
 
 
 def _buckets(
-    columns: list[list[Any]], groups: list[int], options: list[Options], trace: bool
+    columns: list[list[Any]],
+    groups: list[int],
+    options: list[Options],
+    trace: bool,
+    owners: list[list[Any]],
 ) -> list[tuple[_Bucket, list[int] | None]]:
     """Local tensors bucketed by device, dtype and options, each with the positions of its
-    tensors (``None``: all of them). Every backend is chosen (and may refuse) first."""
+    tensors (``None``: all of them). Every backend is chosen (and may refuse) first.
+    ``owners``: ``columns`` as their owner holds them (DTensors, not their local shards)."""
     keys: dict[tuple[Any, ...], list[int]] = {}
     for i, p in enumerate(columns[0]):
         keys.setdefault((p.device, p.dtype, options[i]), []).append(i)
@@ -332,7 +356,8 @@ def _buckets(
     buckets = []
     for ((_, _, opts), index), backend in zip(keys.items(), backends, strict=True):
         sub = [[c[i] for i in index] if k != 3 or opts[0] else [] for k, c in enumerate(columns)]
-        bucket = _Bucket(backend, sub, [groups[i] for i in index], opts, trace)
+        written = [c[i] for k, c in enumerate(owners) if k != 3 or opts[0] for i in index]
+        bucket = _Bucket(backend, sub, [groups[i] for i in index], opts, trace, written)
         buckets.append((bucket, None if len(index) == len(columns[0]) else index))
     return buckets
 
@@ -471,8 +496,8 @@ def fused_adam(
         (tensor([0.9000, 0.9000, 0.9000]), tensor(1.))
     """
     n = len(params)
-    columns = [list(map(_local, c)) for c in (params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs)]
-    columns += [list(state_steps)]
+    owners = [list(c) for c in (params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps)]
+    columns = [list(map(_local, c)) for c in owners[:4]] + [owners[4]]
     grads = list(map(_local, grads))
     names = ("lr", "beta1", "beta2", "eps", "weight_decay")
     per_tensor = []
@@ -490,7 +515,7 @@ def fused_adam(
         for row in slots:
             _checked(row, names, "", read=False)
     options = [(amsgrad, maximize, decoupled_weight_decay)] * n
-    buckets = _buckets(columns, groups, options, trace)
+    buckets = _buckets(columns, groups, options, trace, owners)
     return _step(buckets, grads, list(slots), grad_scale, found_inf)
 
 
@@ -513,15 +538,16 @@ class _Steps:
         self.hyper = _check_groups(opt, grads)  # before any state is created
         self.raw = list(map(_raw, opt.param_groups))
         columns: list[list[Any]] = [[], [], [], [], []]
-        groups, options, params, self.keys = [], [], [], []
+        owners: list[list[Any]] = [[], [], [], [], []]
+        groups, options, self.keys = [], [], []
         for g, group in enumerate(opt.param_groups):
             found: tuple[list[Tensor], ...] = ([], [], [], [], [], [])
             opt._init_group(group, *found)
             n = len(found[0])
             found[4][:] = found[4] if group["amsgrad"] else [None] * n
-            for column, values in zip(columns, (found[0], *found[2:]), strict=True):
+            for column, owned, values in zip(columns, owners, (found[0], *found[2:]), strict=True):
                 column += map(_local, values)
-            params += found[0]
+                owned += values
             groups += [g] * n
             options += [(group["amsgrad"], group["maximize"], group["decoupled_weight_decay"])] * n
             kept = [i for i, grad in enumerate(grads[g]) if grad is not None]
@@ -529,10 +555,10 @@ class _Steps:
             self.keys.append((group["params"], len(group["params"]), None if every else kept))
         self.options = list(map(_options, opt.param_groups))
         self.state, self.n_state = opt.state, len(opt.state)
-        self.plain = [p for p in params if type(p) in _PLAIN]
+        self.plain = [p for p in owners[0] if type(p) in _PLAIN]
         self.addresses = list(map(Tensor.data_ptr, self.plain))
-        self.local = len(self.plain) != len(params)
-        self.buckets = _buckets(columns, groups, options, trace)
+        self.local = len(self.plain) != len(owners[0])
+        self.buckets = _buckets(columns, groups, options, trace, owners)
 
     def gradients(self, opt: FusedAdam, grads: list[list[Tensor | None]]) -> list[Tensor] | None:
         """The step's gradients in bucket order if the buckets still describe ``opt``."""
