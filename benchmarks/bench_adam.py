@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -228,9 +229,25 @@ def run(quick: bool) -> list[dict]:
     return rows
 
 
+DOCS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "fused_adam.md"
+
+
+def write_host_cost(rows: list[dict], page: Path = DOCS_PAGE) -> None:
+    """Write the host cost table of ``rows`` into the ``host-cost`` block of ``page``."""
+    from run_all import replace_block  # benchmarks/ is a folder of scripts, not a package
+
+    host = [r for r in rows if r["benchmark"].startswith("adam host cost")]
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    body = f"{host_cost_table(host)}\n\nLoad average (1, 5, 15 min) after the run: {load}."
+    page.write_text(replace_block(page.read_text(), "host-cost", body))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
+    parser.add_argument(
+        "--write-docs", action="store_true", help="write the host cost table into fused_adam.md"
+    )
     parser.add_argument("--host-cost-worker", type=int, metavar="ROUNDS", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.host_cost_worker:
@@ -241,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     host = [r for r in rows if r["benchmark"].startswith("adam host cost")]
     print("\nHost cost of one step, Triton path with the launch stubbed (fastest step):\n")
     print(host_cost_table(host) + "\n")
+    if args.write_docs:
+        write_host_cost(rows)
     print(f"{'benchmark':<32} {'case':<58} {'torchkit µs':>12} {'stock µs':>10} {'ratio':>6}")
     for r in rows:
         print(

@@ -383,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in BENCHMARKS:
             print(f"running {name} ...", file=sys.stderr)
             rows += importlib.import_module(name).run(quick=args.quick)
+        if not args.no_write:
+            importlib.import_module("bench_adam").write_host_cost(rows)
         # CUDA rows of the bench modules are printed; the page's GPU figures come from
         # gpu_check.py runs, one source for every GPU number.
         blocks["machine"] = (
