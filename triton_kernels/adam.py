@@ -326,6 +326,9 @@ class AdamPlan:
         ValueError: lists of different lengths, or tensors that do not fit.
 
     Example:
+        Needs Triton's interpreter for these CPU tensors (``TRITON_INTERPRET=1`` set before
+        Triton is imported):
+
         >>> p, m, v, step = torch.ones(4, 4), torch.zeros(4, 4), torch.zeros(4, 4), torch.zeros(())
         >>> plan = AdamPlan([p], [m], [v], [], [step], amsgrad=False)
         >>> plan.launch([torch.ones(4, 4)], [(0.1, 0.9, 0.999, 1e-8, 0.0)], maximize=False,
@@ -627,6 +630,9 @@ def adam_multi_tensor(
         The number of kernel launches (1).
 
     Example:
+        Needs Triton's interpreter for these CPU tensors (``TRITON_INTERPRET=1`` set before
+        Triton is imported):
+
         >>> p, g = torch.ones(3), torch.full((3,), 0.5)
         >>> m, v, step = torch.zeros(3), torch.zeros(3), torch.zeros(())
         >>> adam_multi_tensor([p], [g], [m], [v], [], [step], [(0.1, 0.9, 0.999, 1e-8, 0.0)],

@@ -479,8 +479,8 @@ def conv2d_relu_fwd(
         TypeError: ``x`` has a dtype the kernel does not support.
 
     Example:
-        On CPU tensors this runs in Triton's interpreter, which needs ``TRITON_INTERPRET=1``
-        set before Triton is imported:
+        Needs Triton's interpreter for these CPU tensors (``TRITON_INTERPRET=1`` set before
+        Triton is imported):
 
         >>> x, w = torch.randn(1, 3, 8, 8), torch.randn(4, 3, 3, 3)
         >>> y = conv2d_relu_fwd(x, w, None, (1, 1), (1, 1), (1, 1), 1)

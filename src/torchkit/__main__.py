@@ -10,26 +10,30 @@ Sub-commands:
   its yardstick (exit 1 if one fails). ``--format`` picks every row (``table``), one row per
   variant (``summary``), the rows against their yardstick (``vs-yardstick``) or ``json``.
 * ``conformance [PYTEST ARGS]``: runs the spec pages installed with the package against the
-  installed torch and torchkit (``pytest --pyargs torchkit.conformance``, needs
+  installed torch and torchkit (``python -m pytest --pyargs torchkit.conformance`` in a fresh
+  interpreter, so that pytest imports torchkit itself; needs
   ``pip install "torchkit[conformance]"``); every pytest option works (``-n 2``,
-  ``--conformance-summary=summary.md``, ``--conformance-impl=MODULE``, ...).
+  ``--conformance-summary=summary.md``, ``--conformance-impl=MODULE``, ...), and a printed
+  test id re-runs that item (``docs/schedulers.md::warmup-cosine``).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import os
 import platform
+import subprocess
 import sys
 from collections.abc import Sequence
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 import torchkit
-from torchkit.backend import interpreter_enabled, select_backend, triton_version
+
+if TYPE_CHECKING:
+    import torch
 
 # Every fused op of the package, as "module:attribute"; each one has a classmethod
 # ``backend_for(device) -> Backend`` telling which path it takes for tensors on ``device``.
@@ -41,6 +45,8 @@ FUSED_OPS: tuple[str, ...] = (
 
 
 def _devices() -> list[torch.device]:
+    import torch
+
     devices = [torch.device("cpu")]
     if torch.cuda.is_available():
         devices += [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
@@ -54,6 +60,10 @@ def _load(spec: str) -> Any:
 
 def collect_info() -> dict[str, Any]:
     """Everything ``python -m torchkit info`` prints, as a JSON-serialisable dict."""
+    import torch
+
+    from torchkit.backend import interpreter_enabled, select_backend, triton_version
+
     devices = _devices()
     backends: dict[str, dict[str, str]] = {}
     for spec in FUSED_OPS:
@@ -143,23 +153,26 @@ _KERNEL_FORMATS = {
 
 
 def _conformance(pytest_args: list[str]) -> int:
-    try:
-        import pytest
-    except ImportError:
+    if importlib.util.find_spec("pytest") is None:
         print(
             'error: the spec check needs pytest: pip install "torchkit[conformance]"',
             file=sys.stderr,
         )
         return 2
-    # -p: load the plugin by name when entry points are not auto-loaded (a no-op otherwise).
-    return int(
-        pytest.main(
-            ["-p", "torchkit.conformance", "--pyargs", "torchkit.conformance", *pytest_args]
-        )
-    )
+    # A fresh interpreter: pytest rewrites the asserts of its plugins' packages, torchkit's
+    # included, which this one has imported already. -p loads the plugin by name when entry
+    # points are not auto-loaded (a no-op otherwise).
+    package = ["-p", "torchkit.conformance", "--pyargs", "torchkit.conformance"]
+    with subprocess.Popen([sys.executable, "-m", "pytest", *package, *pytest_args]) as run:
+        try:
+            return run.wait()
+        except KeyboardInterrupt:  # pytest got it too: let it report and stop
+            return run.wait()
 
 
 def _kernels(archs: list[str] | None, output: str, jobs: int) -> int:
+    from torchkit.backend import interpreter_enabled
+
     if "triton" in sys.modules and interpreter_enabled():
         print("error: triton was imported with TRITON_INTERPRET=1; run without it", file=sys.stderr)
         return 1

@@ -1,11 +1,14 @@
 """``pytest tests/conformance`` runs the spec pages of this repository's ``docs/``.
 
 The harness is the ``torchkit.conformance`` pytest plugin (``src/torchkit/conformance/``),
-enabled for this repository's runs by ``conformance = true`` in ``pyproject.toml``. pytest does
-not walk ``docs/`` itself (``testpaths`` is ``tests``): it offers each file of this folder to
-``pytest_collect_file``, and when it offers this conftest the hook returns the docs root, so the
-pages are collected once per run, with node ids such as ``docs/reference/losses.md::cross-entropy``.
-``pytest --pyargs torchkit.conformance`` runs the same pages, the installed package's copy.
+enabled for this repository's runs by ``conformance = true`` in ``pyproject.toml``, where
+``conformance_docs = "docs"`` makes the checkout's ``docs/`` the pages, however torchkit is
+installed. pytest does not walk ``docs/`` itself (``testpaths`` is ``tests``): it offers each file
+of this folder to ``pytest_collect_file``, and when it offers this conftest the hook returns the
+docs root, so the pages are collected once per run, with node ids such as
+``docs/reference/losses.md::cross-entropy`` (re-run one with ``pytest ID``). Where the run
+collects the pages itself (a ``--conformance*`` option, or pages named), it returns nothing.
+Outside a clone, ``pytest --pyargs torchkit.conformance`` runs the installed copy of the pages.
 
 Example::
 

@@ -35,7 +35,7 @@ import torchkit
 from torchkit.conformance import pages
 from torchkit.conformance.pages import Case, Directive, Page, strip_code
 from torchkit.conformance.registry import Implementation, ImplementationUnavailable, Registry
-from torchkit.conformance.values import compare_number, compare_outputs, parse_number, parse_output
+from torchkit.conformance.values import compare_figure, compare_outputs, parse_figure, parse_output
 
 STATE_KEY = "__conformance__"
 _NAMESPACE = {  # the names every page's namespace starts with
@@ -302,18 +302,14 @@ def _milestone_row(case: Case, state: PageState) -> str | None:
     problems = []
     for index, key, group in pages.milestone_columns(table.header):
         cell = strip_code(cells[index]) if index < len(cells) else ""
-        if cell in ("", "-", "—"):
+        if cell in pages.UNCHECKED:
             continue
         name, actual = table.header[index], trajectory.values[step][(key, group)]
         if isinstance(actual, str):
             problems.append(f"{name}: {actual}")
             continue
-        try:
-            expected = parse_number(cell)
-        except ValueError:
-            return f"{where}: {cell!r} is not a number"
-        actual = parse_number(repr(actual))
-        problem = compare_number(expected, actual, f"{name} at step {step}", (1e-7, 1e-12))
+        expected = parse_figure(cell)  # the page's reader checked it
+        problem = compare_figure(expected, actual, f"{name} at step {step}", (1e-7, 1e-12))
         problems += [problem] if problem else []
     return f"{where}: " + "; ".join(problems) if problems else None
 

@@ -4,8 +4,8 @@ Sybil's Markdown lexers find the ``<!-- conformance: ... -->`` directives and th
 blocks, and its doctest parser splits a ``>>>`` session into statements; pipe tables are read
 here. :func:`parse_page` binds each directive to what it governs (a :class:`Directive`), and
 :class:`ConformanceParser` yields one zero-width region per pytest item (a :class:`Case`: a table
-row, milestone block and implementation) at the line the item checks. Sybil forbids overlapping
-regions: a region that would land on an earlier one moves one character on.
+row, milestone block and implementation) at the start of the line the item checks, items of
+one line in page order; :class:`PageDocument` reports each at that line, column 1.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sybil import Document, Region
+from sybil import Document, Example, Region
 from sybil.parsers.abstract.doctest import DocTestStringParser
 from sybil.parsers.markdown.lexers import DirectiveInHTMLCommentLexer, FencedCodeBlockLexer
-from sybil.text import LineNumberOffsets
 
 from torchkit.conformance.registry import KINDS, Implementation, Registry
+from torchkit.conformance.values import parse_figure
 
 DIRECTIVE_KINDS = (*KINDS, "errata")
 _OPTIONS = ("id", "family", "erratum", "requires")
@@ -39,6 +39,7 @@ _TABLE_RE = re.compile(
 _DIRECTIVES = DirectiveInHTMLCommentLexer(directive="conformance")
 _FENCES = FencedCodeBlockLexer(language=r"[^\n]*?")
 _DOCTESTS = DocTestStringParser()
+UNCHECKED = ("", "-", "—")  # milestone cells that check nothing
 
 
 class PageError(pytest.Collector.CollectError):
@@ -120,6 +121,15 @@ class Case:
     def id(self) -> str:
         """The conformance id of errata, expectations and the summary."""
         return f"{self.page.name}::{self.name}"
+
+    @property
+    def implementation_name(self) -> str:
+        """What the item holds to the page: the implementation bound, else the milestone block's
+        ``# implementation: NAME`` (``""`` for neither)."""
+        if self.implementation is not None:
+            return self.implementation.name
+        blocks = self.directive.blocks if self.directive.kind == "milestones" else ()
+        return (blocks[self.block].name or "") if blocks else ""
 
 
 def strip_code(cell: str) -> str:
@@ -284,10 +294,12 @@ def _check_table(directive: Directive, fail: Callable[..., PageError]) -> None:
     if table.columns[0] != "step":
         raise fail(f"the first column of a milestone table must be 'step', got {table.header[0]!r}")
     try:
-        milestone_columns(table.header)
+        columns = milestone_columns(table.header)
     except ValueError as error:
         raise fail(str(error), table.line) from None
     names = [b.name for b in directive.blocks]
+    if dotted := next((n for n in names if n and "." in n), None):
+        raise fail(f"block name {dotted!r} has a dot: dotted names are registered implementations'")
     if directive.family and names.count(None) != 1:
         raise fail("a family table needs exactly one block without '# implementation: NAME'")
     if not directive.family and len(names) > 1 and (None in names or len(set(names)) < len(names)):
@@ -301,6 +313,14 @@ def _check_table(directive: Directive, fail: Callable[..., PageError]) -> None:
         if step <= previous:
             raise fail(f"steps must increase: {step} after {previous}", line)
         previous = step
+        for index, _, _ in columns:
+            cell = strip_code(cells[index]) if index < len(cells) else ""
+            if cell in UNCHECKED:
+                continue
+            try:
+                parse_figure(cell)
+            except ValueError:
+                raise fail(f"{table.header[index]} {cell!r} is not a number", line) from None
 
 
 @functools.lru_cache(maxsize=256)
@@ -325,8 +345,8 @@ def page_files(root: Path) -> list[Path]:
 
 def cases(page: Page, directive: Directive, registry: Registry, strict: bool) -> list[Case]:
     """A directive's items in page order: one per table row, milestone block and implementation
-    of its family. A family with no implementation here gives skipped items or, when ``strict``,
-    a collection error."""
+    of its family. A family with no implementation here skips the items that need one (a
+    table's named blocks run) or, when ``strict``, is a collection error."""
     implementations: list[Implementation | None] = [None]
     skip = None
     if directive.family is not None:
@@ -342,10 +362,13 @@ def cases(page: Page, directive: Directive, registry: Registry, strict: bool) ->
                 raise PageError(page.label, directive.line, skip)
             implementations = [None]
 
-    def case(line: int, *parts: str | None, **fields: object) -> Case:
+    def case(line: int, *parts: str | None, block: int = 0, **fields: object) -> Case:
         suffix = "-".join(p for p in parts if p)
         name = f"{directive.slug}[{suffix}]" if suffix else directive.slug
-        return Case(page, directive, name, line, skip=skip, **fields)
+        named = directive.kind == "milestones" and block != directive.family_block
+        return Case(
+            page, directive, name, line, block=block, skip=None if named else skip, **fields
+        )
 
     if directive.kind == "errata":
         return [case(directive.line)]
@@ -371,6 +394,29 @@ def cases(page: Page, directive: Directive, registry: Registry, strict: bool) ->
     return out
 
 
+class _ItemRegion(Region):
+    """A zero-width region; regions at one position (the items of a line) keep page order."""
+
+    def __init__(self, start: int, order: int, case: Case, evaluator: Callable) -> None:
+        super().__init__(start, start, parsed=case, evaluator=evaluator)
+        self.order = order
+
+    def __lt__(self, other: _ItemRegion) -> bool:
+        return self.order < other.order
+
+
+class PageDocument(Document):
+    """Sybil's document of a page, with each example at the line and column of its region
+    (Sybil's own count is off for the second region of a line)."""
+
+    def examples(self) -> Iterator[Example]:
+        line, place = 1, 0
+        for _, region in self.regions:
+            line += self.text.count("\n", place, region.start)
+            place, column = region.start, region.start - self.text.rfind("\n", 0, region.start)
+            yield Example(self, line, column, region, self.namespace)
+
+
 class ConformanceParser:
     """The Sybil parser: a region per item of the pages below ``root``, expanded over the
     ``registry``'s implementations and checked by ``evaluator``; with ``strict``, a family with no
@@ -383,8 +429,7 @@ class ConformanceParser:
 
     def __call__(self, document: Document) -> Iterator[Region]:
         page = load_page(Path(document.path), self.root, document.text)
-        offsets, last = LineNumberOffsets(document.text), -1
-        for directive in page.directives:
-            for case in cases(page, directive, self.registry, self.strict):
-                last = max(offsets.get(case.line - 1, 0), last + 1)
-                yield Region(last, last, parsed=case, evaluator=self.evaluator)
+        starts = [0] + [m.end() for m in re.finditer("\n", document.text)]  # of each line
+        found = (c for d in page.directives for c in cases(page, d, self.registry, self.strict))
+        for order, case in enumerate(found):
+            yield _ItemRegion(starts[case.line - 1], order, case, self.evaluator)

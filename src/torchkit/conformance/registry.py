@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import torch
 from torch import nn
 
 KINDS = ("session", "shapes", "milestones")  # the kinds of example an implementation runs in
+_NAME_RE = re.compile(r"[^\s\[\]]+\.[^\s\[\]]+")  # an implementation's: a dotted name
 
 
 class ImplementationUnavailable(Exception):
@@ -97,15 +99,18 @@ class Registry:
 
         Args:
             family: a declared family.
-            name: the name in test ids, unique in the family, without spaces or brackets.
+            name: the name in test ids, unique in the family: a dotted name without spaces or
+                brackets (``mypkg.WarmupCosine``), so it never clashes with a milestone table's
+                ``# implementation: NAME`` blocks, which pages name with plain words.
             target: the object bound in examples, or ``"module:attribute"``.
             kinds: the example kinds it takes part in (default: all of :data:`KINDS`).
         """
         if family not in self.families:
             raise ValueError(f"unknown family {family!r}; known: {sorted(self.families)}")
-        if not name or any(c in name for c in " []\t\n"):
+        if not _NAME_RE.fullmatch(name):
             raise ValueError(
-                f"implementation name must be non-empty without spaces or brackets, got {name!r}"
+                "implementation name must be a dotted name without spaces or brackets, "
+                f"such as 'mypkg.{name or 'Name'}' (a table's blocks use plain words), got {name!r}"
             )
         if name in [i.name for i in self.implementations(family)]:
             raise ValueError(f"implementation {name!r} is already registered in family {family!r}")
@@ -128,7 +133,8 @@ class Registry:
 
     def load(self, modules: list[str]) -> None:
         """Import plugin modules (each once) and let each register its implementations;
-        ``ValueError`` for one that cannot be imported or registers nothing."""
+        ``ValueError``, naming the module, for one that cannot be imported, registers nothing or
+        raises while registering (but :class:`PluginUnavailable`)."""
         for name in dict.fromkeys(modules):
             try:
                 module = importlib.import_module(name)
@@ -154,6 +160,11 @@ class Registry:
             except PluginUnavailable as why:
                 self.unavailable[name] = str(why)
                 continue
+            except Exception as error:
+                raise ValueError(
+                    f"conformance implementation module {name!r} could not register: "
+                    f"{type(error).__name__}: {error}"
+                ) from error
             finally:
                 self._origin = "built-in"
             self.loaded.append(name)

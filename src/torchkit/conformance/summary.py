@@ -2,7 +2,8 @@
 
 ``--conformance-summary=PATH`` writes it as Markdown, or as JSON when ``PATH`` ends in ``.json``,
 from each item's result: its ``conformance`` user property (id, page, errata, family and
-implementation) with the ``outcome`` and ``reason`` of its reports.
+implementation) with the ``outcome`` and ``reason`` of its reports. Items are counted per
+outcome (:data:`OUTCOMES`) the same way here and at the end of the run.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+OUTCOMES = ("failed", "passed", "skipped", "xfailed", "xpassed")  # in pytest's order
 
 
 def natural_key(text: str) -> list[object]:
@@ -46,13 +49,14 @@ def reason(report: pytest.TestReport) -> str:
 
 
 def counts(results: list[dict[str, Any]]) -> dict[str, int]:
-    tally = Counter(r["outcome"] for r in results)
-    return {
-        "passed": tally["passed"] + tally["xpassed"],
-        "failed": tally["failed"] + tally["error"],
-        "xfailed": tally["xfailed"],
-        "skipped": tally["skipped"],
-    }
+    """Items per outcome of :data:`OUTCOMES`, pytest's own; an error counts as failed."""
+    found = Counter("failed" if r["outcome"] == "error" else r["outcome"] for r in results)
+    return {outcome: found[outcome] for outcome in OUTCOMES}
+
+
+def tally(results: list[dict[str, Any]]) -> str:
+    """The counts that are not zero, as the end of the run prints them: ``2 passed, 1 xfailed``."""
+    return ", ".join(f"{n} {outcome}" for outcome, n in counts(results).items() if n)
 
 
 def grouped(results: list[dict[str, Any]], *keys: str) -> dict[tuple, list[dict[str, Any]]]:
@@ -68,7 +72,7 @@ def write(path: str, results: list[dict[str, Any]], environment: dict[str, str])
     results = sorted(results, key=lambda r: natural_key(r["id"]))
     pages = grouped(results, "page")
     by_implementation = grouped(results, "family", "implementation", "page")
-    implementations = [(*k, rs) for k, rs in by_implementation.items() if k[0]]
+    implementations = [(*k, rs) for k, rs in by_implementation.items() if k[0] and k[1]]
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.suffix == ".json":
@@ -90,16 +94,15 @@ def write(path: str, results: list[dict[str, Any]], environment: dict[str, str])
             lines.append("|" + "|".join(" --- " for _ in header) + "|")
             lines.extend("| " + " | ".join(str(c) for c in row) + " |" for row in rows)
 
-    numbers = ["passed", "failed", "xfailed", "skipped"]
     rows = [
         [f"`{page}`", *counts(rs).values(), len({e for r in rs for e in r["errata"]})]
         for (page,), rs in pages.items()
     ]
     total = ["**total**", *counts(results).values(), sum(row[-1] for row in rows)]
-    table("Pages", ["page", *numbers, "errata checked"], [*rows, total])
+    table("Pages", ["page", *OUTCOMES, "errata checked"], [*rows, total])
     table(
         "Implementations",
-        ["family", "implementation", "page", *numbers],
+        ["family", "implementation", "page", *OUTCOMES],
         [
             [family, f"`{name}`", f"`{page}`", *counts(rs).values()]
             for family, name, page, rs in implementations

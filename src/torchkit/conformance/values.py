@@ -139,10 +139,31 @@ def compare_number(
     if expected.kind != "float":
         same = expected.value == actual.value
         return None if same else f"{where}: expected {expected}, got {actual}"
-    mantissa = expected.text.lower().lstrip("+-").partition("e")[0]
-    significant = len(mantissa.replace(".", "").lstrip("0"))  # 4 or more: maybe a rounding
-    rounding = expected.half_unit if significant >= ROUNDED_MIN_DIGITS else 0.0
-    return _float_problem(expected.value, rounding, actual.value, tolerance, where)
+    return _float_problem(expected.value, _rounding(expected), actual.value, tolerance, where)
+
+
+def parse_figure(text: str) -> Number:
+    """Read a figure of a table cell: an ``int`` or a ``float`` as printed (``0``, ``1e-3``)."""
+    number = parse_number(text)
+    if number.kind not in ("int", "float"):
+        raise ValueError(f"not a number: {text!r}")
+    return number
+
+
+def compare_figure(
+    expected: Number, actual: float, where: str, tolerance: tuple[float, float] = (1e-7, 1e-7)
+) -> str | None:
+    """What differs between a figure (from :func:`parse_figure`; ``0`` is 0.0) and a computed
+    float, compared as two floats are by :func:`compare_number`."""
+    return _float_problem(float(expected.value), _rounding(expected), actual, tolerance, where)
+
+
+def _rounding(figure: Number) -> float:
+    """Half a unit in the last digit of a figure that may be a rounding (it shows at least
+    :data:`ROUNDED_MIN_DIGITS` significant digits), else 0."""
+    mantissa = figure.text.lower().lstrip("+-").partition("e")[0]
+    significant = len(mantissa.replace(".", "").lstrip("0"))
+    return figure.half_unit if significant >= ROUNDED_MIN_DIGITS else 0.0
 
 
 def _float_problem(

@@ -24,8 +24,8 @@ the op's dispatch overhead (:class:`_Conv2dReLUFunction`). ``torch.jit.script`` 
 a message saying so (:class:`FusedConv2dReLU`). The op's arguments are ``conv2d``'s (zero
 padding, 4-D input), then ``allow_tf32``, ``blocks`` (a pinned tiling, the fields of
 ``Conv2dReLUBlocks``, or ``None`` to autotune) and ``packed_weight`` (``pack_weight(weight)``
-when the caller keeps it, or ``None`` to pack in the op). On CPU tensors it needs
-``TRITON_INTERPRET=1``:
+when the caller keeps it, or ``None`` to pack in the op). Needs Triton's interpreter for
+CPU tensors (``TRITON_INTERPRET=1``):
 
     >>> x, w = torch.randn(1, 3, 6, 6), torch.randn(4, 3, 3, 3)
     >>> conv = ((1, 1), (1, 1), (1, 1), 1)  # stride, padding, dilation, groups
