@@ -823,7 +823,9 @@ class OneCycleLR(_ChainableLR):
     ``state_dict`` holds ``max_lrs`` and the momenta, the others follow from them), so only
     ``initial_lr`` (as the base class requires) is written into the param groups. At
     construction the lr is set from ``max_lr`` (the optimizer's own lr is ignored, as in
-    torch), so the chain factor starts at 1.
+    torch), so the chain factor starts at 1. ``load_state_dict`` restores the momentum of the
+    interrupted step like the lr (see :meth:`WarmupDecayLR.load_state_dict`), and refuses a
+    state that cycles a momentum (or ``beta1``) some param group lacks.
 
     Args:
         optimizer: Wrapped optimizer.
@@ -961,35 +963,6 @@ class OneCycleLR(_ChainableLR):
         for group, momentum, restore in zip(self.optimizer.param_groups, momenta, keep):  # noqa: B905
             if restore:
                 _set_momentum(group, momentum, self.use_beta1)
-
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Load a state from :meth:`state_dict`, after checking that it fits this scheduler.
-
-        The checks and the lr restore are those of :meth:`WarmupDecayLR.load_state_dict`;
-        a state that cycles momentum (or ``beta1``) must also find it in every param group.
-        The momentum of the interrupted step is restored like the lr: into every param group
-        that still holds the momentum this scheduler wrote last.
-
-        Args:
-            state_dict: A state returned by :meth:`state_dict` (it is not modified).
-
-        Example:
-            >>> import torch
-            >>> params = [torch.zeros(1, requires_grad=True)]
-            >>> opt = torch.optim.SGD(params, lr=0.1, momentum=0.9)
-            >>> sched = OneCycleLR(opt, max_lr=1.0, total_steps=10)
-            >>> for _ in range(3):
-            ...     opt.step()
-            ...     sched.step()
-            >>> checkpoint = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
-            >>> opt = torch.optim.SGD(params, lr=0.1, momentum=0.9)
-            >>> opt.load_state_dict(checkpoint["optimizer"])
-            >>> sched = OneCycleLR(opt, max_lr=1.0, total_steps=10)  # writes step 0's
-            >>> sched.load_state_dict(checkpoint["scheduler"])  # restores step 3's
-            >>> [round(opt.param_groups[0][key], 4) for key in ("lr", "momentum")]
-            [0.9505, 0.855]
-        """
-        super().load_state_dict(state_dict)
 
     def _check_loaded_state(self, state: dict[str, Any]) -> None:
         if not state["cycle_momentum"]:
@@ -1267,7 +1240,11 @@ class CosineRestartsLR(_ChainableLR):
                 return list(self.min_lrs)
             cycle, done = _schedules.fitted_cycle(t, span, self.num_cycles)  # type: ignore[arg-type]
             cosine = _schedules.cycle_cosine(done, 1.0, self.k_decay)
-            return self._cycle_lrs(cycle, cosine)
+            gamma = self.cycle_decay**cycle  # timm's order of operations, below too
+            return [
+                floor + 0.5 * (base * gamma - floor) * cosine
+                for base, floor in zip(self.base_lrs, self.min_lrs)  # noqa: B905
+            ]
         low, high, start, length, halves = self._cycle_memo
         if not low <= t <= high:  # not in the cycle of the previous step
             low, high, start, length, halves = self._cycle_memo = self._locate(t)
@@ -1295,17 +1272,6 @@ class CosineRestartsLR(_ChainableLR):
             for base, floor in zip(self.base_lrs, self.min_lrs)  # noqa: B905
         ]
         return start + 1, start + length - 1, start, length, halves
-
-    def _cycle_lrs(self, cycle: int, cosine: float) -> list[float]:
-        """timm's ``min_lr + 0.5 * (peak - min_lr) * cosine`` for every group, in its order."""
-        gamma = self.cycle_decay**cycle
-        bases, floors = self.base_lrs, self.min_lrs
-        if len(bases) == 1:  # the common case, without the cost of a comprehension
-            return [floors[0] + 0.5 * (bases[0] * gamma - floors[0]) * cosine]
-        return [
-            floor + 0.5 * (base * gamma - floor) * cosine
-            for base, floor in zip(bases, floors)  # noqa: B905
-        ]
 
 
 # ----------------------------------------------------------- plateau and chaining
