@@ -4,13 +4,16 @@ Each ``hf_*`` function is the multiplier that the matching ``transformers.optimi
 ``get_*_schedule`` function hands to ``LambdaLR`` (``lr = base_lr * multiplier(step)``), with
 the same operations in the same order, so that a float-for-float reproduction is checkable
 to 1e-12 without transformers installed. :func:`timm_cosine_lrs` is
-``timm.scheduler.CosineLRScheduler``'s lr at ``t`` (its ``_get_lr``, no noise). Nothing here
-calls torchkit. The helpers at the end run a scheduler and compare lrs for the test modules.
+``timm.scheduler.CosineLRScheduler``'s lr at ``t`` (its ``_get_lr``, no noise), and
+:func:`exact_cycle` the cycle that timm's floored logarithm means to find, in exact rational
+arithmetic. Nothing here calls torchkit. The helpers at the end run a scheduler and compare
+lrs for the test modules.
 """
 
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import torch
 
@@ -153,9 +156,12 @@ def timm_cosine_lrs(
     warmup_lr_init: float = 0.0,
     warmup_prefix: bool = False,
     k_decay: float = 1.0,
+    exact_cycles: bool = False,
 ) -> list[float]:
     """``timm.scheduler.CosineLRScheduler(...)._get_lr(t)``: the lr of every group at ``t``
-    (an epoch with ``t_in_epochs=True``, an update count otherwise)."""
+    (an epoch with ``t_in_epochs=True``, an update count otherwise). ``exact_cycles``: with
+    the cycle index of :func:`exact_cycle` instead of timm's floored logarithm (the rest is
+    timm's arithmetic)."""
     if t < warmup_t:
         increments = [(base - warmup_lr_init) / warmup_t for base in base_lrs]
         return [warmup_lr_init + t * inc for inc in increments]
@@ -163,6 +169,8 @@ def timm_cosine_lrs(
         t = t - warmup_t
     if cycle_mul != 1:
         i = math.floor(math.log(1 - t / t_initial * (1 - cycle_mul), cycle_mul))
+        if exact_cycles:
+            i = exact_cycle(t, t_initial, cycle_mul)
         t_i = cycle_mul**i * t_initial
         t_curr = t - (1 - cycle_mul**i) / (1 - cycle_mul) * t_initial
     else:
@@ -176,6 +184,18 @@ def timm_cosine_lrs(
         lr_min + 0.5 * (peak - lr_min) * (1 + math.cos(math.pi * t_curr**k_decay / t_i**k_decay))
         for peak in peaks
     ]
+
+
+def exact_cycle(t: float, t_initial: float, cycle_mul: float) -> int:
+    """The cycle holding step ``t`` when cycle ``i`` lasts ``t_initial * cycle_mul**i``: the
+    last ``i`` whose start ``t_initial * (cycle_mul**i - 1) / (cycle_mul - 1)`` is at or before
+    ``t``, in exact arithmetic on the floats given (``cycle_mul > 1``)."""
+    t, length, mul = Fraction(t), Fraction(t_initial), Fraction(cycle_mul)
+    i, start = 0, Fraction(0)
+    while start + length * mul**i <= t:
+        start += length * mul**i
+        i += 1
+    return i
 
 
 # ------------------------------------------------------------------------- helpers

@@ -633,11 +633,11 @@ CALLS: dict[str, BadCall] = {
         r"torch\.optim\.Adam or AdamW, got SGD",
     ),
     # Schedulers: constructors must leave the optimizer as they found it
-    "warmup_decay-total-not-after-warmup": BadCall(
+    "warmup_decay-total-before-warmup-end": BadCall(
         "optimizer",
-        lambda o: WarmupDecayLR(o, warmup_steps=5, total_steps=5),
+        lambda o: WarmupDecayLR(o, warmup_steps=5, total_steps=4),
         ValueError,
-        "total_steps must be greater than warmup_steps",
+        "total_steps must be at least warmup_steps",
     ),
     "warmup_decay-decay-name": BadCall(
         "optimizer",

@@ -273,6 +273,33 @@ def test_no_warmup_starts_at_the_base_lr():
     assert lrs == [[0.3], [0.3 * 0.9], [0.3 * 0.8]]
 
 
+@pytest.mark.parametrize(("warmup", "stable"), [(4, 0), (2, 2), (0, 4)])
+def test_total_steps_at_the_end_of_the_stable_phase_leaves_no_decay(warmup, stable):
+    """T == W + S: the warmup and the stable phase, then min_lr from T on (a warmup over the
+    whole run, warmup_ratio=1.0 in transformers' Trainer, is W == T)."""
+    opt = make_sgd([0.4])
+    sched = WarmupDecayLR(opt, warmup, 4, stable_steps=stable, warmup_start_factor=0.0, min_lr=0.1)
+    lrs = [lr[0] for lr in run(opt, sched, 7)[0]]
+    assert lrs[:warmup] == [0.4 * (t / warmup) for t in range(warmup)]
+    assert lrs[warmup:4] == [0.4] * stable
+    assert lrs[4:] == [0.1] * 3
+
+
+@pytest.mark.parametrize("cycles", [0.5, 1.0, 0.75, 1.5])
+def test_end_at_wave_holds_the_last_wave_where_it_is_at_total_steps(cycles):
+    warmup, total, base, floor = 2, 10, 0.4, 0.1
+    opts = make_sgd([base]), make_sgd([base])
+    at_min = WarmupDecayLR(opts[0], warmup, total, num_cycles=cycles, min_lr=floor)
+    wave = WarmupDecayLR(opts[1], warmup, total, num_cycles=cycles, min_lr=floor, end_at="wave")
+    (at_min_lrs, _), (wave_lrs, _) = run(opts[0], at_min, 14), run(opts[1], wave, 14)
+    assert wave_lrs[:total] == at_min_lrs[:total]
+    assert at_min_lrs[total:] == [[floor]] * 4
+    end = floor + (base - floor) * 0.5 * (1 + math.cos(2 * math.pi * cycles))
+    assert_rel_close(wave_lrs[total:], [[end]] * 4, rtol=1e-15)
+    if cycles == 0.5:  # cos(pi) is -1 exactly: min_lr, float for float
+        assert wave_lrs[total:] == [[floor]] * 4
+
+
 # ------------------------------------------------------------------------------ Noam
 
 
@@ -741,16 +768,12 @@ def test_resume_with_the_optimizer_loaded_first_is_exact_with_torchkit_last_in_a
     assert resumed == uninterrupted
 
 
-def test_resume_with_the_optimizer_loaded_first_loses_a_later_scheduler_factor_once():
-    """Documented limit: with ExponentialLR chained *after* the torchkit scheduler, loading
-    restores the torchkit part of the interrupted step's lr; the gamma that ExponentialLR
-    applied at that step is lost, so every later lr is the uninterrupted one / gamma."""
+def test_resume_with_the_optimizer_loaded_first_is_exact_with_torchkit_first_in_a_chain():
+    """With ExponentialLR stepping after the torchkit scheduler in torch's ChainedScheduler,
+    the lr the torchkit scheduler wrote is not the interrupted step's: loading restores the
+    param groups' lrs saved with its state, ExponentialLR's factor of that step included."""
     uninterrupted, resumed = resume_optimizer_first(chained_one_cycle, 33)
-    assert resumed[:33] == uninterrupted[:33]
-    lrs = [lr for lr, _ in resumed[33:]]
-    expected = [[v / 0.97 for v in lr] for lr, _ in uninterrupted[33:]]
-    assert_rel_close(lrs, expected, rtol=1e-12)
-    assert [m for _, m in resumed] == [m for _, m in uninterrupted]  # momentum: not chained
+    assert resumed == uninterrupted
 
 
 def sequential(opt):
@@ -994,8 +1017,19 @@ WARMUP_DECAY_BAD = {
         {"warmup_steps": 0, "total_steps": 0},
         "total_steps must be an integer >= 1, got 0",
     ),
-    "total<warmup": ({"warmup_steps": 10, "total_steps": 5}, "total_steps=5 and warmup_steps=10"),
-    "total=warmup": ({"warmup_steps": 10, "total_steps": 10}, "greater than warmup_steps"),
+    "total<warmup": (
+        {"warmup_steps": 10, "total_steps": 5},
+        "total_steps must be at least warmup_steps \\+ stable_steps, got total_steps=5, "
+        "warmup_steps=10 and stable_steps=0",
+    ),
+    "end_at-not-cosine": (
+        {"decay": "linear", "end_at": "wave"},
+        "end_at is only used by decay='cosine', got end_at='wave' with decay='linear'",
+    ),
+    "end_at-unknown": (
+        {"end_at": "max_lr"},
+        "end_at must be one of 'min_lr', 'wave'; got 'max_lr'",
+    ),
     "warmup=cos": (
         {"warmup": "cos"},
         "warmup must be one of 'linear', 'exponential', 'constant', 'cosine', '1-sqrt'; got 'cos'",

@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import copy
 import io
+import math
 import random
 
 import pytest
 import torch
-from _sched_reference import assert_lrs, hyperparameters, lrs_of, timm_cosine_lrs
+from _sched_reference import (
+    assert_lrs,
+    exact_cycle,
+    hyperparameters,
+    lrs_of,
+    timm_cosine_lrs,
+)
 from torch.optim import lr_scheduler as torch_sched
 
 from torchkit.optim.lr_scheduler import (
@@ -56,7 +63,20 @@ TIMM_CASES = {
     },
     "k-decay": {"t_initial": 15, "cycle_limit": 3, "k_decay": 2.0, "lr_min": 1e-3},
     "k-decay-below-one": {"t_initial": 9, "cycle_mul": 2.0, "cycle_limit": 3, "k_decay": 0.5},
+    "tripling-cycles": {"t_initial": 1, "cycle_mul": 3.0, "cycle_limit": 10, "lr_min": 1e-3},
+    "tripling-cycles-after-warmup": {
+        "t_initial": 1,
+        "cycle_mul": 3.0,
+        "cycle_limit": 10,
+        "warmup_t": 4,
+        "warmup_prefix": True,
+    },
 }
+# The steps where timm's floored logarithm finds the cycle before the right one: 121 starts
+# cycle 5 of t_initial=1, cycle_mul=3, but log(243, 3) is 4.999999999999999, so timm's lr there
+# is cycle 4's minimum. torchkit's is cycle 5's peak, as torch's CosineAnnealingWarmRestarts.
+TIMM_LOG_ROUNDS_DOWN = {"tripling-cycles": [121], "tripling-cycles-after-warmup": [125]}
+TIMM_STEPS = 130
 
 
 def from_timm(optimizer, t_initial, lr_min=0.0, cycle_mul=1.0, cycle_decay=1.0, cycle_limit=1,
@@ -78,20 +98,48 @@ def from_timm(optimizer, t_initial, lr_min=0.0, cycle_mul=1.0, cycle_decay=1.0, 
 @pytest.mark.parametrize("case", list(TIMM_CASES))
 def test_cosine_restarts_equals_timms_formula_step_for_step(case):
     """timm's t is an epoch (``step(epoch)``) or an update count (``step_update``): either
-    way it is the number of times this scheduler was stepped."""
+    way it is the number of times this scheduler was stepped. The floats are timm's, except
+    at the steps where timm's logarithm lands in the cycle before (listed)."""
     options = TIMM_CASES[case]
     optimizer = make_sgd()
-    lrs = lrs_of(optimizer, from_timm(optimizer, **options), 90)
-    expected = [timm_cosine_lrs(t, BASES, **options) for t in range(90)]
-    assert lrs == expected  # the same operations in the same order: the same floats
+    lrs = lrs_of(optimizer, from_timm(optimizer, **options), TIMM_STEPS)
+    timm = [timm_cosine_lrs(t, BASES, **options) for t in range(TIMM_STEPS)]
+    exact = [timm_cosine_lrs(t, BASES, **options, exact_cycles=True) for t in range(TIMM_STEPS)]
+    differ = [t for t in range(TIMM_STEPS) if timm[t] != exact[t]]
+    assert differ == TIMM_LOG_ROUNDS_DOWN.get(case, [])
+    assert lrs == exact  # the same operations in the same order: the same floats
 
 
-@pytest.mark.parametrize(("t_0", "t_mult"), [(10, 1), (4, 2), (3, 3)])
+@pytest.mark.parametrize(("t_0", "t_mult"), [(10, 1), (4, 2), (3, 3), (1, 3), (2, 7)])
 def test_unlimited_cycles_are_torchs_cosine_annealing_warm_restarts(t_0, t_mult):
+    """Past the cycle starts where timm's logarithm rounds down (121 for 1 and 3, 363 for
+    3 and 3), torch counts the steps of a cycle in integers."""
     optimizer, twin = make_sgd(), make_sgd()
     scheduler = CosineRestartsLR(optimizer, t_0, cycle_mul=t_mult, min_lr=1e-4)
     reference = torch_sched.CosineAnnealingWarmRestarts(twin, T_0=t_0, T_mult=t_mult, eta_min=1e-4)
-    assert_lrs(lrs_of(optimizer, scheduler, 120), lrs_of(twin, reference, 120))
+    assert_lrs(lrs_of(optimizer, scheduler, 400), lrs_of(twin, reference, 400))
+
+
+@pytest.mark.parametrize(("t_0", "t_mult"), [(1, 2), (1, 3), (3, 3), (7, 2), (1, 5), (2, 7)])
+def test_every_growing_cycle_starts_at_its_peak(t_0, t_mult):
+    """Every cycle start up to 10**7 steps, reached through last_epoch (the closed form): the
+    lr is the peak there and the end of the previous cycle one step before, as torch's
+    integer count has it (timm's logarithm misses 88,572 of 3 and 3, among others)."""
+    base = 0.1
+    starts = [t_0 * (t_mult**i - 1) // (t_mult - 1) for i in range(1, 40)]
+    for start in [s for s in starts if s < 10**7]:
+        assert exact_cycle(start, t_0, t_mult) == exact_cycle(start - 1, t_0, t_mult) + 1
+        optimizer = make_sgd([base])
+        optimizer.param_groups[0]["initial_lr"] = base
+        scheduler = CosineRestartsLR(
+            optimizer, t_0, cycle_mul=t_mult, start_from="initial_lr", last_epoch=start - 2
+        )
+        before = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()
+        assert optimizer.param_groups[0]["lr"] == base, start
+        length = t_0 * t_mult ** (exact_cycle(start - 1, t_0, t_mult))
+        assert_lrs([before], [0.5 * base * (1 + math.cos(math.pi * (length - 1) / length))])
 
 
 def test_fitted_cycles_without_prefix_span_the_whole_run():
@@ -214,20 +262,27 @@ def checkpoint_of(optimizer, schedulers):
     return torch.load(buffer, weights_only=True)
 
 
-def load(schedulers, states):
+def load(schedulers, states, warmup_first):
     if isinstance(schedulers, ChainedScheduler):
         schedulers.load_state_dict(states)
-    else:  # the last to step restores the interrupted step's lr: load it first
-        for scheduler, state in reversed(list(zip(schedulers, states, strict=True))):
-            scheduler.load_state_dict(state)
+        return
+    pairs = list(zip(schedulers, states, strict=True))
+    for scheduler, state in pairs if warmup_first else reversed(pairs):
+        scheduler.load_state_dict(state)
 
 
 @pytest.mark.parametrize("order", ["optimizer-after-build", "optimizer-first"])
-@pytest.mark.parametrize("chained", [False, True], ids=["two-step-calls", "ChainedScheduler"])
+@pytest.mark.parametrize(
+    ("chained", "warmup_first"),
+    [(False, True), (False, False), (True, None)],
+    ids=["two-step-calls-warmup-loaded-first", "two-step-calls-plateau-loaded-first", "chain"],
+)
 @pytest.mark.parametrize("stop", [6, 7, 17], ids=lambda s: f"stop={s}")
-def test_warmup_then_plateau_resumes_exactly(stop, chained, order):
+def test_warmup_then_plateau_resumes_exactly(stop, chained, warmup_first, order):
     """Through torch.save/torch.load(weights_only=True): at step 6 the plateau has just cut
-    the lr (inside the warmup), at 7 the warmup has carried the cut on, 17 is after both."""
+    the lr (inside the warmup), at 7 the warmup has carried the cut on, 17 is after both.
+    With the optimizer loaded first, the warmup loaded first restores the lr saved with its
+    state: the interrupted step's, after the plateau's cut."""
     metrics = metric_walk(3, 40)
     optimizer = make_sgd()
     uninterrupted = step_both(optimizer, warmup_then_plateau(optimizer, chained), metrics)
@@ -244,7 +299,7 @@ def test_warmup_then_plateau_resumes_exactly(stop, chained, order):
     else:  # torch's documented order
         schedulers = warmup_then_plateau(optimizer, chained)
         optimizer.load_state_dict(checkpoint["optimizer"])
-    load(schedulers, checkpoint["schedulers"])
+    load(schedulers, checkpoint["schedulers"], warmup_first)
     second = step_both(optimizer, schedulers, metrics[stop:])
     assert second[0] == first[-1]
     assert first + second[1:] == uninterrupted

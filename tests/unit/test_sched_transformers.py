@@ -61,7 +61,7 @@ def case(name, warmup, total, kwargs, multiplier, checked):
 
 
 # Hold-type schedules are checked 5 steps past num_training_steps too; the cosine ones up to
-# it, where transformers' cosine starts climbing again (the differences are tested below).
+# it, after which transformers' cosine goes on (the differences are tested below).
 PAST = 5
 HF_CASES = {
     **{
@@ -76,7 +76,7 @@ HF_CASES = {
     },
     **{
         f"cosine-W3-T20-cycles{c}": case(
-            "cosine", 3, 20, {"num_cycles": c}, lambda s, c=c: hf_cosine(s, 3, 20, c), 20
+            "cosine", 3, 20, {"num_cycles": c}, lambda s, c=c: hf_cosine(s, 3, 20, c), 21
         )
         for c in (0.25, 1.0, 1.5)
     },
@@ -132,30 +132,34 @@ HF_CASES = {
             t,
             {key: value, "num_cycles": c},
             lambda s, w=w, t=t, c=c, r=rate: hf_cosine_with_min_lr(s, w, t, c, r),
-            t + 1 if c == 0.5 else t,
+            t + 1,
         )
         for w, t, key, value, rate, c in [
             (2, 10, "min_lr_rate", 0.1, 0.1, 0.5),
             (0, 25, "min_lr", 1.0, 1.0 / LR, 0.5),
             (5, 40, "min_lr_rate", 0.05, 0.05, 1.0),
+            (3, 17, "min_lr_rate", 0.2, 0.2, 0.3),
         ]
     },
     **{
-        f"cosine_warmup_with_min_lr-W{w}-T{t}-rate{r}-warmup_rate{wr}": case(
+        f"cosine_warmup_with_min_lr-W{w}-T{t}-rate{r}-warmup_rate{wr}-cycles{c}": case(
             "cosine_warmup_with_min_lr",
             w,
             t,
-            {"min_lr_rate": r, "warmup_lr_rate": wr},
-            lambda s, w=w, t=t, r=r, wr=wr: hf_cosine_warmup_with_min_lr(s, w, t, 0.5, r, wr),
-            t,  # transformers reaches min_lr at t - 1 and climbs at t
+            {"min_lr_rate": r, "warmup_lr_rate": wr, "num_cycles": c},
+            lambda s, w=w, t=t, r=r, wr=wr, c=c: hf_cosine_warmup_with_min_lr(s, w, t, c, r, wr),
+            t,  # transformers' lambda reads t + 1: at t it is past its end (tested below)
         )
-        for w, t, r, wr in [
-            (0, 20, 0.1, None),
-            (1, 20, 0.1, None),
-            (4, 20, 0.1, None),
-            (4, 20, 0.1, 0.2),
-            (2, 15, 0.0, 0.5),
-            (0, 12, 0.1, 0.3),
+        for w, t, r, wr, c in [
+            (0, 20, 0.1, None, 0.5),
+            (1, 20, 0.1, None, 0.5),
+            (4, 20, 0.1, None, 0.5),
+            (4, 20, 0.1, 0.2, 0.5),
+            (2, 15, 0.0, 0.5, 0.5),
+            (0, 12, 0.1, 0.3, 0.5),
+            (4, 20, 0.1, None, 1.0),
+            (3, 16, 0.2, 0.4, 0.75),
+            (0, 11, 0.0, None, 1.5),
         ]
     },
     **{
@@ -195,6 +199,42 @@ HF_CASES = {
         7 + 1 + PAST,
     ),
 }
+# A warmup over the whole run (transformers' Trainer with warmup_ratio=1.0): transformers'
+# cosine schedules divide by max(1, total - warmup), so they are at the peak at total.
+# (transformers' polynomial divides by total - warmup and fails at total: checked up to it.)
+WHOLE_RUN_WARMUP = {
+    "linear": ({}, lambda s: hf_linear(s, 5, 5), 5 + 1 + PAST),
+    "cosine": ({}, lambda s: hf_cosine(s, 5, 5), 5 + 1),
+    "cosine-cycles1.5": ({"num_cycles": 1.5}, lambda s: hf_cosine(s, 5, 5, 1.5), 5 + 1),
+    "cosine_with_restarts": ({}, lambda s: hf_cosine_with_hard_restarts(s, 5, 5), 5 + 1 + PAST),
+    "polynomial": ({"power": 2.0}, lambda s: hf_polynomial(s, 5, 5, LR, power=2.0), 5),
+    "cosine_with_min_lr": (
+        {"min_lr_rate": 0.1},
+        lambda s: hf_cosine_with_min_lr(s, 5, 5, min_lr_rate=0.1),
+        5 + 1,
+    ),
+    "cosine_warmup_with_min_lr": (
+        {"min_lr_rate": 0.1},
+        lambda s: hf_cosine_warmup_with_min_lr(s, 5, 5, min_lr_rate=0.1),
+        5 + 1,
+    ),
+    "cosine_warmup_with_min_lr-warmup_rate": (
+        {"min_lr_rate": 0.1, "warmup_lr_rate": 0.3},
+        lambda s: hf_cosine_warmup_with_min_lr(s, 5, 5, min_lr_rate=0.1, warmup_lr_rate=0.3),
+        5 + 1,
+    ),
+    "warmup_stable_decay": (
+        {"num_decay_steps": 0, "min_lr_ratio": 0.2},
+        lambda s: hf_wsd(s, 5, 0, 0, min_lr_ratio=0.2),
+        5 + 1 + PAST,
+    ),
+}
+HF_CASES.update(
+    {
+        f"{key}-W5-T5": case(key.split("-")[0], 5, 5, kwargs, multiplier, checked)
+        for key, (kwargs, multiplier, checked) in WHOLE_RUN_WARMUP.items()
+    }
+)
 
 
 @pytest.mark.parametrize("case", list(HF_CASES))
@@ -244,28 +284,40 @@ def test_past_the_end_the_lr_holds_where_transformers_cosine_climbs():
     assert all(hf_cosine(t, warmup, total) > 0.0 for t in range(total + 1, total + 6))
 
 
-def test_a_cosine_wave_drops_to_min_lr_at_the_end():
-    """transformers' cosine with num_cycles=1 is back at the base lr at num_training_steps;
-    torchkit's is at min_lr there, as transformers' own warmup_stable_decay."""
+def test_a_cosine_wave_holds_where_it_is_at_the_end_and_wsd_drops_to_its_minimum():
+    """With num_cycles=1, transformers' cosine is back at the base lr at num_training_steps
+    and torchkit's stays there; transformers' warmup_stable_decay drops to min_lr_ratio at
+    its end whatever the wave, and so does torchkit's."""
     optimizer = make_optimizer()
     scheduler = get_scheduler("cosine", optimizer, 3, 20, {"num_cycles": 1.0})
-    lrs = lrs_of(optimizer, scheduler, 21)
+    lrs = lrs_of(optimizer, scheduler, 25)
     assert hf_cosine(20, 3, 20, 1.0) == 1.0
-    assert lrs[20] == [0.0, 0.0]
-    assert hf_wsd(20, 3, 0, 17, num_cycles=1.0) == 0.0
+    assert lrs[20:] == [list(BASES)] * 5
+    assert hf_cosine(21, 3, 20, 1.0) < 1.0  # transformers' wave goes on
+    optimizer = make_optimizer()
+    options = {"num_decay_steps": 17, "num_cycles": 1.0, "min_lr_ratio": 0.1}
+    lrs = lrs_of(optimizer, get_scheduler("warmup_stable_decay", optimizer, 3, 20, options), 25)
+    assert hf_wsd(19, 3, 0, 17, num_cycles=1.0) > 0.9
+    assert hf_wsd(20, 3, 0, 17, num_cycles=1.0, min_lr_ratio=0.1) == 0.1
+    assert_lrs(lrs[20:], [[base * 0.1 for base in BASES]] * 5)
 
 
-def test_cosine_warmup_with_min_lr_is_one_step_ahead_and_holds_its_minimum():
+@pytest.mark.parametrize("cycles", [0.5, 1.0])
+def test_cosine_warmup_with_min_lr_is_one_step_ahead_and_holds_its_end(cycles):
+    """transformers' lambda reads t + 1: its decay ends at num_training_steps - 1, and at
+    num_training_steps it is one step past its end, back up the wave; torchkit holds."""
     warmup, total, rate = 4, 20, 0.1
     optimizer = make_optimizer()
-    scheduler = get_scheduler(
-        "cosine_warmup_with_min_lr", optimizer, warmup, total, {"min_lr_rate": rate}
-    )
+    options = {"min_lr_rate": rate, "num_cycles": cycles}
+    scheduler = get_scheduler("cosine_warmup_with_min_lr", optimizer, warmup, total, options)
     assert scheduler.last_epoch == 1  # transformers' LambdaLR: 0
     lrs = lrs_of(optimizer, scheduler, total + 3)
-    for t in range(total - 1, total + 3):  # min_lr from total - 1 on
-        assert_lrs(lrs[t], [base * rate for base in BASES], f"step {t}")
-    assert hf_cosine_warmup_with_min_lr(total, warmup, total, 0.5, rate) > rate
+    end = hf_cosine_warmup_with_min_lr(total - 1, warmup, total, cycles, rate)
+    assert end == (rate if cycles == 0.5 else 1.0)
+    for t in range(total - 1, total + 3):  # the end of the decay from total - 1 on
+        assert_lrs(lrs[t], [base * end for base in BASES], f"step {t}")
+    past_the_end = hf_cosine_warmup_with_min_lr(total, warmup, total, cycles, rate)
+    assert past_the_end > end if cycles == 0.5 else past_the_end < end
 
 
 # ------------------------------------------------------------ transformers' test pattern
@@ -445,7 +497,17 @@ BAD = {
     "greedy": (("greedy", 2, 10, None), ValueError, "got 'greedy'"),
     "no-warmup": (("linear", None, 10, None), ValueError, "linear requires num_warmup_steps"),
     "no-total": (("cosine", 2, None, None), ValueError, "cosine requires num_training_steps"),
-    "total<=warmup": (("linear", 10, 10, None), ValueError, "greater than warmup_steps"),
+    "total<warmup": (
+        ("linear", 10, 9, None),
+        ValueError,
+        "num_training_steps must be at least num_warmup_steps, got num_training_steps=9 and "
+        "num_warmup_steps=10",
+    ),
+    "restarts-total<warmup": (
+        ("cosine_with_restarts", 3, 2, None),
+        ValueError,
+        "num_training_steps must be at least num_warmup_steps",
+    ),
     "unknown-kwarg": (
         ("cosine", 2, 10, {"num_cycle": 1}),
         TypeError,
@@ -467,6 +529,37 @@ BAD = {
         r"lr_end \(20.0\) must be smaller than initial lr \(10.0\)",
     ),
     "polynomial-power-0": (("polynomial", 2, 10, {"power": 0}), ValueError, "power must be > 0"),
+    "polynomial-negative-end": (
+        ("polynomial", 2, 10, {"lr_end": -1.0}),
+        ValueError,
+        "lr_end must be >= 0, got -1.0",
+    ),
+    "min_lr-above-lr": (
+        ("cosine_with_min_lr", 2, 10, {"min_lr": 15.0}),
+        ValueError,
+        r"min_lr must be in \[0, 10.0\] \(the optimizer's default lr, which transformers divides "
+        r"it by\), got 15.0",
+    ),
+    "min_lr_rate-above-1": (
+        ("cosine_warmup_with_min_lr", 2, 10, {"min_lr_rate": 1.5}),
+        ValueError,
+        r"min_lr_rate must be in \[0, 1\], got 1.5",
+    ),
+    "warmup_lr_rate-above-1": (
+        ("cosine_warmup_with_min_lr", 3, 10, {"min_lr_rate": 0.1, "warmup_lr_rate": 2}),
+        ValueError,
+        r"warmup_lr_rate must be in \[0, 1\], got 2",
+    ),
+    "wsd-min_lr_ratio": (
+        ("warmup_stable_decay", 2, 10, {"num_decay_steps": 3, "min_lr_ratio": 1.5}),
+        ValueError,
+        r"min_lr_ratio must be in \[0, 1\], got 1.5",
+    ),
+    "wsd-nothing": (
+        ("warmup_stable_decay", 0, None, {"num_decay_steps": 0, "num_stable_steps": 0}),
+        ValueError,
+        "needs at least one step of warmup, stable phase or decay",
+    ),
     "min_lr-and-rate": (
         ("cosine_with_min_lr", 2, 10, {"min_lr": 1.0, "min_lr_rate": 0.1}),
         ValueError,

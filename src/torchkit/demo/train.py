@@ -132,7 +132,7 @@ def _fusedadam_warmup_cosine(params: Iterable[nn.Parameter], budget: Budget) -> 
     from torchkit.optim import FusedAdam
     from torchkit.optim.lr_scheduler import WarmupDecayLR
 
-    # WarmupDecayLR needs total_steps > warmup_steps; a one-step run has no warmup.
+    # Leave at least one step of decay after the warmup; a one-step run has no warmup.
     warmup = min(budget.warmup_steps, budget.total_steps - 1)
     optimizer = FusedAdam(params, lr=3e-3)
     scheduler = WarmupDecayLR(

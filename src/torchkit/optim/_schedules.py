@@ -1,16 +1,19 @@
 """The shapes of torchkit's LR schedules as small pure functions of the step.
 
 Nothing here knows about optimizers: every function maps a step (and the schedule's
-constants) to a number. :mod:`torchkit.optim.lr_scheduler` binds them to param groups;
-tests, :func:`~torchkit.optim.lr_scheduler.preview` and the docs can call them directly.
+constants) to a number. :mod:`torchkit.optim.lr_scheduler` binds them to param groups and
+checks their arguments; the functions trust theirs. Tests, the docs and
+:func:`~torchkit.optim.lr_scheduler.preview` can call them directly.
 
 Conventions: ``step`` is the scheduler's ``last_epoch`` (0 at construction); a *factor*
 multiplies a base lr; a *fraction* ``s`` interpolates ``min_lr + (base_lr - min_lr) * s``
 and goes from 1 at the start of a decay to 0 at its end.
 
-Decays come in two kinds. A *finite* decay runs over ``span`` steps and ends at 0 (every
-shape is defined, or rescaled, so that it does); an *endless* decay (``span=None``) is a curve
-that never reaches 0 on its own (constant, exponential, step, inverse square root), used as is.
+Decays come in two kinds. A *finite* decay (:data:`DECAY_FUNCTIONS`) runs over ``span``
+steps and ends at 0 (every shape is defined, or rescaled, so that it does); an *endless*
+decay (:data:`ENDLESS_FUNCTIONS`) is a curve that never reaches 0 on its own (constant,
+exponential, step, inverse square root), used as is. Their options are keyword arguments,
+named in :data:`DECAY_OPTIONS`.
 
 The cosine cycles of :class:`~torchkit.optim.lr_scheduler.CosineRestartsLR` are here too:
 :func:`timm_cycle` locates a step in timm's cycles (fixed length, or growing by
@@ -23,7 +26,7 @@ Example:
     0.5
     >>> _schedules.cosine_decay(50, span=100)
     0.5
-    >>> _schedules.decay_fraction("inverse_sqrt", 12, None, timescale=4)  # endless: sqrt(4/16)
+    >>> _schedules.ENDLESS_FUNCTIONS["inverse_sqrt"](12, timescale=4)  # sqrt(4/16)
     0.5
     >>> _schedules.timm_cycle(250, cycle_steps=100, cycle_mul=2.0)  # cycle 1: steps 100-299
     (1, 200.0, 100.0)
@@ -33,24 +36,32 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 __all__ = [
+    "ANNEALS",
     "DECAYS",
+    "DECAY_FUNCTIONS",
+    "DECAY_OPTIONS",
     "ENDLESS_DECAYS",
+    "ENDLESS_FUNCTIONS",
     "ONE_CYCLE_ANNEALS",
     "WARMUPS",
     "WARMUP_FUNCTIONS",
     "anneal_cos",
     "anneal_linear",
+    "bind_decay",
+    "constant_curve",
     "constant_decay",
     "constant_warmup",
     "cosine_decay",
     "cosine_warmup",
     "cycle_cosine",
-    "decay_fraction",
+    "exponential_curve",
     "exponential_decay",
     "exponential_warmup",
     "fitted_cycle",
+    "inverse_sqrt_curve",
     "inverse_sqrt_decay",
     "linear_decay",
     "linear_warmup",
@@ -60,25 +71,10 @@ __all__ = [
     "one_minus_sqrt_decay",
     "one_minus_sqrt_warmup",
     "polynomial_decay",
+    "step_curve",
     "step_decay",
     "timm_cycle",
-    "warmup_factor",
 ]
-
-WARMUPS: tuple[str, ...] = ("linear", "exponential", "constant", "cosine", "1-sqrt")
-DECAYS: tuple[str, ...] = (
-    "cosine",
-    "linear",
-    "polynomial",
-    "exponential",
-    "step",
-    "inverse_sqrt",
-    "constant",
-    "1-sqrt",
-)
-# Decays that make sense without an end (``span=None``): curves that never reach 0.
-ENDLESS_DECAYS: tuple[str, ...] = ("constant", "exponential", "step", "inverse_sqrt")
-ONE_CYCLE_ANNEALS: tuple[str, ...] = ("cos", "linear")
 
 
 # ---------------------------------------------------------------------------- warmup
@@ -113,7 +109,7 @@ def one_minus_sqrt_warmup(step: int, warmup_steps: int, start_factor: float) -> 
     return start_factor + (1.0 - start_factor) * (1.0 - math.sqrt(1.0 - step / warmup_steps))
 
 
-# The warmup factor of each of WARMUPS, as a function (step, warmup_steps, start_factor).
+# Each warmup by name, as a function (step, warmup_steps, start_factor).
 WARMUP_FUNCTIONS: dict[str, Callable[[int, int, float], float]] = {
     "linear": linear_warmup,
     "exponential": exponential_warmup,
@@ -121,24 +117,18 @@ WARMUP_FUNCTIONS: dict[str, Callable[[int, int, float], float]] = {
     "cosine": cosine_warmup,
     "1-sqrt": one_minus_sqrt_warmup,
 }
-
-
-def warmup_factor(kind: str, step: int, warmup_steps: int, start_factor: float) -> float:
-    """The warmup factor of ``kind`` (one of :data:`WARMUPS`) at ``step < warmup_steps``."""
-    if kind not in WARMUP_FUNCTIONS:
-        raise ValueError(f"warmup must be one of {WARMUPS}, got {kind!r}")
-    return WARMUP_FUNCTIONS[kind](step, warmup_steps, start_factor)
+WARMUPS: tuple[str, ...] = tuple(WARMUP_FUNCTIONS)
 
 
 # ----------------------------------------------------------------------------- decay
-# A decay fraction is a function of ``elapsed = step - warmup_steps`` and
-# ``span = total_steps - warmup_steps`` (so the progress is ``p = elapsed / span``), with
-# value 1 at ``elapsed == 0`` and 0 at ``elapsed == span``; callers use 0 <= elapsed < span.
-# Curves that never reach 0 on their own (exponential, step, inverse square root) are
-# rescaled affinely, ``(r - r_end) / (1 - r_end)``, so that every decay ends at ``min_lr``.
+# A finite decay fraction is a function of ``elapsed = step - decay start`` and ``span``, the
+# decay's length (so the progress is ``p = elapsed / span``), with value 1 at ``elapsed == 0``
+# and 0 at ``elapsed == span``; callers use 0 <= elapsed < span. The curves that never reach
+# 0 on their own (exponential, step, inverse square root) are rescaled affinely,
+# ``(r - r_end) / (1 - r_end)``, so that every finite decay ends at ``min_lr``.
 
 
-def cosine_decay(elapsed: int, span: int, num_cycles: float = 0.5) -> float:
+def cosine_decay(elapsed: int, span: int, *, num_cycles: float = 0.5) -> float:
     """``(1 + cos(2 pi * num_cycles * p)) / 2``: half a cosine for the default ``num_cycles``.
 
     Other values give transformers' cosine "waves" (``num_cycles=1``: down and back up),
@@ -153,7 +143,7 @@ def linear_decay(elapsed: int, span: int) -> float:
     return (span - elapsed) / span
 
 
-def polynomial_decay(elapsed: int, span: int, power: float) -> float:
+def polynomial_decay(elapsed: int, span: int, *, power: float) -> float:
     """``(1 - p) ** power``."""
     return ((span - elapsed) / span) ** power
 
@@ -162,33 +152,53 @@ def _rescaled(value: float, end: float) -> float:
     return (value - end) / (1.0 - end)
 
 
-def exponential_decay(elapsed: int, span: int, gamma: float) -> float:
+def exponential_curve(elapsed: int, *, gamma: float) -> float:
+    """``gamma ** elapsed``: torch's ``ExponentialLR`` (endless)."""
+    return gamma**elapsed
+
+
+def step_curve(elapsed: int, *, gamma: float, step_size: int) -> float:
+    """``gamma ** (elapsed // step_size)``: torch's ``StepLR`` (endless)."""
+    return gamma ** (elapsed // step_size)
+
+
+def inverse_sqrt_curve(elapsed: int, *, timescale: int) -> float:
+    """``sqrt(timescale / (timescale + elapsed))`` (endless).
+
+    With ``timescale = warmup_steps`` it is the classic ``sqrt(warmup_steps / step)`` of
+    fairseq and transformers' ``get_inverse_sqrt_schedule``.
+    """
+    return math.sqrt(timescale / (timescale + elapsed))
+
+
+def constant_curve(elapsed: int) -> float:
+    """1 for ever (endless)."""
+    return 1.0
+
+
+def exponential_decay(elapsed: int, span: int, *, gamma: float) -> float:
     """``gamma ** elapsed`` rescaled to end at 0: ``(g**e - g**span) / (1 - g**span)``."""
-    return _rescaled(gamma**elapsed, gamma**span)
+    return _rescaled(exponential_curve(elapsed, gamma=gamma), gamma**span)
 
 
-def step_decay(elapsed: int, span: int, gamma: float, step_size: int) -> float:
+def step_decay(elapsed: int, span: int, *, gamma: float, step_size: int) -> float:
     """``gamma ** (elapsed // step_size)`` rescaled to reach 0 after the last stair.
 
     There are ``ceil(span / step_size)`` stairs; the last one ends at ``span`` (it is
     shorter than ``step_size`` when ``step_size`` does not divide ``span``).
     """
     stairs = -(-span // step_size)
-    return _rescaled(gamma ** (elapsed // step_size), gamma**stairs)
+    return _rescaled(step_curve(elapsed, gamma=gamma, step_size=step_size), gamma**stairs)
 
 
-def inverse_sqrt_decay(elapsed: int, span: int, timescale: int) -> float:
-    """``sqrt(timescale / (timescale + elapsed))`` rescaled to end at 0.
-
-    With ``timescale = warmup_steps`` the unrescaled curve is the classic
-    ``sqrt(warmup_steps / step)`` of fairseq and transformers' ``get_inverse_sqrt_schedule``.
-    """
-    end = math.sqrt(timescale / (timescale + span))
-    return _rescaled(math.sqrt(timescale / (timescale + elapsed)), end)
+def inverse_sqrt_decay(elapsed: int, span: int, *, timescale: int) -> float:
+    """:func:`inverse_sqrt_curve` rescaled to end at 0."""
+    end = inverse_sqrt_curve(span, timescale=timescale)
+    return _rescaled(inverse_sqrt_curve(elapsed, timescale=timescale), end)
 
 
-def constant_decay(elapsed: int, span: int | None) -> float:
-    """1 until the end of the decay (the lr drops to ``min_lr`` at ``total_steps``)."""
+def constant_decay(elapsed: int, span: int) -> float:
+    """1 until the end of the decay (the lr drops to ``min_lr`` at its end)."""
     return 1.0
 
 
@@ -197,63 +207,58 @@ def one_minus_sqrt_decay(elapsed: int, span: int) -> float:
     return 1.0 - math.sqrt(elapsed / span)
 
 
-def _endless_fraction(
-    kind: str, elapsed: int, gamma: float | None, step_size: int | None, timescale: int
-) -> float:
-    """The unrescaled curve of an endless decay (:data:`ENDLESS_DECAYS`)."""
-    if kind == "inverse_sqrt":
-        return math.sqrt(timescale / (timescale + elapsed))
-    if kind == "exponential":
-        if gamma is None:
-            raise ValueError("decay='exponential' needs gamma")
-        return gamma**elapsed
-    if kind == "step":
-        if gamma is None or step_size is None:
-            raise ValueError("decay='step' needs gamma and step_size")
-        return gamma ** (elapsed // step_size)
-    if kind == "constant":
-        return 1.0
-    raise ValueError(f"an endless decay must be one of {ENDLESS_DECAYS}, got {kind!r}")
+# Each finite decay by name, as a function (elapsed, span, **options).
+DECAY_FUNCTIONS: dict[str, Callable[..., float]] = {
+    "cosine": cosine_decay,
+    "linear": linear_decay,
+    "polynomial": polynomial_decay,
+    "exponential": exponential_decay,
+    "step": step_decay,
+    "inverse_sqrt": inverse_sqrt_decay,
+    "constant": constant_decay,
+    "1-sqrt": one_minus_sqrt_decay,
+}
+DECAYS: tuple[str, ...] = tuple(DECAY_FUNCTIONS)
+# The decays that make sense without an end, as functions (elapsed, **options): the
+# unrescaled curves, which never reach 0.
+ENDLESS_FUNCTIONS: dict[str, Callable[..., float]] = {
+    "constant": constant_curve,
+    "exponential": exponential_curve,
+    "step": step_curve,
+    "inverse_sqrt": inverse_sqrt_curve,
+}
+ENDLESS_DECAYS: tuple[str, ...] = tuple(ENDLESS_FUNCTIONS)
+# The keyword options of each decay's functions (the others take none).
+DECAY_OPTIONS: dict[str, tuple[str, ...]] = {
+    "cosine": ("num_cycles",),
+    "polynomial": ("power",),
+    "exponential": ("gamma",),
+    "step": ("gamma", "step_size"),
+    "inverse_sqrt": ("timescale",),
+}
 
 
-def decay_fraction(
-    kind: str,
-    elapsed: int,
-    span: int | None,
-    power: float = 1.0,
-    gamma: float | None = None,
-    step_size: int | None = None,
-    timescale: int = 1,
-    num_cycles: float = 0.5,
-) -> float:
-    """The decay fraction of ``kind`` (one of :data:`DECAYS`).
+def bind_decay(
+    kind: str, span: int | None, options: dict[str, Any]
+) -> tuple[Callable[..., float], dict[str, Any]]:
+    """``(function, keywords)`` of decay ``kind``: ``function(elapsed, **keywords)`` is its
+    fraction ``elapsed`` steps into the decay.
 
-    For ``0 <= elapsed < span``, or for any ``elapsed >= 0`` when ``span`` is None (an
-    endless decay: one of :data:`ENDLESS_DECAYS`, not rescaled).
+    ``span`` None: the endless curve (``kind`` in :data:`ENDLESS_DECAYS`); else the finite
+    decay over ``span`` steps. ``options`` holds the keywords of :data:`DECAY_OPTIONS` (any
+    others are left out).
+
+    Example:
+        >>> function, keywords = bind_decay("step", 10, {"gamma": 0.5, "step_size": 5, "power": 2})
+        >>> keywords
+        {'span': 10, 'gamma': 0.5, 'step_size': 5}
+        >>> function(5, **keywords)
+        0.3333333333333333
     """
+    bound = {name: options[name] for name in DECAY_OPTIONS.get(kind, ())}
     if span is None:
-        return _endless_fraction(kind, elapsed, gamma, step_size, timescale)
-    if kind == "cosine":
-        return cosine_decay(elapsed, span, num_cycles)
-    if kind == "linear":
-        return linear_decay(elapsed, span)
-    if kind == "polynomial":
-        return polynomial_decay(elapsed, span, power)
-    if kind == "exponential":
-        if gamma is None:
-            raise ValueError("decay='exponential' needs gamma")
-        return exponential_decay(elapsed, span, gamma)
-    if kind == "step":
-        if gamma is None or step_size is None:
-            raise ValueError("decay='step' needs gamma and step_size")
-        return step_decay(elapsed, span, gamma, step_size)
-    if kind == "inverse_sqrt":
-        return inverse_sqrt_decay(elapsed, span, timescale)
-    if kind == "constant":
-        return constant_decay(elapsed, span)
-    if kind == "1-sqrt":
-        return one_minus_sqrt_decay(elapsed, span)
-    raise ValueError(f"decay must be one of {DECAYS}, got {kind!r}")
+        return ENDLESS_FUNCTIONS[kind], bound
+    return DECAY_FUNCTIONS[kind], {"span": span, **bound}
 
 
 # ----------------------------------------------------------------------- cosine cycles
@@ -261,20 +266,36 @@ def decay_fraction(
 # ``base * cycle_decay**i`` down towards ``min_lr`` (see :func:`cycle_cosine`).
 
 
+def _timm_cycle_start(i: int, cycle_steps: float, cycle_mul: float) -> float:
+    """Where cycle ``i`` starts, as timm computes it (``cycle_mul != 1``)."""
+    return (1 - cycle_mul**i) / (1 - cycle_mul) * cycle_steps
+
+
 def timm_cycle(t: float, cycle_steps: float, cycle_mul: float) -> tuple[int, float, float]:
     """``(cycle index, cycle length, step where the cycle starts)`` at ``t``, as timm has them.
 
     Cycle ``i`` lasts ``cycle_steps * cycle_mul**i``. With ``cycle_mul == 1`` the index is
-    ``t // cycle_steps``; otherwise it is read from the geometric sum with a logarithm, in
-    the same operations as timm's ``CosineLRScheduler`` so that the cycle boundaries (where
-    the floor of a float decides the cycle) land on the same steps. ``t - start`` is then
-    timm's position in the cycle, float for float.
+    ``t // cycle_steps``; otherwise timm reads it from the geometric sum with a floored
+    logarithm, and so does this function, in the same operations, so that ``t - start`` is
+    timm's position in the cycle float for float. Where the logarithm rounds to the
+    neighbouring cycle (``log(243, 3)`` is ``4.999999999999999``: timm puts step 121 of
+    ``t_initial=1, cycle_mul=3`` at the end of cycle 4, when cycle 5 starts there), the index is
+    corrected to the cycle whose start is the last one at or before ``t``, as torch's
+    ``CosineAnnealingWarmRestarts`` counts.
+
+    Example:
+        >>> timm_cycle(121, cycle_steps=1.0, cycle_mul=3.0)  # timm: (4, 81.0, 40.0)
+        (5, 243.0, 121.0)
     """
-    if cycle_mul != 1:
-        i = math.floor(math.log(1 - t / cycle_steps * (1 - cycle_mul), cycle_mul))
-        return i, cycle_mul**i * cycle_steps, (1 - cycle_mul**i) / (1 - cycle_mul) * cycle_steps
-    i = int(t // cycle_steps)
-    return i, float(cycle_steps), cycle_steps * i
+    if cycle_mul == 1:
+        i = int(t // cycle_steps)
+        return i, float(cycle_steps), cycle_steps * i
+    i = math.floor(math.log(1 - t / cycle_steps * (1 - cycle_mul), cycle_mul))
+    if _timm_cycle_start(i + 1, cycle_steps, cycle_mul) <= t:
+        i += 1
+    elif _timm_cycle_start(i, cycle_steps, cycle_mul) > t:
+        i -= 1
+    return i, cycle_mul**i * cycle_steps, _timm_cycle_start(i, cycle_steps, cycle_mul)
 
 
 def fitted_cycle(elapsed: int, span: int, num_cycles: float) -> tuple[int, float]:
@@ -344,6 +365,14 @@ def anneal_cos(start: float, end: float, pct: float) -> float:
 def anneal_linear(start: float, end: float, pct: float) -> float:
     """Straight line from ``start`` (pct 0) to ``end`` (pct 1)."""
     return (end - start) * pct + start
+
+
+# OneCycleLR's anneal strategies by name, as functions (start, end, pct).
+ANNEALS: dict[str, Callable[[float, float, float], float]] = {
+    "cos": anneal_cos,
+    "linear": anneal_linear,
+}
+ONE_CYCLE_ANNEALS: tuple[str, ...] = tuple(ANNEALS)
 
 
 # ------------------------------------------------------------------------------ noam

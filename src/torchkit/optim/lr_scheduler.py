@@ -43,12 +43,13 @@ ignored and the schedule starts at its closed form. Either way, ``last_epoch=k -
 ``k`` steps resumes exactly, as in torch. :class:`OneCycleLR` always starts from its own
 closed form, as torch's does.
 
-Resuming. ``state_dict()`` is plain data that ``torch.load(weights_only=True)`` reads, and
-names the scheduler's class. ``load_state_dict()`` refuses, before writing anything, a state
-of another class or of another number of param groups; it also restores the lr (and
-OneCycleLR's momentum) of the interrupted step into the param groups that still hold what
-the scheduler wrote, so that loading the optimizer *before* building the scheduler resumes
-exactly too (see :meth:`WarmupDecayLR.load_state_dict` for where that stops).
+Resuming. ``state_dict()`` is plain data that ``torch.load(weights_only=True)`` reads; it
+names the scheduler's class and holds the param groups' lrs. ``load_state_dict()`` refuses,
+before writing anything, a state of another class or of another number of param groups; it
+also restores those lrs (and OneCycleLR's momentum) into the param groups that still hold
+what the scheduler wrote, so that loading the optimizer *before* building the schedulers
+resumes exactly too, whatever steps after them (see :meth:`WarmupDecayLR.load_state_dict`
+for where that stops). Attributes derived from the others are not saved: they are rebuilt.
 
 Private torch API (tested on torch 2.13; there is no public way to do the same):
 
@@ -73,6 +74,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import numbers
 import operator
@@ -148,6 +150,13 @@ def _choice(name: str, value: object, choices: tuple[str, ...]) -> str:
     return value
 
 
+def _check_fraction(name: str, value: object) -> float:
+    number = _as_float(name, value)
+    if not 0.0 <= number <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+    return number
+
+
 def _check_rate(name: str, value: object) -> float:
     rate = _as_float(name, value)
     if not 0.0 < rate < 1.0:
@@ -155,8 +164,8 @@ def _check_rate(name: str, value: object) -> float:
     return rate
 
 
-def _check_stair(name: str, value: object) -> int:
-    return _check_int(name, value, 1)
+# A count of steps that must be at least 1, as an option check (name, value).
+_check_count = functools.partial(_check_int, minimum=1)
 
 
 def _check_positive(name: str, value: object) -> float:
@@ -212,9 +221,7 @@ def _floors(
             )
         ratios = _per_group("min_lr_ratio", min_lr_ratio, optimizer)
         for i, ratio in enumerate(ratios):
-            if not 0.0 <= ratio <= 1.0:
-                name = f"min_lr_ratio[{i}]" if per_group else "min_lr_ratio"
-                raise ValueError(f"{name} must be in [0, 1], got {ratio!r}")
+            _check_fraction(f"min_lr_ratio[{i}]" if per_group else "min_lr_ratio", ratio)
         return [base * ratio for base, ratio in zip(bases, ratios, strict=True)]
     floors = _per_group("min_lr", min_lr, optimizer)
     for i, (base, floor) in enumerate(zip(bases, floors, strict=True)):
@@ -257,10 +264,16 @@ def _warn_get_lr_outside_step() -> None:
 _GROUP_LR = operator.itemgetter("lr")
 # How a scheduler reads the lr it finds in the param groups when it is built.
 _START_FROM: tuple[str, ...] = ("lr", "initial_lr")
+# What WarmupDecayLR's cosine decay does at its end.
+_END_AT: tuple[str, ...] = ("min_lr", "wave")
 
 # The state_dict entry naming the class that saved it (a plain string, so that
 # ``torch.load(weights_only=True)`` reads it). It is never an attribute.
 _CLASS_KEY = "_scheduler_class"
+# The state_dict entry holding every param group's lr when the state was taken (the lr of
+# the interrupted step, whoever set it last), which loading puts back where a constructor
+# overwrote it. It is never an attribute; a state saved without it restores ``_last_lr``.
+_GROUP_LRS_KEY = "_group_lrs"
 # Attributes that torch's LRScheduler puts in ``__dict__`` in some releases only (``verbose``
 # in older ones, the flags of its step context managers once they have run): a state_dict
 # may have them or not.
@@ -269,6 +282,24 @@ _OPTIONAL_STATE_KEYS = frozenset({"verbose", "_is_initial", "_get_lr_called_with
 
 def _class_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _group_lrs(optimizer: Optimizer) -> list[Any]:
+    """The lr of every param group (a copy of a tensor lr, as torch keeps them)."""
+    return [
+        group["lr"].clone() if isinstance(group["lr"], torch.Tensor) else group["lr"]
+        for group in optimizer.param_groups
+    ]
+
+
+def _groups_holding(
+    optimizer: Optimizer, read: Callable[[dict[str, Any]], Any], written: Sequence[Any]
+) -> list[bool]:
+    """For every param group: does ``read(group)`` still give what a scheduler wrote there?"""
+    return [
+        i < len(written) and bool(read(group) == written[i])
+        for i, group in enumerate(optimizer.param_groups)
+    ]
 
 
 def _set_group_value(group: dict[str, Any], key: str, value: Any) -> None:
@@ -283,9 +314,10 @@ class _CheckedState:
     """``state_dict`` and ``load_state_dict`` for torchkit's schedulers, over torch's.
 
     Mixed in before an ``LRScheduler`` class: the state is torch's (every attribute but the
-    optimizer) plus the class name; loading checks that the state fits (class, keys, one
-    entry per param group) before anything is written, lets torch's ``load_state_dict``
-    apply it, and restores the interrupted step's lr into the groups nobody has changed.
+    optimizer and the derived ones) plus the class name and the param groups' lrs; loading
+    checks that the state fits (class, keys, one entry per param group) before anything is
+    written, lets torch's ``load_state_dict`` apply it, and restores the interrupted step's
+    lr into the groups nobody has changed.
     """
 
     optimizer: Optimizer
@@ -295,15 +327,20 @@ class _CheckedState:
     # Entries that a state_dict saved by an older torchkit may lack, with the value that
     # reproduces the old behaviour.
     _state_defaults: ClassVar[Mapping[str, Any]] = {}
+    # Attributes derived from the others (rebuilt by ``_derive``) and entries that an
+    # older torchkit saved but nothing reads any more: left out of ``state_dict``, ignored
+    # in a state being loaded.
+    _not_saved: ClassVar[frozenset[str]] = frozenset()
 
     def state_dict(self) -> dict[str, Any]:
         """The scheduler's state: a copy of its attributes (as torch's) and its class name.
 
         Returns:
             Plain data that ``torch.load(weights_only=True)`` reads: every attribute but the
-            optimizer, deep-copied (stepping on does not change a state_dict already taken),
-            plus ``"_scheduler_class"``, the qualified class name that
-            :meth:`load_state_dict` checks.
+            optimizer and those derived from the others, deep-copied (stepping on does not
+            change a state_dict already taken), plus ``"_scheduler_class"``, the qualified
+            class name that :meth:`load_state_dict` checks, and ``"_group_lrs"``, the lr of
+            every param group, which it restores.
 
         Example:
             >>> import torch
@@ -311,8 +348,10 @@ class _CheckedState:
             >>> NoamLR(opt, d_model=16, warmup_steps=4).state_dict()["_scheduler_class"]
             'torchkit.optim.lr_scheduler.NoamLR'
         """
-        state = copy.deepcopy(super().state_dict())  # type: ignore[misc]
+        own = super().state_dict()  # type: ignore[misc]
+        state = copy.deepcopy({k: v for k, v in own.items() if k not in self._not_saved})
         state[_CLASS_KEY] = _class_name(type(self))
+        state[_GROUP_LRS_KEY] = _group_lrs(self.optimizer)
         return state
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
@@ -323,10 +362,12 @@ class _CheckedState:
         otherwise a ``ValueError`` (a ``TypeError`` for a non-mapping) is raised before
         anything is written, so the scheduler and its optimizer are left as they were. A
         state_dict without ``"_scheduler_class"`` (saved by torchkit before it recorded the
-        class) is accepted when its entries are exactly this class's.
+        class, or by the torch class this one extends) is accepted when its entries are
+        exactly this class's.
 
-        Loading also restores the lr of the interrupted step into every param group that
-        still holds the lr this scheduler wrote last, that is, whose lr nobody has set
+        Loading also restores the lr that every param group had when the state was saved
+        (the lr of the interrupted step, after every scheduler that stepped) into every group
+        that still holds the lr this scheduler wrote last, that is, whose lr nobody has set
         since: when the optimizer's state was loaded *before* this scheduler was built, its
         constructor overwrote the loaded lr with the lr of step 0, and the restored lr lets
         the run continue as if uninterrupted (without it, the next step would take the lr
@@ -334,12 +375,9 @@ class _CheckedState:
         group whose lr was set since by someone else is left alone: by an optimizer state
         loaded after this scheduler was built (torch's documented order, exact in every
         case), by another scheduler, or by the user. So "load the optimizer, then build and
-        load the scheduler" is exact for a torchkit scheduler used alone or last in a
-        ``ChainedScheduler``. With schedulers that change the lr after this one (in a
-        ``ChainedScheduler`` or in step order), only this scheduler's part of the
-        interrupted step's lr is restored and their factor for that step is lost for the
-        rest of the run; inside ``SequentialLR``, whose constructor resets the lrs, nothing
-        is restored. There, build everything first, then load.
+        load the schedulers" is exact too, whatever schedulers step after this one and in
+        whichever order they are loaded, except inside ``SequentialLR``, whose constructor
+        resets the lrs: there, build everything first, then load.
 
         Args:
             state_dict: A state returned by :meth:`state_dict` (it is not modified).
@@ -367,24 +405,22 @@ class _CheckedState:
             ...
             ValueError: cannot load a state_dict saved by '...WarmupDecayLR' into '...NoamLR': ...
         """
-        state = self._checked_state(state_dict)
-        keep = self._groups_holding_last_lr()
-        super().load_state_dict(state)  # type: ignore[misc]
-        self._after_load()
-        for group, lr, restore in zip(self.optimizer.param_groups, self._last_lr, keep):  # noqa: B905
+        state, lrs = self._checked_state(state_dict)
+        keep = _groups_holding(self.optimizer, _GROUP_LR, self._last_lr)
+        self._apply_state(state)
+        for group, lr, restore in zip(self.optimizer.param_groups, lrs, keep, strict=True):
             if restore:
                 _set_group_value(group, "lr", lr)
 
-    def _groups_holding_last_lr(self) -> list[bool]:
-        """For every param group: does it still hold the lr this scheduler wrote last?"""
-        last = self._last_lr
-        return [
-            i < len(last) and bool(group["lr"] == last[i])
-            for i, group in enumerate(self.optimizer.param_groups)
-        ]
+    def _apply_state(self, state: dict[str, Any]) -> None:
+        """Load a state checked by :meth:`_checked_state`; no lr is restored."""
+        super().load_state_dict(state)  # type: ignore[misc]
+        self._derive()
 
-    def _checked_state(self, state_dict: Mapping[str, Any]) -> dict[str, Any]:
-        """A deep copy of ``state_dict`` without the class name, once it is known to fit."""
+    def _checked_state(self, state_dict: Mapping[str, Any]) -> tuple[dict[str, Any], list[Any]]:
+        """``(state, lrs)`` once ``state_dict`` is known to fit: a deep copy of the state to
+        apply (without the class name, the saved lrs and what is not saved) and the lrs
+        to restore."""
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
         mine = _class_name(type(self))
@@ -394,7 +430,8 @@ class _CheckedState:
                 f"cannot load a state_dict saved by {saved!r} into {mine!r}: the scheduler "
                 "classes differ"
             )
-        state = {k: v for k, v in state_dict.items() if k != _CLASS_KEY}
+        ignored = {_CLASS_KEY, _GROUP_LRS_KEY, *self._not_saved}
+        state = {k: v for k, v in state_dict.items() if k not in ignored}
         for key, value in self._state_defaults.items():
             state.setdefault(key, value)
 
@@ -415,27 +452,31 @@ class _CheckedState:
         groups = len(self.optimizer.param_groups)
         for key in self._per_group_state:
             _check_per_group_entry(state, key, groups)
+        lrs = state["_last_lr"]
+        if _GROUP_LRS_KEY in state_dict:
+            _check_per_group_entry(state_dict, _GROUP_LRS_KEY, groups)
+            lrs = state_dict[_GROUP_LRS_KEY]
         self._check_loaded_state(state)
-        return copy.deepcopy(state)
+        return copy.deepcopy(state), copy.deepcopy(lrs)
 
     def _state_keys(self) -> set[str]:
-        """The entries a state of this scheduler holds (its class name apart)."""
-        return set(super().state_dict())  # type: ignore[misc]
+        """The entries a state of this scheduler holds (its class name and lrs apart)."""
+        return set(super().state_dict()) - self._not_saved  # type: ignore[misc]
 
     def _check_loaded_state(self, state: dict[str, Any]) -> None:
         """Subclass hook: more checks on a state whose class, keys and lengths fit."""
 
-    def _after_load(self) -> None:
-        """Subclass hook: bring derived attributes in line with a state just loaded."""
+    def _derive(self) -> None:
+        """Subclass hook: rebuild the derived attributes from a state just loaded."""
 
 
 class _ChainableLR(_CheckedState, LRScheduler):
     """The chaining rule shared by torchkit's schedulers (see the module docstring).
 
-    Subclasses set their attributes and call ``self._init_chain(n_groups)``, then call
-    ``super().__init__`` last, and implement :meth:`_schedule` (the closed form, a pure
-    function of the step bound to per-group constants). They list their per-group state
-    entries in ``_per_group_state`` so that :meth:`load_state_dict` checks their lengths.
+    Subclasses set their attributes, then call ``super().__init__(optimizer, last_epoch)``
+    last, and implement :meth:`_schedule` (the closed form, a pure function of the step bound
+    to per-group constants). They list their per-group state entries in ``_per_group_state``
+    so that :meth:`load_state_dict` checks their lengths.
     """
 
     _chain_factors: list[float]
@@ -444,10 +485,20 @@ class _ChainableLR(_CheckedState, LRScheduler):
     # class attribute for the schedulers that do not take the argument (OneCycleLR).
     start_from: str = "lr"
     _per_group_state = ("base_lrs", "_last_lr", "_chain_factors")
+    _not_saved = frozenset({"_unchained"})
+
+    def __init__(self, optimizer: Optimizer, last_epoch: int) -> None:
+        self._reset_chain(len(optimizer.param_groups))
+        super().__init__(optimizer, last_epoch)
 
     def _schedule(self, step: int) -> list[float]:
         """This scheduler's own lr for every param group at ``step`` (no chaining)."""
         raise NotImplementedError
+
+    def _step_to(self, step: int) -> list[float]:
+        """:meth:`_schedule` as ``step()`` takes it (where a subclass sets more, as
+        OneCycleLR's momenta)."""
+        return self._schedule(step)
 
     def get_lr(self) -> list[float]:
         """The next lr of every param group: the chain factor times the closed form.
@@ -458,12 +509,9 @@ class _ChainableLR(_CheckedState, LRScheduler):
         if not self._get_lr_called_within_step:
             _warn_get_lr_outside_step()
         step = self.last_epoch
-        return self._chained(step, self._schedule(step))
-
-    def _chained(self, step: int, values: list[float]) -> list[float]:
-        """``values`` (the schedule at ``step``) times the chain factors, updated first."""
+        values = self._step_to(step)
         if self._is_initial:
-            self._start_chain(step)
+            self._start_chain(step, values)
         else:
             # Did another scheduler, or the user, change an lr since this one wrote it?
             groups = self.optimizer.param_groups
@@ -476,18 +524,21 @@ class _ChainableLR(_CheckedState, LRScheduler):
                 self._remeasure_chain(step)
         if self._unchained:  # every factor is exactly 1: the closed form, float for float
             return values
+        factors = self._chain_factors
+        if len(factors) == 1:  # the common case, without the cost of a comprehension
+            return [factors[0] * values[0]]
         # Equal lengths by construction; zip(strict=) would cost a keyword call per step.
-        return [factor * value for factor, value in zip(self._chain_factors, values)]  # noqa: B905
+        return [factor * value for factor, value in zip(factors, values)]  # noqa: B905
 
-    def _init_chain(self, groups: int) -> None:
-        """Chain factors of 1 (call in ``__init__``, before ``super().__init__``)."""
+    def _reset_chain(self, groups: int) -> None:
+        """Chain factors of 1."""
         self._chain_factors = [1.0] * groups
         self._unchained = True
 
     def _factors_changed(self) -> None:
         self._unchained = self._chain_factors.count(1.0) == len(self._chain_factors)
 
-    def _start_chain(self, step: int) -> None:
+    def _start_chain(self, step: int, values: list[float]) -> None:
         """Chain factors for the step taken by the constructor, from the lrs it finds.
 
         With ``start_from="initial_lr"`` the lrs found are ignored (factors of 1: the closed
@@ -497,10 +548,11 @@ class _ChainableLR(_CheckedState, LRScheduler):
         keeps its factor; a rebuild with ``last_epoch=k`` takes the lr found for the lr of
         the step it lands on, ``c = lr / v(k + 1)``, so that ``last_epoch=k - 1`` after ``k``
         steps resumes exactly (torch's convention, which ``LambdaLR`` follows too).
+        ``values`` is the schedule at ``step``.
         """
         if self.start_from == "initial_lr":
             return
-        own = self._schedule(step) if step > 0 else self.base_lrs
+        own = values if step > 0 else self.base_lrs
         for i, group in enumerate(self.optimizer.param_groups):
             if own[i] != 0.0:  # a zero holds no information: keep the factor of 1
                 self._chain_factors[i] = float(group["lr"]) / float(own[i])
@@ -521,10 +573,10 @@ class _ChainableLR(_CheckedState, LRScheduler):
 
         Used by ``step(epoch)``; it resets the chain factors to 1.
         """
-        self._init_chain(len(self.optimizer.param_groups))
-        return self._schedule(self.last_epoch)
+        self._reset_chain(len(self.optimizer.param_groups))
+        return self._step_to(self.last_epoch)
 
-    def _after_load(self) -> None:
+    def _derive(self) -> None:
         self._factors_changed()
 
 
@@ -550,7 +602,11 @@ class WarmupDecayLR(_ChainableLR):
       (``gamma ** (t - W - S)``), ``"step"`` (``gamma ** ((t - W - S) // step_size)``) and
       ``"inverse_sqrt"`` (``sqrt(tau / (tau + t - W - S))``) are rescaled affinely,
       ``(r - r(T)) / (1 - r(T))``, so that they too end exactly at ``min_lr``;
-    * ``t >= T``: ``min_lr``.
+    * ``t >= T``: ``min_lr``; with ``end_at="wave"``, the cosine's own value at ``T``,
+      ``min_lr + (b - min_lr) * s(1)``, which is ``min_lr`` too unless ``num_cycles`` is not
+      an odd multiple of 0.5 (``num_cycles=1``: back at ``b``), as transformers' cosine
+      schedules have it at ``T``. ``T == W + S`` leaves no decay: the lr is then that value
+      from ``T`` on.
 
     ``total_steps=None`` makes the decay endless, for the curves that never reach 0 on their
     own: ``"constant"`` (a warmup then the base lr for ever, transformers'
@@ -574,8 +630,8 @@ class WarmupDecayLR(_ChainableLR):
         optimizer: Wrapped optimizer; each group's base lr is its ``initial_lr``
             (its ``lr`` when the scheduler is created with ``last_epoch=-1``).
         warmup_steps: Steps of warmup ``W >= 0``; 0 starts the decay at once.
-        total_steps: Step ``T`` at which the lr reaches ``min_lr`` and stays, with
-            ``T > W`` and ``T >= W + S``; or None for an endless decay (above).
+        total_steps: Step ``T >= 1`` at which the lr reaches ``min_lr`` and stays, with
+            ``T >= W + S``; or None for an endless decay (above).
         stable_steps: Steps ``S >= 0`` at the base lr between the warmup and the decay.
             Default: 0.
         warmup: ``"linear"`` (default), ``"exponential"``, ``"constant"``, ``"cosine"`` or
@@ -594,6 +650,8 @@ class WarmupDecayLR(_ChainableLR):
         step_size: Steps per stair of ``"step"`` decay, ``>= 1``; required by it only.
         num_cycles: Cosine waves over the decay, ``> 0``, for ``"cosine"`` only (transformers'
             ``num_cycles``). Default: 0.5, half a cosine.
+        end_at: The lr from ``T`` on, for ``"cosine"`` only: ``"min_lr"`` (default), or
+            ``"wave"``, where the last wave is at ``T`` (transformers' cosine schedules).
         timescale: ``tau`` of ``"inverse_sqrt"``, an integer ``>= 1``; for it only.
             Default: ``max(W, 1)``.
         start_from: How the lr found in the param groups at construction is read:
@@ -625,9 +683,11 @@ class WarmupDecayLR(_ChainableLR):
     _state_defaults: ClassVar[Mapping[str, Any]] = {
         "stable_steps": 0,
         "num_cycles": 0.5,
-        "min_lr_ratio": None,
+        "end_at": "min_lr",
         "start_from": "lr",
     }
+    # min_lr_ratio: saved by torchkit 2.0's development versions, never read.
+    _not_saved = _ChainableLR._not_saved | {"_decay", "_decay_keywords", "min_lr_ratio"}
 
     def __init__(
         self,
@@ -645,6 +705,7 @@ class WarmupDecayLR(_ChainableLR):
         gamma: float | None = None,
         step_size: int | None = None,
         num_cycles: float | None = None,
+        end_at: str | None = None,
         timescale: int | None = None,
         start_from: str = "lr",
         last_epoch: int = -1,
@@ -663,11 +724,6 @@ class WarmupDecayLR(_ChainableLR):
             self.total_steps: int | None = None
         else:
             self.total_steps = _check_int("total_steps", total_steps, 1)
-            if self.total_steps <= self.warmup_steps:
-                raise ValueError(
-                    f"total_steps must be greater than warmup_steps, got total_steps="
-                    f"{total_steps!r} and warmup_steps={warmup_steps!r}"
-                )
             if self.total_steps < self.warmup_steps + self.stable_steps:
                 raise ValueError(
                     "total_steps must be at least warmup_steps + stable_steps, got total_steps="
@@ -678,9 +734,7 @@ class WarmupDecayLR(_ChainableLR):
         if warmup_start_factor is None:
             start_factor = 1.0 / (self.warmup_steps + 1)
         else:
-            start_factor = _as_float("warmup_start_factor", warmup_start_factor)
-            if not 0.0 <= start_factor <= 1.0:
-                raise ValueError(f"warmup_start_factor must be in [0, 1], got {start_factor!r}")
+            start_factor = _check_fraction("warmup_start_factor", warmup_start_factor)
             if self.warmup == "exponential" and start_factor == 0.0:
                 raise ValueError(
                     "warmup_start_factor must be > 0 for warmup='exponential' (a geometric "
@@ -695,24 +749,38 @@ class WarmupDecayLR(_ChainableLR):
             "gamma", gamma, decay, ("exponential", "step"), _check_rate, needs="a rate in (0, 1)"
         )
         self.step_size: int | None = _option_for(
-            "step_size", step_size, decay, ("step",), _check_stair, needs="steps per stair"
+            "step_size", step_size, decay, ("step",), _check_count, needs="steps per stair"
         )
         cycles = _option_for("num_cycles", num_cycles, decay, ("cosine",), _check_positive)
         self.num_cycles = 0.5 if cycles is None else cycles
-        given = _option_for("timescale", timescale, decay, ("inverse_sqrt",), _check_stair)
+        end = _option_for(
+            "end_at", end_at, decay, ("cosine",), functools.partial(_choice, choices=_END_AT)
+        )
+        self.end_at = "min_lr" if end is None else end
+        given = _option_for("timescale", timescale, decay, ("inverse_sqrt",), _check_count)
         self._timescale = max(self.warmup_steps, 1) if given is None else given
         self.start_from = _choice("start_from", start_from, _START_FROM)
-
         self.min_lrs = _floors(optimizer, min_lr, min_lr_ratio)
-        # As given (checked by _floors), as plain floats: one, or one per group.
-        self.min_lr_ratio: float | list[float] | None = None
-        if isinstance(min_lr_ratio, (list, tuple)):
-            self.min_lr_ratio = [float(ratio) for ratio in min_lr_ratio]
-        elif min_lr_ratio is not None:
-            self.min_lr_ratio = _as_float("min_lr_ratio", min_lr_ratio)
         last_epoch = _check_int("last_epoch", last_epoch, -1)
-        self._init_chain(len(optimizer.param_groups))
+        self._bind_decay()
         super().__init__(optimizer, last_epoch)
+
+    def _bind_decay(self) -> None:
+        """The decay fraction ``t`` steps into the decay: ``_decay(t, **_decay_keywords)``."""
+        start = self.warmup_steps + self.stable_steps
+        span = None if self.total_steps is None else self.total_steps - start
+        options = {
+            "num_cycles": self.num_cycles,
+            "power": self.power,
+            "gamma": self.gamma,
+            "step_size": self.step_size,
+            "timescale": self._timescale,
+        }
+        self._decay, self._decay_keywords = _schedules.bind_decay(self.decay, span, options)
+
+    def _derive(self) -> None:
+        super()._derive()
+        self._bind_decay()
 
     def _schedule(self, step: int) -> list[float]:
         if step < self.warmup_steps:
@@ -722,22 +790,12 @@ class WarmupDecayLR(_ChainableLR):
         start = self.warmup_steps + self.stable_steps
         if step < start:
             return list(self.base_lrs)
-        total = self.total_steps
-        if total is not None and step >= total:
-            return list(self.min_lrs)
-        if self.decay == "constant":
-            s = 1.0
+        if self.total_steps is None or step < self.total_steps:
+            s = self._decay(step - start, **self._decay_keywords)
+        elif self.end_at == "wave":  # where the last wave is at p = 1
+            s = _schedules.cosine_decay(1, 1, num_cycles=self.num_cycles)
         else:
-            s = _schedules.decay_fraction(
-                self.decay,
-                step - start,
-                None if total is None else total - start,
-                self.power,
-                self.gamma,
-                self.step_size,
-                self._timescale,
-                self.num_cycles,
-            )
+            s = 0.0  # min_lr, exactly: floor + (base - floor) * 0.0 is floor
         bases, floors = self.base_lrs, self.min_lrs
         if len(bases) == 1:  # the common case, without the cost of a comprehension
             return [floors[0] + (bases[0] - floors[0]) * s]
@@ -746,11 +804,6 @@ class WarmupDecayLR(_ChainableLR):
 
 
 # ----------------------------------------------------------------------- OneCycleLR
-
-_ANNEALS: dict[str, Callable[[float, float, float], float]] = {
-    "cos": _schedules.anneal_cos,
-    "linear": _schedules.anneal_linear,
-}
 
 
 class OneCycleLR(_ChainableLR):
@@ -766,10 +819,13 @@ class OneCycleLR(_ChainableLR):
     Differences from torch's, all where torch has no answer: a phase of zero length (for
     example ``pct_start * total_steps == 1``) is taken as finished where torch divides by
     zero; ``div_factor`` and ``final_div_factor`` must be > 0; the per-group bounds
-    (``max_lrs``, ``initial_lrs``, ``min_lrs`` and the momenta) live on the scheduler and in
-    its ``state_dict``, so only ``initial_lr`` (as the base class requires) is written into
-    the param groups. At construction the lr is set from ``max_lr`` (the optimizer's own lr
-    is ignored, as in torch), so the chain factor starts at 1.
+    (``max_lrs``, ``initial_lrs``, ``min_lrs`` and the momenta) live on the scheduler (its
+    ``state_dict`` holds ``max_lrs`` and the momenta, the others follow from them), so only
+    ``initial_lr`` (as the base class requires) is written into the param groups. At
+    construction the lr is set from ``max_lr`` (the optimizer's own lr is ignored, as in
+    torch), so the chain factor starts at 1. ``load_state_dict`` restores the momentum of the
+    interrupted step like the lr (see :meth:`WarmupDecayLR.load_state_dict`), and refuses a
+    state that cycles a momentum (or ``beta1``) some param group lacks.
 
     Args:
         optimizer: Wrapped optimizer.
@@ -803,13 +859,15 @@ class OneCycleLR(_ChainableLR):
     # It sets its lr from max_lr, as torch's, whatever lr it finds (and rebuilds at the
     # closed form, as torch's).
     start_from = "initial_lr"
-    _per_group_state = (
-        *_ChainableLR._per_group_state,
-        "max_lrs",
+    _per_group_state = (*_ChainableLR._per_group_state, "max_lrs")
+    # Derived from max_lrs, the momenta and the phase arguments (torchkit 1 saved them).
+    _not_saved = _ChainableLR._not_saved | {
         "initial_lrs",
         "min_lrs",
         "_lr_points",
-    )
+        "_momentum_points",
+        "_phase_ends",
+    }
 
     def __init__(
         self,
@@ -847,39 +905,15 @@ class OneCycleLR(_ChainableLR):
         self.anneal_strategy = _choice(
             "anneal_strategy", anneal_strategy, _schedules.ONE_CYCLE_ANNEALS
         )
-        self.div_factor = _as_float("div_factor", div_factor)
-        self.final_div_factor = _as_float("final_div_factor", final_div_factor)
-        for name, value in (
-            ("div_factor", self.div_factor),
-            ("final_div_factor", self.final_div_factor),
-        ):
-            if value <= 0.0:
-                raise ValueError(f"{name} must be > 0, got {value!r}")
+        self.div_factor = _check_positive("div_factor", div_factor)
+        self.final_div_factor = _check_positive("final_div_factor", final_div_factor)
         self.pct_start = pct_start
         self.three_phase = bool(three_phase)
-        self._phase_ends = _schedules.one_cycle_phase_ends(
-            self.total_steps, pct_start, self.three_phase
-        )
-
         self.max_lrs = _per_group("max_lr", max_lr, optimizer)
-        self.initial_lrs = [peak / self.div_factor for peak in self.max_lrs]
-        self.min_lrs = [start / self.final_div_factor for start in self.initial_lrs]
-        if self.three_phase:
-            self._lr_points = [
-                [a, b, a, c]
-                for a, b, c in zip(self.initial_lrs, self.max_lrs, self.min_lrs, strict=True)
-            ]
-        else:
-            self._lr_points = [
-                [a, b, c]
-                for a, b, c in zip(self.initial_lrs, self.max_lrs, self.min_lrs, strict=True)
-            ]
-
         self.cycle_momentum = bool(cycle_momentum)
         self.use_beta1 = "betas" in optimizer.defaults
         self.max_momentums: list[float] = []
         self.base_momentums: list[float] = []
-        self._momentum_points: list[list[float]] = []
         if self.cycle_momentum:
             if "momentum" not in optimizer.defaults and not self.use_beta1:
                 raise ValueError(
@@ -889,77 +923,52 @@ class OneCycleLR(_ChainableLR):
                 )
             self.max_momentums = _per_group("max_momentum", max_momentum, optimizer)
             self.base_momentums = _per_group("base_momentum", base_momentum, optimizer)
-            for high, low in zip(self.max_momentums, self.base_momentums, strict=True):
-                points = [high, low, high, high] if self.three_phase else [high, low, high]
-                self._momentum_points.append(points)
         last_epoch = _check_int("last_epoch", last_epoch, -1)
+        self._build_cycle()
 
         # Everything is checked: only now touch the optimizer (torch writes initial_lr before
         # it checks the momenta, so a failed construction leaves it changed).
         if last_epoch == -1:
             for group, start in zip(optimizer.param_groups, self.initial_lrs, strict=True):
                 group["initial_lr"] = start
-            if self.cycle_momentum:
-                for group, points in zip(
-                    optimizer.param_groups, self._momentum_points, strict=True
-                ):
-                    if self.use_beta1:
-                        group["betas"] = (points[0], *group["betas"][1:])
-                    else:
-                        group["momentum"] = points[0]
-        self._init_chain(len(optimizer.param_groups))
         super().__init__(optimizer, last_epoch)
 
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Load a state from :meth:`state_dict`, after checking that it fits this scheduler.
+    def _build_cycle(self) -> None:
+        """The derived attributes: each group's lr and momentum at the ends of the phases."""
+        self._phase_ends = _schedules.one_cycle_phase_ends(
+            self.total_steps, self.pct_start, self.three_phase
+        )
+        self.initial_lrs = [peak / self.div_factor for peak in self.max_lrs]
+        self.min_lrs = [start / self.final_div_factor for start in self.initial_lrs]
+        lr_ends = zip(self.initial_lrs, self.max_lrs, self.min_lrs, strict=True)
+        momentum_ends = zip(self.max_momentums, self.base_momentums, strict=True)
+        if self.three_phase:
+            self._lr_points = [[start, peak, start, end] for start, peak, end in lr_ends]
+            self._momentum_points = [[high, low, high, high] for high, low in momentum_ends]
+        else:
+            self._lr_points = [[start, peak, end] for start, peak, end in lr_ends]
+            self._momentum_points = [[high, low, high] for high, low in momentum_ends]
 
-        The checks and the lr restore are those of :meth:`WarmupDecayLR.load_state_dict`;
-        a state that cycles momentum (or ``beta1``) must also find it in every param group.
-        The momentum of the interrupted step is restored like the lr: into every param group
-        that still holds the momentum this scheduler wrote last.
+    def _derive(self) -> None:
+        super()._derive()
+        self._build_cycle()
 
-        Args:
-            state_dict: A state returned by :meth:`state_dict` (it is not modified).
-
-        Example:
-            >>> import torch
-            >>> params = [torch.zeros(1, requires_grad=True)]
-            >>> opt = torch.optim.SGD(params, lr=0.1, momentum=0.9)
-            >>> sched = OneCycleLR(opt, max_lr=1.0, total_steps=10)
-            >>> for _ in range(3):
-            ...     opt.step()
-            ...     sched.step()
-            >>> checkpoint = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
-            >>> opt = torch.optim.SGD(params, lr=0.1, momentum=0.9)
-            >>> opt.load_state_dict(checkpoint["optimizer"])
-            >>> sched = OneCycleLR(opt, max_lr=1.0, total_steps=10)  # writes step 0's
-            >>> sched.load_state_dict(checkpoint["scheduler"])  # restores step 3's
-            >>> [round(opt.param_groups[0][key], 4) for key in ("lr", "momentum")]
-            [0.9505, 0.855]
-        """
-        keep = self._groups_holding_last_momentum()
-        super().load_state_dict(state_dict)
-        if self.cycle_momentum and any(keep):
-            phase, pct = _schedules.one_cycle_phase(self.last_epoch, self._phase_ends)
-            self._write_momenta(phase, pct, _ANNEALS[self.anneal_strategy], only=keep)
-
-    def _groups_holding_last_momentum(self) -> list[bool]:
-        """For every param group: does it still hold the momentum this scheduler wrote last?"""
-        groups = self.optimizer.param_groups
-        if not self.cycle_momentum or len(self._momentum_points) != len(groups):
-            return [False] * len(groups)
-        phase, pct = _schedules.one_cycle_phase(self.last_epoch, self._phase_ends)
-        anneal = _ANNEALS[self.anneal_strategy]
-        return [
-            _momentum_of(group) == anneal(m[phase], m[phase + 1], pct)
-            for group, m in zip(groups, self._momentum_points, strict=True)
-        ]
+    def _apply_state(self, state: dict[str, Any]) -> None:
+        """Also restore the momentum (or ``beta1``) of the interrupted step, like the lr,
+        into every param group that still holds the momentum this scheduler wrote last."""
+        written = self._annealed(self._momentum_points, *self._phase(self.last_epoch))
+        keep = _groups_holding(self.optimizer, _momentum_of, written)
+        super()._apply_state(state)
+        momenta = self._annealed(self._momentum_points, *self._phase(self.last_epoch))
+        for group, momentum, restore in zip(self.optimizer.param_groups, momenta, keep):  # noqa: B905
+            if restore:
+                _set_momentum(group, momentum, self.use_beta1)
 
     def _check_loaded_state(self, state: dict[str, Any]) -> None:
         if not state["cycle_momentum"]:
             return
         groups = self.optimizer.param_groups
-        for key in ("max_momentums", "base_momentums", "_momentum_points"):
+        for key in ("max_momentums", "base_momentums"):
             _check_per_group_entry(state, key, len(groups))
         needed = "betas" if state["use_beta1"] else "momentum"
         for i, group in enumerate(groups):
@@ -969,74 +978,43 @@ class OneCycleLR(_ChainableLR):
                     f"{type(self.optimizer).__name__} has no {needed!r}"
                 )
 
-    def _schedule(self, step: int) -> list[float]:
-        phase, pct = _schedules.one_cycle_phase(step, self._phase_ends)
-        anneal = _ANNEALS[self.anneal_strategy]
-        return [anneal(p[phase], p[phase + 1], pct) for p in self._lr_points]
-
-    def get_lr(self) -> list[float]:
-        """The next lr of every param group; also sets the momenta (as torch's does).
-
-        Returns:
-            One float per param group.
-        """
-        if not self._get_lr_called_within_step:
-            _warn_get_lr_outside_step()
-        step = self.last_epoch
+    def _phase(self, step: int) -> tuple[int, float]:
+        """``(phase, fraction of it done)`` at ``step``; past ``total_steps``, torch's error."""
         if step > self.total_steps:
-            raise self._past_the_end(step)
-        # One phase lookup serves the lrs and the momenta of every group.
-        phase, pct = _schedules.one_cycle_phase(step, self._phase_ends)
-        anneal = _ANNEALS[self.anneal_strategy]
-        if not self.cycle_momentum:
-            return self._chained(
-                step, [anneal(p[phase], p[phase + 1], pct) for p in self._lr_points]
+            raise ValueError(
+                f"Tried to step {step} times. The specified number of total steps is "
+                f"{self.total_steps}"
             )
+        return _schedules.one_cycle_phase(step, self._phase_ends)
+
+    def _annealed(self, points: list[list[float]], phase: int, pct: float) -> list[float]:
+        """Every group's value ``pct`` into ``phase``, between its ``points`` (phase ends)."""
+        anneal = _schedules.ANNEALS[self.anneal_strategy]
+        return [anneal(p[phase], p[phase + 1], pct) for p in points]
+
+    def _schedule(self, step: int) -> list[float]:
+        return self._annealed(self._lr_points, *self._phase(step))
+
+    def _step_to(self, step: int) -> list[float]:
+        """The lrs at ``step``, having set its momenta: one pass for both, as torch's."""
+        phase, pct = self._phase(step)
+        if not self.cycle_momentum:
+            return self._annealed(self._lr_points, phase, pct)
+        anneal = _schedules.ANNEALS[self.anneal_strategy]
         lrs = []
-        beta1 = self.use_beta1
         # Equal lengths by construction; zip(strict=) would cost a keyword call per step.
-        for group, lr_points, momentum_points in zip(  # noqa: B905
-            self.optimizer.param_groups, self._lr_points, self._momentum_points
-        ):
-            lrs.append(anneal(lr_points[phase], lr_points[phase + 1], pct))
-            momentum = anneal(momentum_points[phase], momentum_points[phase + 1], pct)
-            if beta1:
-                group["betas"] = (momentum, *group["betas"][1:])
-            else:
-                group["momentum"] = momentum
-        return self._chained(step, lrs)
+        for group, p, m in zip(self.optimizer.param_groups, self._lr_points, self._momentum_points):  # noqa: B905
+            lrs.append(anneal(p[phase], p[phase + 1], pct))
+            _set_momentum(group, anneal(m[phase], m[phase + 1], pct), self.use_beta1)
+        return lrs
 
-    def _get_closed_form_lr(self) -> list[float]:
-        step = self.last_epoch
-        if step > self.total_steps:
-            raise self._past_the_end(step)
-        if self.cycle_momentum:
-            phase, pct = _schedules.one_cycle_phase(step, self._phase_ends)
-            self._write_momenta(phase, pct, _ANNEALS[self.anneal_strategy])
-        return super()._get_closed_form_lr()
 
-    def _past_the_end(self, step: int) -> ValueError:
-        return ValueError(
-            f"Tried to step {step} times. The specified number of total steps is {self.total_steps}"
-        )
-
-    def _write_momenta(
-        self,
-        phase: int,
-        pct: float,
-        anneal: Callable[[float, float, float], float],
-        only: list[bool] | None = None,
-    ) -> None:
-        """Write the momenta at (``phase``, ``pct``), into the groups flagged in ``only``."""
-        groups = self.optimizer.param_groups
-        for i, (group, m) in enumerate(zip(groups, self._momentum_points, strict=True)):
-            if only is not None and not only[i]:
-                continue
-            momentum = anneal(m[phase], m[phase + 1], pct)
-            if self.use_beta1:
-                group["betas"] = (momentum, *group["betas"][1:])
-            else:
-                group["momentum"] = momentum
+def _set_momentum(group: dict[str, Any], momentum: float, use_beta1: bool) -> None:
+    """Write ``momentum`` into ``group`` (as ``betas[0]`` for Adam-like optimizers)."""
+    if use_beta1:
+        group["betas"] = (momentum, *group["betas"][1:])
+    else:
+        group["momentum"] = momentum
 
 
 # --------------------------------------------------------------------------- NoamLR
@@ -1088,7 +1066,6 @@ class NoamLR(_ChainableLR):
             raise ValueError(f"factor must be > 0, got {factor!r}")
         self.start_from = _choice("start_from", start_from, _START_FROM)
         last_epoch = _check_int("last_epoch", last_epoch, -1)
-        self._init_chain(len(optimizer.param_groups))
         super().__init__(optimizer, last_epoch)
 
     def _schedule(self, step: int) -> list[float]:
@@ -1097,6 +1074,10 @@ class NoamLR(_ChainableLR):
 
 
 # ------------------------------------------------------------------ CosineRestartsLR
+
+# CosineRestartsLR's memo of the cycle of the previous step, before there is one: no step is
+# in it (see CosineRestartsLR._locate).
+_NO_CYCLE: tuple[float, float, float, float, list[float]] = (1.0, 0.0, 0.0, 1.0, [])
 
 
 class CosineRestartsLR(_ChainableLR):
@@ -1119,7 +1100,10 @@ class CosineRestartsLR(_ChainableLR):
     (timm's default) they start at step 0 and the warmup replaces their first steps. The
     floats are those of timm's and transformers' formulas, computed in their order: timm's
     schedule equals this one step for step (timm's ``t`` is this scheduler's step count,
-    whether timm is stepped per epoch or per update).
+    whether timm is stepped per epoch or per update), except where timm's floored logarithm
+    puts the first step of a growing cycle in the cycle before (``cycle_mul=3``: step 121 of
+    ``cycle_steps=1``, steps 363 and 88,572 of ``cycle_steps=3``, where timm's lr is the
+    previous cycle's minimum): there the cycle is torch's, and the lr its peak.
 
     Args:
         optimizer: Wrapped optimizer; each group's base lr (``initial_lr``) is its peak.
@@ -1157,6 +1141,7 @@ class CosineRestartsLR(_ChainableLR):
     """
 
     _per_group_state = (*_ChainableLR._per_group_state, "min_lrs", "warmup_start_lrs")
+    _not_saved = _ChainableLR._not_saved | {"_cycle_memo"}
 
     def __init__(
         self,
@@ -1232,11 +1217,13 @@ class CosineRestartsLR(_ChainableLR):
                 f"{warmup_start_lr!r} with warmup_steps=0"
             )
         self.start_from = _choice("start_from", start_from, _START_FROM)
-        # The last cycle located, [index, length, start]: the next steps are most often in it.
-        self._cycle_memo: list[Any] = []
+        self._cycle_memo = _NO_CYCLE
         last_epoch = _check_int("last_epoch", last_epoch, -1)
-        self._init_chain(len(optimizer.param_groups))
         super().__init__(optimizer, last_epoch)
+
+    def _derive(self) -> None:
+        super()._derive()
+        self._cycle_memo = _NO_CYCLE  # the cycles may differ from those of the state loaded
 
     def _schedule(self, step: int) -> list[float]:
         warmup = self.warmup_steps
@@ -1253,40 +1240,41 @@ class CosineRestartsLR(_ChainableLR):
                 return list(self.min_lrs)
             cycle, done = _schedules.fitted_cycle(t, span, self.num_cycles)  # type: ignore[arg-type]
             cosine = _schedules.cycle_cosine(done, 1.0, self.k_decay)
-            return self._cycle_lrs(cycle, cosine)
-        memo = self._cycle_memo
-        # Steps at least one away from the cycle's ends are in it whatever the rounding of the
-        # logarithm that locates cycles: they reuse the cycle found for an earlier step.
-        if memo and memo[2] + 1 <= t <= memo[2] + memo[1] - 1:
-            cycle, length, start = memo
+            gamma = self.cycle_decay**cycle  # timm's order of operations, below too
+            return [
+                floor + 0.5 * (base * gamma - floor) * cosine
+                for base, floor in zip(self.base_lrs, self.min_lrs)  # noqa: B905
+            ]
+        low, high, start, length, halves = self._cycle_memo
+        if not low <= t <= high:  # not in the cycle of the previous step
+            low, high, start, length, halves = self._cycle_memo = self._locate(t)
+        if self.k_decay == 1.0:  # cycle_cosine's, without a call: the same floats
+            cosine = 1 + math.cos(math.pi * (t - start) / length)
         else:
-            cycle, length, start = _schedules.timm_cycle(t, self.cycle_steps, self.cycle_mul)
-            if self.cycle_limit is not None and cycle >= self.cycle_limit:
-                return list(self.min_lrs)  # past the last cycle (not remembered)
-            self._cycle_memo = [cycle, length, start]
-        return self._cycle_lrs(cycle, _schedules.cycle_cosine(t - start, length, self.k_decay))
+            cosine = _schedules.cycle_cosine(t - start, length, self.k_decay)
+        floors = self.min_lrs
+        if len(floors) == 1:  # the common case, without the cost of a comprehension
+            return [floors[0] + halves[0] * cosine]
+        return [floor + half * cosine for floor, half in zip(floors, halves)]  # noqa: B905
 
-    def _cycle_lrs(self, cycle: int, cosine: float) -> list[float]:
-        """timm's ``min_lr + 0.5 * (peak - min_lr) * cosine`` for every group, in its order."""
+    def _locate(self, t: float) -> tuple[float, float, float, float, list[float]]:
+        """``(low, high, start, length, halves)`` of timm's cycle at ``t``: the steps from
+        ``low`` to ``high`` are in it whatever the rounding of the floats that locate cycles
+        (those at least one away from its ends; past the last cycle, every later step), and
+        ``min_lr + halves * cosine`` is timm's ``min_lr + 0.5 * (peak - min_lr) * cosine``
+        (``halves`` is 0 past the last cycle: the lr is then ``min_lr``)."""
+        cycle, length, start = _schedules.timm_cycle(t, self.cycle_steps, self.cycle_mul)  # type: ignore[arg-type]
+        if self.cycle_limit is not None and cycle >= self.cycle_limit:
+            return t, math.inf, start, length, [0.0] * len(self.min_lrs)
         gamma = self.cycle_decay**cycle
-        bases, floors = self.base_lrs, self.min_lrs
-        if len(bases) == 1:  # the common case, without the cost of a comprehension
-            return [floors[0] + 0.5 * (bases[0] * gamma - floors[0]) * cosine]
-        return [
-            floor + 0.5 * (base * gamma - floor) * cosine
-            for base, floor in zip(bases, floors)  # noqa: B905
+        halves = [
+            0.5 * (base * gamma - floor)
+            for base, floor in zip(self.base_lrs, self.min_lrs)  # noqa: B905
         ]
+        return start + 1, start + length - 1, start, length, halves
 
 
 # ----------------------------------------------------------- plateau and chaining
-
-
-def _group_lrs(optimizer: Optimizer) -> list[Any]:
-    """The lr of every param group (a copy of a tensor lr, as torch keeps them)."""
-    return [
-        group["lr"].clone() if isinstance(group["lr"], torch.Tensor) else group["lr"]
-        for group in optimizer.param_groups
-    ]
 
 
 class ReduceLROnPlateau(_CheckedState, _TorchReduceLROnPlateau):
@@ -1396,11 +1384,14 @@ class ChainedScheduler(_CheckedState, _TorchChainedScheduler):
     warmup-then-plateau in one object, stepped once per epoch with the validation loss,
     saved and resumed as one. Without a member that takes a metric it is torch's class.
 
-    Its ``state_dict`` holds the members' states (plain data, as torch's) and the class
-    name; ``load_state_dict`` checks that the state has one entry per member, then loads the
-    members from the last to the first, so that the last scheduler to touch the lr restores
-    the interrupted step's lr and the earlier ones take it as the chain left it: resuming is
-    exact whether the optimizer's state is loaded before or after the chain is built.
+    Its ``state_dict`` holds the members' states (plain data, as torch's), the class name
+    and the param groups' lrs; ``load_state_dict`` also takes the state of torch's
+    ``ChainedScheduler`` over the same members. It checks every member's state before it
+    loads any (a refused state leaves the chain, its members and the optimizer as they
+    were; the state of a member that is not torchkit's can only be checked to be a
+    mapping), then restores the lr of the interrupted step where the constructors
+    overwrote it: resuming is exact whether the optimizer's state is loaded before or after
+    the chain is built, whatever the members.
 
     Args:
         schedulers: The schedulers, all on the same optimizer, stepped in this order.
@@ -1425,6 +1416,8 @@ class ChainedScheduler(_CheckedState, _TorchChainedScheduler):
     """
 
     _per_group_state = ("_last_lr",)
+    # Which members step with the metric: fixed by the members, not state.
+    _not_saved = frozenset({"_takes_metrics"})
 
     def __init__(
         self, schedulers: Sequence[LRScheduler], optimizer: Optimizer | None = None
@@ -1447,7 +1440,6 @@ class ChainedScheduler(_CheckedState, _TorchChainedScheduler):
         self._schedulers = list(schedulers)
         self.optimizer = optimizer
         self._last_lr = _group_lrs(optimizer)
-        # Which members step with the metric (fixed: the members are).
         self._takes_metrics = [_takes_metrics(scheduler) for scheduler in self._schedulers]
 
     def step(self, metrics: float | torch.Tensor | None = None) -> None:  # type: ignore[override]
@@ -1458,50 +1450,30 @@ class ChainedScheduler(_CheckedState, _TorchChainedScheduler):
                 required when there is such a member, rejected when there is none.
         """
         takes = self._takes_metrics
-        if metrics is None and True in takes:
-            index = takes.index(True)
-            raise TypeError(
-                f"step() needs metrics: schedulers[{index}] "
-                f"({type(self._schedulers[index]).__name__}) takes one"
-            )
-        if metrics is not None and True not in takes:
+        if (metrics is None) == (True in takes):
+            if metrics is None:
+                index = takes.index(True)
+                raise TypeError(
+                    f"step() needs metrics: schedulers[{index}] "
+                    f"({type(self._schedulers[index]).__name__}) takes one"
+                )
             raise ValueError(
                 "step() got metrics but no scheduler of this chain takes one (only "
                 "ReduceLROnPlateau does)"
             )
-        if metrics is None:
-            for scheduler in self._schedulers:
+        # Equal lengths by construction; zip(strict=) would cost a keyword call per step.
+        for scheduler, wants in zip(self._schedulers, takes):  # noqa: B905
+            if wants:
+                scheduler.step(metrics)  # type: ignore[call-arg]
+            else:
                 scheduler.step()
-        else:
-            for scheduler, wants in zip(self._schedulers, takes):  # noqa: B905
-                if wants:
-                    scheduler.step(metrics)  # type: ignore[call-arg]
-                else:
-                    scheduler.step()
         # The last member to step took its copy of the lrs the chain leaves.
         self._last_lr = self._schedulers[-1].get_last_lr()
 
-    def state_dict(self) -> dict[str, Any]:
-        """The chain's state: its own attributes, one state per member, its class name.
-
-        Returns:
-            Plain data that ``torch.load(weights_only=True)`` reads.
-        """
-        state = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "_schedulers")}
-        state = copy.deepcopy(state)
-        state["_schedulers"] = [scheduler.state_dict() for scheduler in self._schedulers]
-        state[_CLASS_KEY] = _class_name(type(self))
-        return state
-
     def _state_keys(self) -> set[str]:
-        return set(self.__dict__) - {"optimizer", "_schedulers"}
+        return set(self.__dict__) - {"optimizer", "_schedulers", *self._not_saved}
 
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Load a state from :meth:`state_dict`: the members' states, last member first.
-
-        Args:
-            state_dict: A state returned by :meth:`state_dict` (it is not modified).
-        """
+    def _checked_state(self, state_dict: Mapping[str, Any]) -> tuple[dict[str, Any], list[Any]]:
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
         members = state_dict.get("_schedulers")
@@ -1511,10 +1483,33 @@ class ChainedScheduler(_CheckedState, _TorchChainedScheduler):
                 f"the state_dict holds {count!r} scheduler states but this chain has "
                 f"{len(self._schedulers)} schedulers"
             )
-        own = self._checked_state({k: v for k, v in state_dict.items() if k != "_schedulers"})
-        for scheduler, member in reversed(list(zip(self._schedulers, members, strict=True))):
-            scheduler.load_state_dict(member)
-        self.__dict__.update(own)
+        state, lrs = super()._checked_state(
+            {k: v for k, v in state_dict.items() if k != "_schedulers"}
+        )
+        checked = []
+        for index, (scheduler, member) in enumerate(zip(self._schedulers, members, strict=True)):
+            if isinstance(scheduler, _CheckedState):
+                checked.append(scheduler._checked_state(member)[0])
+            elif isinstance(member, Mapping):
+                checked.append(copy.deepcopy(dict(member)))
+            else:
+                raise TypeError(
+                    f"the state of schedulers[{index}] must be a dict, got {type(member).__name__}"
+                )
+        state["_schedulers"] = checked
+        return state, lrs
+
+    def _apply_state(self, state: dict[str, Any]) -> None:
+        """Load the members' states (no member restores an lr: the chain does), torch's
+        members first, as their ``load_state_dict`` checks nothing and may raise."""
+        members = list(zip(self._schedulers, state.pop("_schedulers"), strict=True))
+        for scheduler, member in members:
+            if not isinstance(scheduler, _CheckedState):
+                scheduler.load_state_dict(member)
+        for scheduler, member in members:
+            if isinstance(scheduler, _CheckedState):
+                scheduler._apply_state(member)
+        self.__dict__.update(state)
 
 
 # ---------------------------------------------------------------------- get_scheduler
@@ -1535,18 +1530,9 @@ SCHEDULER_NAMES: tuple[str, ...] = (
 )
 
 # The scheduler_specific_kwargs of each name (transformers' keyword arguments of the
-# matching get_*_schedule function) and their defaults; _REQUIRED marks a required one.
+# matching get_*_schedule function, or of ReduceLROnPlateau) and their defaults; _REQUIRED
+# marks a required one.
 _REQUIRED = object()
-_PLATEAU_OPTIONS = (
-    "mode",
-    "factor",
-    "patience",
-    "threshold",
-    "threshold_mode",
-    "cooldown",
-    "min_lr",
-    "eps",
-)
 _FACTORY_OPTIONS: dict[str, dict[str, Any]] = {
     "linear": {"last_epoch": -1},
     "cosine": {"num_cycles": 0.5, "last_epoch": -1},
@@ -1555,6 +1541,16 @@ _FACTORY_OPTIONS: dict[str, dict[str, Any]] = {
     "constant": {},
     "constant_with_warmup": {},
     "inverse_sqrt": {"timescale": None, "last_epoch": -1},
+    "reduce_lr_on_plateau": {
+        "mode": "min",
+        "factor": 0.1,
+        "patience": 10,
+        "threshold": 1e-4,
+        "threshold_mode": "rel",
+        "cooldown": 0,
+        "min_lr": 0,
+        "eps": 1e-8,
+    },
     "cosine_with_min_lr": {
         "num_cycles": 0.5,
         "min_lr": None,
@@ -1586,7 +1582,7 @@ def _factory_options(name: str, given: Mapping[str, Any]) -> dict[str, Any]:
     known = _FACTORY_OPTIONS[name]
     unknown = sorted(set(given) - set(known))
     if unknown:
-        takes = ", ".join(sorted(known)) if known else "none (transformers ignores them)"
+        takes = ", ".join(known) if known else "none (transformers ignores them)"
         raise TypeError(
             f"get_scheduler({name!r}) got unexpected scheduler_specific_kwargs {unknown}; "
             f"it takes: {takes}"
@@ -1605,13 +1601,42 @@ def _min_lr_rate(optimizer: Optimizer, min_lr: float | None, min_lr_rate: float 
             f"give min_lr or min_lr_rate, not both: got min_lr={min_lr!r} and "
             f"min_lr_rate={min_lr_rate!r}"
         )
-    if min_lr is not None:
-        return _as_float("min_lr", min_lr) / float(optimizer.defaults["lr"])
-    if min_lr_rate is None:
+    if min_lr_rate is not None:
+        return _check_fraction("min_lr_rate", min_lr_rate)
+    if min_lr is None:
         raise ValueError(
             "one of min_lr or min_lr_rate must be given in scheduler_specific_kwargs, got neither"
         )
-    return _as_float("min_lr_rate", min_lr_rate)
+    lr = float(optimizer.defaults["lr"])
+    floor = _as_float("min_lr", min_lr)
+    if not 0.0 <= floor <= lr:
+        raise ValueError(
+            f"min_lr must be in [0, {lr!r}] (the optimizer's default lr, which transformers "
+            f"divides it by), got {min_lr!r}"
+        )
+    return floor / lr
+
+
+def _training_steps(name: str, num_training_steps: int | None, warmup: int) -> int:
+    """``num_training_steps``, required, checked, and not below the warmup."""
+    if num_training_steps is None:
+        raise ValueError(f"{name} requires num_training_steps, got None")
+    total = _check_int("num_training_steps", num_training_steps, 1)
+    if total < warmup:
+        raise ValueError(
+            f"num_training_steps must be at least num_warmup_steps, got num_training_steps="
+            f"{num_training_steps!r} and num_warmup_steps={warmup!r}"
+        )
+    return total
+
+
+def _transformers_schedule(
+    optimizer: Optimizer, warmup_steps: int, total_steps: int | None, **options: Any
+) -> WarmupDecayLR:
+    """A :class:`WarmupDecayLR` as transformers' schedules start: from ``initial_lr``,
+    whatever lr it finds, with a warmup from 0 unless ``options`` says otherwise."""
+    options.setdefault("warmup_start_factor", 0.0)
+    return WarmupDecayLR(optimizer, warmup_steps, total_steps, start_from="initial_lr", **options)
 
 
 def _one_step_ahead(scheduler: LRScheduler) -> LRScheduler:
@@ -1653,24 +1678,29 @@ def get_scheduler(
     Like transformers' schedules, they start from each group's ``initial_lr`` whatever lr a
     previous schedule left in the optimizer (``start_from="initial_lr"``), so several can be
     built in turn on one optimizer, and ``last_epoch=k`` gives the closed form at ``k + 1``.
+    ``num_training_steps == num_warmup_steps`` (a warmup over the whole run, as
+    ``warmup_ratio=1.0`` gives) is accepted, with transformers' lrs: its cosine schedules
+    divide by ``max(1, num_training_steps - num_warmup_steps)``, so their decay then lasts
+    one step, from the peak at ``num_training_steps``.
 
     Where they differ from transformers, on purpose:
 
-    * past ``num_training_steps`` the lr stays at its final value, where transformers'
-      cosine schedules follow the cosine back up;
+    * past ``num_training_steps`` the lr stays at its value there, where transformers'
+      cosine schedules follow the cosine on;
     * ``cosine_warmup_with_min_lr`` evaluates transformers' cosine schedule one step ahead
       (its lambda reads step ``t + 1``): the returned scheduler has taken one step, so its
-      ``last_epoch`` is one more than transformers'; transformers' schedule reaches
-      ``min_lr`` at ``num_training_steps - 1`` and climbs again at ``num_training_steps``,
-      where torchkit stays. With ``warmup_lr_rate`` and ``num_warmup_steps=1`` it starts at
-      ``warmup_lr_rate`` and jumps into the decay, which no warmup-then-decay schedule does:
-      that combination raises ``ValueError``;
-    * with ``num_cycles`` other than 0.5, the cosine of ``cosine``, ``cosine_with_min_lr``
-      and ``cosine_warmup_with_min_lr`` does not end at ``min_lr``: transformers keeps the
-      wave going at and past ``num_training_steps``, torchkit drops to ``min_lr`` there (as
-      transformers' own ``warmup_stable_decay`` does);
-    * arguments transformers would turn into odd schedules raise ``ValueError``:
-      ``num_training_steps <= num_warmup_steps``, ``power <= 0``, a negative
+      ``last_epoch`` is one more than transformers'. Its decay thus ends at
+      ``num_training_steps - 1``, and at ``num_training_steps`` itself transformers' lambda
+      is one step past its end, on the way back up the cosine, where torchkit stays. With
+      ``warmup_lr_rate`` and ``num_warmup_steps=1`` it starts at ``warmup_lr_rate`` and
+      jumps into the decay, which no warmup-then-decay schedule does: that combination
+      raises ``ValueError``;
+    * ``inverse_sqrt`` honours ``scheduler_specific_kwargs={"timescale": ...}``, which
+      transformers' ``get_scheduler`` drops (it calls ``get_inverse_sqrt_schedule`` with
+      the warmup alone, so its timescale is always ``num_warmup_steps or 10_000``);
+    * arguments transformers would turn into odd schedules raise ``ValueError`` naming
+      them: ``num_training_steps < num_warmup_steps``, ``power <= 0``, ``lr_end < 0``,
+      ``min_lr`` above the optimizer's lr, ratios outside ``[0, 1]``, a negative
       ``num_stable_steps``; ``scheduler_specific_kwargs`` for ``constant`` and
       ``constant_with_warmup`` (which transformers ignores) raise ``TypeError``, and so
       does an option a name does not take. The step counts are accepted for every name, as
@@ -1681,9 +1711,10 @@ def get_scheduler(
         optimizer: The optimizer to schedule.
         num_warmup_steps: Warmup steps; required by every name but ``constant`` and
             ``reduce_lr_on_plateau``.
-        num_training_steps: Total steps; required by ``linear``, ``cosine``,
-            ``cosine_with_restarts``, ``polynomial`` and the two ``*_with_min_lr``, and by
-            ``warmup_stable_decay`` unless ``num_stable_steps`` is given.
+        num_training_steps: Total steps, at least ``num_warmup_steps``; required by
+            ``linear``, ``cosine``, ``cosine_with_restarts``, ``polynomial`` and the two
+            ``*_with_min_lr``, and by ``warmup_stable_decay`` unless ``num_stable_steps`` is
+            given.
         scheduler_specific_kwargs: The other arguments of transformers' function for the
             name (``num_cycles``, ``lr_end``, ``power``, ``timescale``, ``min_lr``,
             ``min_lr_rate``, ``warmup_lr_rate``, ``num_decay_steps``, ``num_stable_steps``,
@@ -1708,82 +1739,81 @@ def get_scheduler(
         raise ValueError(f"name must be one of {valid}; got {name!r}")
     name = raw
     _check_optimizer(optimizer)
-    given = dict(scheduler_specific_kwargs or {})
+    options = _factory_options(name, scheduler_specific_kwargs or {})
     if name == "reduce_lr_on_plateau":
-        unknown = sorted(set(given) - set(_PLATEAU_OPTIONS))
-        if unknown:
-            raise TypeError(
-                f"get_scheduler({name!r}) got unexpected scheduler_specific_kwargs {unknown}; "
-                f"it takes: {', '.join(_PLATEAU_OPTIONS)}"
-            )
-        return ReduceLROnPlateau(optimizer, **given)
-    options = _factory_options(name, given)
+        return ReduceLROnPlateau(optimizer, **options)
     if name == "constant":
         return WarmupDecayLR(optimizer, 0, None, decay="constant", start_from="initial_lr")
 
     if num_warmup_steps is None:
         raise ValueError(f"{name} requires num_warmup_steps, got None")
     warmup = _check_int("num_warmup_steps", num_warmup_steps, 0)
-    total = None
-    if num_training_steps is not None:
-        total = _check_int("num_training_steps", num_training_steps, 1)
-    common = {"warmup_start_factor": 0.0, "start_from": "initial_lr"}
     if name == "constant_with_warmup":
-        return WarmupDecayLR(optimizer, warmup, None, decay="constant", **common)
-    last_epoch = options.pop("last_epoch")
-    common["last_epoch"] = last_epoch
+        return _transformers_schedule(optimizer, warmup, None, decay="constant")
+    last_epoch = options["last_epoch"]
     if name == "inverse_sqrt":
         timescale = options["timescale"]
-        if timescale is None:
+        if timescale is None:  # transformers' default
             timescale = warmup or 10_000
-        return WarmupDecayLR(
-            optimizer, warmup, None, decay="inverse_sqrt", timescale=timescale, **common
+        return _transformers_schedule(
+            optimizer,
+            warmup,
+            None,
+            decay="inverse_sqrt",
+            timescale=timescale,
+            last_epoch=last_epoch,
         )
     if name == "warmup_stable_decay":
-        return _warmup_stable_decay(optimizer, warmup, total, options, common)
+        return _warmup_stable_decay(optimizer, warmup, num_training_steps, options)
 
-    if total is None:
-        raise ValueError(f"{name} requires num_training_steps, got None")
-    if name == "linear":
-        return WarmupDecayLR(optimizer, warmup, total, decay="linear", **common)
-    if name == "cosine":
-        return WarmupDecayLR(optimizer, warmup, total, num_cycles=options["num_cycles"], **common)
-    if name == "cosine_with_restarts":
-        del common["warmup_start_factor"]  # the warmup starts from warmup_start_lr=0.0
-        return CosineRestartsLR(
-            optimizer,
-            total_steps=total,
-            num_cycles=options["num_cycles"],
-            warmup_steps=warmup,
-            warmup_prefix=True,
-            **common,
+    total = _training_steps(name, num_training_steps, warmup)
+    # transformers' decays divide by max(1, total - warmup): they last at least one step.
+    decay_end = max(total, warmup + 1)
+    if name == "linear":  # its lr is (total - t) / max(1, total - warmup): 0 at total
+        return _transformers_schedule(
+            optimizer, warmup, total, decay="linear", last_epoch=last_epoch
         )
     if name == "polynomial":
         lr_init = float(optimizer.defaults["lr"])
         lr_end = _as_float("lr_end", options["lr_end"])
+        if lr_end < 0.0:
+            raise ValueError(f"lr_end must be >= 0, got {options['lr_end']!r}")
         if not lr_init > lr_end:
             raise ValueError(f"lr_end ({lr_end}) must be smaller than initial lr ({lr_init})")
-        return WarmupDecayLR(
+        return _transformers_schedule(
             optimizer,
             warmup,
             total,
             decay="polynomial",
             power=options["power"],
             min_lr_ratio=lr_end / lr_init,
-            **common,
+            last_epoch=last_epoch,
         )
+    if name == "cosine_with_restarts":
+        return CosineRestartsLR(
+            optimizer,
+            total_steps=decay_end,
+            num_cycles=options["num_cycles"],
+            warmup_steps=warmup,
+            warmup_prefix=True,
+            start_from="initial_lr",
+            last_epoch=last_epoch,
+        )
+    # The cosine schedules, whose last wave is where it is at num_training_steps.
+    cosine = {"num_cycles": options["num_cycles"], "end_at": "wave", "last_epoch": last_epoch}
+    if name == "cosine":
+        return _transformers_schedule(optimizer, warmup, decay_end, **cosine)
     rate = _min_lr_rate(optimizer, options["min_lr"], options["min_lr_rate"])
-    cycles = options["num_cycles"]
     if name == "cosine_with_min_lr":
-        return WarmupDecayLR(
-            optimizer, warmup, total, num_cycles=cycles, min_lr_ratio=rate, **common
-        )
+        return _transformers_schedule(optimizer, warmup, decay_end, min_lr_ratio=rate, **cosine)
     # cosine_warmup_with_min_lr: transformers' lambda at step t is the cosine-with-min-lr
     # schedule at t + 1, with its own warmup when warmup_lr_rate is given.
     warmup_rate = options["warmup_lr_rate"]
+    if warmup_rate is not None:
+        warmup_rate = _check_fraction("warmup_lr_rate", warmup_rate)
     if warmup_rate is None or warmup == 0:
         return _one_step_ahead(
-            WarmupDecayLR(optimizer, warmup, total, num_cycles=cycles, min_lr_ratio=rate, **common)
+            _transformers_schedule(optimizer, warmup, decay_end, min_lr_ratio=rate, **cosine)
         )
     if warmup == 1:
         raise ValueError(
@@ -1791,27 +1821,27 @@ def get_scheduler(
             "warmup_lr_rate and continues one step into the decay, which no warmup-then-decay "
             "schedule does; use num_warmup_steps=0 or >= 2, or leave warmup_lr_rate out"
         )
-    common["warmup_start_factor"] = warmup_rate
-    return WarmupDecayLR(
-        optimizer, warmup - 1, total - 1, num_cycles=cycles, min_lr_ratio=rate, **common
+    return _transformers_schedule(
+        optimizer,
+        warmup - 1,
+        decay_end - 1,
+        warmup_start_factor=warmup_rate,
+        min_lr_ratio=rate,
+        **cosine,
     )
 
 
 def _warmup_stable_decay(
-    optimizer: Optimizer,
-    warmup: int,
-    total: int | None,
-    options: dict[str, Any],
-    common: dict[str, Any],
+    optimizer: Optimizer, warmup: int, num_training_steps: int | None, options: dict[str, Any]
 ) -> WarmupDecayLR:
     """transformers' ``get_wsd_schedule`` as a :class:`WarmupDecayLR`."""
     decay_steps = _check_int("num_decay_steps", options["num_decay_steps"], 0)
     stable = options["num_stable_steps"]
-    if total is None and stable is None:
+    if num_training_steps is None and stable is None:
         raise ValueError(
             "warmup_stable_decay needs num_training_steps or num_stable_steps, got neither"
         )
-    if total is not None and stable is not None:
+    if num_training_steps is not None and stable is not None:
         warnings.warn(
             "Both num_training_steps and num_stable_steps are specified. num_stable_steps "
             "will be used.",
@@ -1819,13 +1849,19 @@ def _warmup_stable_decay(
             stacklevel=3,
         )
     if stable is None:
-        stable = total - warmup - decay_steps  # type: ignore[operator]
+        total = _check_int("num_training_steps", num_training_steps, 1)
+        stable = total - warmup - decay_steps
         if stable < 0:
             raise ValueError(
                 f"num_training_steps={total!r} is less than num_warmup_steps + num_decay_steps "
                 f"= {warmup + decay_steps!r}: the stable phase would be negative"
             )
     stable = _check_int("num_stable_steps", stable, 0)
+    if warmup + stable + decay_steps == 0:
+        raise ValueError(
+            "warmup_stable_decay needs at least one step of warmup, stable phase or decay, got "
+            "num_warmup_steps=0, num_stable_steps=0 and num_decay_steps=0"
+        )
     warmup_type = _choice("warmup_type", options["warmup_type"], _WSD_SHAPES)
     decay_type = _choice("decay_type", options["decay_type"], _WSD_SHAPES)
     cycles = options["num_cycles"]
@@ -1836,18 +1872,18 @@ def _warmup_stable_decay(
                 f"with decay_type={decay_type!r}"
             )
         cycles = None
-    ratio = _as_float("min_lr_ratio", options["min_lr_ratio"])
-    common = {**common, "warmup_start_factor": ratio}
-    return WarmupDecayLR(
+    ratio = _check_fraction("min_lr_ratio", options["min_lr_ratio"])
+    return _transformers_schedule(
         optimizer,
         warmup,
         warmup + stable + decay_steps,
         stable_steps=stable,
         warmup=warmup_type,
         decay=decay_type,
+        warmup_start_factor=ratio,  # transformers' warmup starts at min_lr_ratio
         min_lr_ratio=ratio,
         num_cycles=cycles,
-        **common,
+        last_epoch=options["last_epoch"],
     )
 
 
