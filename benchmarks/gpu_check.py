@@ -1377,7 +1377,8 @@ def warm_up(
     """Run ``jobs`` in a pool of spawned processes (one per core; two in a dry run) until they
     are done or ``deadline`` (on ``clock``) passes, then end the pool. Per kind of job: how
     many ran, failed (the first failure, with its arguments) or were unfinished, and times."""
-    workers = max(1, min(len(jobs), os.cpu_count() or 1, 2 if target.dry_run else 64))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    workers = max(1, min(len(jobs), cores or 1, 2 if target.dry_run else 64))
     # Workers find the functions by module name: when this file runs as __main__ (a script, or
     # under cProfile), they come from it imported as the module gpu_check (benchmarks/ is on
     # sys.path, which spawned workers inherit).
