@@ -1,65 +1,97 @@
-"""GPU proof kit: validate and measure every torchkit kernel on one CUDA GPU within five minutes.
+"""GPU proof kit: validate and measure every torchkit kernel on one CUDA GPU in about four minutes.
 
     python benchmarks/gpu_check.py               # on a CUDA machine, no arguments needed
     python benchmarks/gpu_check.py --dry-run     # the same code paths on CPU (Triton interpreter)
+    bash benchmarks/device_run.sh                # on a lent GPU machine: install, run, copy to $OUT
 
 It writes ``gpu_check.json`` (every figure, with the GPU, driver, CUDA, cuDNN, torch and Triton
 versions) and ``gpu_check.md`` (the same as tables) into ``--out`` (default
 ``benchmarks/results/<gpu name>/``, ``benchmarks/results/dry-run/`` for a dry run). Both files are
 rewritten, atomically, after every case: a run cut short leaves everything it measured.
 
-Sections, in order, each with a time budget (``SECTIONS``; the budgets add up to the total, and
-time one section leaves unused passes to the next). A case that would start after its section's
-deadline is recorded as skipped, never dropped:
+Time. Sections run in order, each with a time budget (``SECTIONS``): a section's deadline is the
+start of the run plus the budgets up to it, so time one section leaves unused passes to the next,
+and a case that would start after its section's deadline is recorded as skipped, never dropped.
+The budgets add up to 225 s; with the imports and the CUDA context (10 to 20 s) a run takes about
+four minutes. ``--deadline`` (default 255 s from the start of ``main``) is a hard stop behind them:
+a watchdog interrupts whatever runs then, the report says where it stopped, and the exit status is
+3. A call blocked inside the driver cannot be interrupted; ``benchmarks/device_run.sh`` runs the kit
+under ``timeout`` as the last resort, and the files written so far stay.
 
+Sections:
+
+0. ``warm_up``: compiles every Triton kernel the run launches before anything is timed, in a pool
+   of processes (one per CPU core): each job launches one kernel variant the way a case will
+   (a conv layer with one tile pinned, for every tile autotuning may time for a case's shape,
+   dtype and layout; each Adam case), so Triton's on-disk cache holds the binary when the case
+   runs and no budget below pays for a compile (about 2 s each). A dry run, where the
+   interpreter compiles nothing, runs one job of each kind (conv: one per layout and main
+   loop), to prove the pool.
 1. ``adam_correctness``: FusedAdam against ``torch.optim.Adam(fused=True)`` in fp32, bf16 and
    fp16, plain, AMSGrad + weight decay, maximize, AdamW, GradScaler with an overflowing step, and
    capturable under a CUDA graph: fraction of bitwise-equal parameters and the largest difference.
-2. ``conv_correctness``: FusedConv2dReLU against ``relu(conv2d)`` on cuDNN, forward and
-   backward, fp32, TF32, fp16 and bf16, NCHW and channels_last; both against a float64 reference.
+2. ``conv_correctness``: FusedConv2dReLU and stock ``relu(conv2d)`` on cuDNN, forward and
+   backward, fp32, TF32, fp16 and bf16, NCHW and channels_last, each against a float64 reference;
+   each backward reference is masked with the ReLU of the output it checks.
 3. ``adam_bandwidth``: achieved TB/s on one large tensor against torch's fused kernel.
 4. ``adam_tiling``: the same with each tiling of the sweep.
 5. ``adam_step_time``: ``step()`` for 10, 161 and 400 tensors, host and device time, torchkit
    against torch's fused and foreach Adam, eager and replayed from a CUDA graph.
 6. ``conv_speed``: time per call and TFLOP/s against ``F.conv2d(...).relu_()`` and
-   ``torch.cudnn_convolution_relu`` on LeNet and ResNet-50 shapes (batch 32), the autotuned
-   config and the time its first call took.
+   ``torch.cudnn_convolution_relu`` (both with ``torch.backends.cudnn.benchmark`` on, as torchkit
+   autotunes) on LeNet and ResNet-50 shapes (batch 32); each path timed eagerly and replayed from
+   a CUDA graph, and each on its own (one that fails is recorded, the others still run); the
+   autotuned config and the time its first call took.
 7. ``conv_tiles``: every tile of the autotune space on one ResNet shape.
 8. ``adam_large``: one Adam tensor of more than 2^31 elements (skipped when memory is short).
 
+Timings: ``*_us`` from ``triton.testing.do_bench`` (the median of calls made from Python: host
+dispatch included, L2 flushed between calls); ``*_graph_us`` from
+``triton.testing.do_bench_cudagraph`` (the calls captured in one CUDA graph and replayed: device
+time per call, back to back, no host dispatch); TFLOP/s and the roofline ratio use the graph
+time. Optimizer steps are timed with CUDA events (``Target.step_times``).
+
 Statuses: ``ok``; ``mismatch`` (a correctness check failed); ``skipped`` (with the reason: the
 time budget, the GPU's memory, or ``dry run: ...`` for what only a GPU can do); ``error``
-(anything else, a refusal by torchkit included, with the exception; the run goes on). The exit
-status is 1 when a case is ``mismatch`` or ``error``.
+(anything else, a refusal by torchkit included, with the exception; the run goes on). After every
+case the device is checked (``Target.health``: a synchronize and a tiny kernel); when the CUDA
+context is unusable (a sticky error such as an illegal address), every later case would fail the
+same way, so the run stops there, with the case marked and ``meta.stopped`` saying why.
+
+Exit status: 0 every case ok or skipped; 1 a case is ``mismatch`` or ``error``; 2 bad arguments;
+3 stopped early (device unusable, or the ``--deadline`` watchdog).
 
 ``--dry-run`` runs every section on CPU tensors through Triton's interpreter at tiny sizes, timing
 with ``time.perf_counter`` and replaying "graphs" eagerly: it proves the script and its report
 work, not anything about speed. Its conv shapes keep the main loop the GPU shape runs (the
 GEMM form for at least 16 input channels per group, the flat-K variant below that), which each
-conv case records as ``main_loop``. CUDA timings use ``triton.testing.do_bench`` (medians,
-warm-up included, L2 flushed between calls) for kernels and CUDA events for optimizer steps.
+conv case records as ``main_loop``.
 
 The kit drives the public surface (``FusedAdam(capturable=True)``, ``FusedConv2dReLU.blocks`` to
 pin a tiling) except in the block "Kernel internals", which reads what no public API exposes:
 ``torchkit.kernels.adam.AdamPlan``, ``AdamTiling`` and ``default_tiling`` (the tiling sweep);
-the conv kernel's Triton ``Autotuner`` (its ``configs`` and ``best_config``) and its
-``_prune_configs`` (which tiles autotuning times for a shape); Triton's
-``knobs.autotuning.listener`` (how long tuning took, and over how many tiles). Tested with
-torch 2.13 and Triton 3.9.
+the conv kernel's Triton ``Autotuner`` (its ``configs``, ``cache``, ``best_config``,
+``configs_timings`` and ``bench_time``, in Triton 3.2 to 3.9) and its ``_prune_configs`` (which
+tiles autotuning times for a shape). Tested with torch 2.13 and Triton 3.9 (dry run); the GPU
+machine this kit was prepared for has torch 2.11 and Triton 3.6.
 """
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import contextlib
+import importlib
 import json
 import math
+import multiprocessing
 import os
 import platform
 import re
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -74,24 +106,31 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE))
 import traffic  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
+from tables import markdown_table  # noqa: E402
 
-# (name, title, budget in seconds); the budgets add up to the default total of 285 s, which
-# leaves a margin under five minutes for start-up (imports, CUDA context).
+# (name, title, budget in seconds); the budgets add up to 225 s (see the module docstring).
 SECTIONS: tuple[tuple[str, str, float], ...] = (
-    ("adam_correctness", "Correctness: FusedAdam against torch.optim.Adam(fused=True)", 20),
-    ("conv_correctness", "Correctness: FusedConv2dReLU against relu(conv2d) on cuDNN", 80),
-    ("adam_bandwidth", "Adam: achieved bandwidth on one large tensor", 15),
-    ("adam_tiling", "Adam: tiling sweep", 15),
-    ("adam_step_time", "Adam: step time for 10, 161 and 400 tensors", 30),
-    ("conv_speed", "Conv2d + bias + ReLU: time per call and TFLOP/s", 80),
-    ("conv_tiles", "Conv2d + bias + ReLU: every autotune tile on one shape", 25),
+    ("warm_up", "Start-up: every Triton kernel of the run compiled in parallel", 60),
+    ("adam_correctness", "Correctness: FusedAdam against torch.optim.Adam(fused=True)", 15),
+    ("conv_correctness", "Correctness: FusedConv2dReLU against relu(conv2d) on cuDNN", 35),
+    ("adam_bandwidth", "Adam: achieved bandwidth on one large tensor", 5),
+    ("adam_tiling", "Adam: tiling sweep", 5),
+    ("adam_step_time", "Adam: step time for 10, 161 and 400 tensors", 15),
+    ("conv_speed", "Conv2d + bias + ReLU: time per call and TFLOP/s", 60),
+    ("conv_tiles", "Conv2d + bias + ReLU: every autotune tile on one shape", 10),
     ("adam_large", "Adam: one tensor of more than 2^31 elements", 20),
 )
+DEADLINE_S = 255.0  # the watchdog's hard stop, from the start of main()
+EXIT_STOPPED = 3
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class Skipped(Exception):
     """The case cannot run here; the text says why (``dry run: ...`` for GPU-only work)."""
+
+
+class DeviceLost(Exception):
+    """The CUDA context is unusable after a case: later cases would all fail, so the run stops."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -193,10 +232,27 @@ def autotune_candidates(shape: traffic.ConvShape, dtype: torch.dtype, tf32: bool
     )
 
 
+def warm_tiles(shape: traffic.ConvShape, precision: str) -> list[Any]:
+    """Every tile a conv call in ``precision`` may run on ``shape``, as ``Conv2dReLUBlocks``:
+    the autotune candidates of each precision of the same dtype (the autotuner's key names the
+    dtype, not the precision, so a tile tuned for TF32 products may then run with IEEE ones)."""
+    dtype = PRECISIONS[precision][0]
+    configs = [
+        config
+        for other, (other_dtype, use_tf32, _) in PRECISIONS.items()
+        if other_dtype == dtype
+        for config in autotune_candidates(shape, dtype, use_tf32)
+    ]
+    labels = {tile_label(c) for c in configs}
+    return [tile for tile in conv_tiles() if tile_label(tile) in labels]
+
+
 def conv_autotuned_call(call: Callable[[], object], device: torch.device) -> dict[str, Any]:
     """Run ``call`` (one fused conv forward) and say which config the autotuner used, and how
     this call tuned: ``tuning`` and ``tune_s``, the seconds it spent timing tiles (``None`` when
-    it timed none). CPU tensors run fixed interpreter blocks, never autotuned."""
+    it timed none). Read from the Autotuner's attributes, which Triton 3.2 to 3.9 all keep: a
+    new key in ``cache``, and a new ``configs_timings`` dict (with ``bench_time``) when it timed.
+    CPU tensors run fixed interpreter blocks, never autotuned."""
     if device.type != "cuda":
         call()
         return {
@@ -204,21 +260,16 @@ def conv_autotuned_call(call: Callable[[], object], device: torch.device) -> dic
             "tuning": "none",
             "tune_s": None,
         }
-    from triton import knobs
-
     from torchkit.kernels.conv2d_relu import _conv2d_relu_fwd_kernel_autotuned as tuner
 
-    events: list[dict[str, Any]] = []
     keys_before = len(tuner.cache)
-    with knobs.autotuning.scope():
-        knobs.autotuning.listener = lambda **event: events.append(event)
-        call()
+    timings_before = getattr(tuner, "configs_timings", None)
+    call()
     figures: dict[str, Any] = {"config": tile_label(tuner.best_config), "tune_s": None}
-    if events:
-        event = events[-1]
-        timed = f"timed {len(event['configs_timings'])} tiles"
-        figures["tuning"] = f"{timed} (Triton's disk cache)" if event["cache_hit"] else timed
-        figures["tune_s"] = event["duration"]
+    timings = getattr(tuner, "configs_timings", None)
+    if timings is not None and timings is not timings_before:
+        figures["tuning"] = f"timed {len(timings)} tiles"
+        figures["tune_s"] = getattr(tuner, "bench_time", None)
     elif len(tuner.cache) > keys_before:
         figures["tuning"] = "one tile left after pruning, not timed"
     else:
@@ -251,35 +302,6 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.4g}"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(_fmt(v) for v in value)
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
-    """``rows`` as a Markdown table; columns default to every key, in order of first appearance.
-
-    Example:
-        >>> print(markdown_table([{"case": "a", "time_us": 1.23456}, {"case": "b", "ok": True}]))
-        | case | time_us | ok |
-        | --- | --- | --- |
-        | a | 1.235 | - |
-        | b | - | yes |
-    """
-    if columns is None:
-        columns = list(dict.fromkeys(key for row in rows for key in row))
-    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
-    lines += ["| " + " | ".join(_fmt(row.get(c)) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def status_summary(cases: Sequence[dict[str, Any]]) -> str:
     """How many cases have each status, in order of first appearance.
 
@@ -294,7 +316,11 @@ def status_summary(cases: Sequence[dict[str, Any]]) -> str:
 
 
 class Report:
-    """What the run measured so far, written to ``out/gpu_check.{json,md}`` after every case."""
+    """What the run measured so far, written to ``out/gpu_check.{json,md}`` after every case.
+
+    ``health`` is called after every case: ``None`` when the device still works, else what is
+    wrong with it (``Target.health``).
+    """
 
     def __init__(
         self,
@@ -302,10 +328,13 @@ class Report:
         meta: dict[str, Any],
         sections: Sequence[tuple[str, str, float]] = SECTIONS,
         clock: Callable[[], float] = time.monotonic,
+        health: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.out = out
         self.clock = clock
+        self.health = health
         self.started = clock()
+        self.running: str | None = None  # the case in progress, for a run that is cut short
         self.data: dict[str, Any] = {
             "meta": meta,
             "sections": [
@@ -332,6 +361,13 @@ class Report:
         finally:
             entry["elapsed_s"] = round(self.clock() - start, 3)
             self.write()
+
+    def stop(self, reason: str) -> None:
+        """Record why the run stopped before its end (``meta.stopped``) and write the files."""
+        if self.running is not None:
+            reason += f" (during case {self.running})"
+        self.data["meta"]["stopped"] = reason
+        self.write()
 
     def write(self) -> None:
         self.data["meta"]["elapsed_s"] = round(self.clock() - self.started, 3)
@@ -380,19 +416,31 @@ class Section:
     def __init__(self, report: Report, entry: dict[str, Any], deadline: float) -> None:
         self.report, self.entry, self.deadline = report, entry, deadline
 
-    def case(self, case_id: str, run: Callable[[], dict[str, Any]], **labels: Any) -> dict:
+    def case(
+        self,
+        case_id: str,
+        run: Callable[[], dict[str, Any]],
+        *,
+        always: bool = False,
+        **labels: Any,
+    ) -> dict:
         """Run ``run`` (returning the case's figures, ``status`` optional) and record it.
 
-        Past the section's deadline the case is recorded as skipped without running. A
+        Past the section's deadline the case is recorded as skipped without running, unless
+        ``always`` (a summary of work already done). A
         :class:`Skipped` exception records that status with its text; any other exception is
-        recorded as an error, and the run continues.
+        recorded as an error, and the run continues, unless the device is unusable after the
+        case (the report's ``health``): then the case is an error and :class:`DeviceLost` is
+        raised once the report is written.
         """
         record: dict[str, Any] = {"case": case_id, **labels}
         clock = self.report.clock
-        if clock() > self.deadline:
+        lost = None
+        if clock() > self.deadline and not always:
             record.update(status="skipped", reason="time budget: the section's deadline passed")
         else:
             start = clock()
+            self.report.running = case_id
             try:
                 figures = run()
                 record.update(figures)
@@ -406,18 +454,27 @@ class Section:
                     reason=f"{type(error).__name__}: {error}"[:2000],
                     where=f"{Path(where.filename).name}:{where.lineno}",
                 )
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
+            lost = self.report.health()
+            if lost is not None:
+                record.update(status="error", device=f"unusable after this case: {lost}"[:2000])
+            elif record["status"] == "error" and torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            self.report.running = None
             record["case_s"] = round(clock() - start, 3)
         # Status first after the id: the Markdown table reads best that way.
         ordered = {"case": case_id, "status": record.pop("status")}
         self.entry["cases"].append({**ordered, **record})
         self.report.write()
+        if lost is not None:
+            raise DeviceLost(f"the CUDA context is unusable after case {case_id}: {lost}")
         return self.entry["cases"][-1]
 
 
 # --------------------------------------------------------------------------------------------
 # Where the run happens: device, timers, graphs
+
+
+GRAPH_WARMUP = 3  # calls on a side stream before a CUDA graph capture (torch's recipe)
 
 
 @dataclass(frozen=True)
@@ -435,17 +492,41 @@ class Target:
         if self.cuda:
             torch.cuda.synchronize(self.device)
 
-    def bench(self, fn: Callable[[], object], rep_ms: int = 100) -> float:
-        """Seconds per call of ``fn``: ``do_bench``'s median on CUDA; in a dry run one call
-        timed with ``perf_counter`` after one warm-up call."""
+    def health(self) -> str | None:
+        """``None`` when the device still runs work, else the error it raises: a synchronize
+        surfaces any asynchronous fault of the last case, and a tiny kernel and a copy back
+        show whether the context still works (after an illegal address it never does)."""
+        if not self.cuda:
+            return None
+        try:
+            torch.cuda.synchronize(self.device)
+            probe = torch.ones(4, device=self.device).add_(1).sum().item()
+        except Exception as error:
+            return f"{type(error).__name__}: {error}"
+        return None if probe == 8.0 else f"a probe kernel computed {probe}, not 8.0"
+
+    def bench(self, fn: Callable[[], object], rep_ms: int = 50) -> float:
+        """Seconds per call of ``fn`` made from Python: ``do_bench``'s median on CUDA (host
+        dispatch included, L2 flushed between calls); in a dry run one call timed with
+        ``perf_counter`` (a dry run's timings are not speeds)."""
         if self.cuda:
             import triton.testing
 
-            return triton.testing.do_bench(fn, warmup=25, rep=rep_ms, return_mode="median") / 1e3
-        fn()
+            return triton.testing.do_bench(fn, warmup=10, rep=rep_ms, return_mode="median") / 1e3
         start = time.perf_counter()
         fn()
         return time.perf_counter() - start
+
+    def bench_graph(self, fn: Callable[[], object], rep_ms: int = 10) -> float:
+        """Seconds per call of ``fn`` replayed from a CUDA graph: ``do_bench_cudagraph``'s
+        median (the calls captured back to back in one graph: device time, no host dispatch).
+        A dry run times one eager call instead, as :meth:`bench` does."""
+        if self.cuda:
+            import triton.testing
+
+            ms = triton.testing.do_bench_cudagraph(fn, rep=rep_ms, return_mode="median")
+            return ms / 1e3
+        return self.bench(fn)
 
     def step_times(self, step: Callable[[], object], steps: int) -> tuple[float, float]:
         """``(host, device)`` seconds per call of ``step``: host is the median time a call takes
@@ -469,14 +550,14 @@ class Target:
         return statistics.median(host), start.elapsed_time(end) / 1e3 / steps
 
     def graph(self, fn: Callable[[], object]) -> Callable[[], object]:
-        """``fn`` captured in a CUDA graph (three warm-up calls on a side stream, then the
-        capture); returns the replay. A dry run returns ``fn`` itself, called eagerly."""
+        """``fn`` captured in a CUDA graph after :data:`GRAPH_WARMUP` calls on a side stream;
+        returns the replay. A dry run returns ``fn`` itself, called eagerly (no warm-up calls)."""
         if not self.cuda:
             return fn
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
-            for _ in range(3):
+            for _ in range(GRAPH_WARMUP):
                 fn()
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
@@ -484,16 +565,25 @@ class Target:
             fn()
         return graph.replay
 
+    @property
+    def graphs(self) -> str:
+        """What a ``graph`` timing or replay is on this target, for the report."""
+        return "CUDA graph replay" if self.cuda else "eager stand-in (dry run)"
+
 
 @contextlib.contextmanager
-def tf32(enabled: bool) -> Iterator[None]:
-    """Set cuDNN's TF32 switch (which FusedConv2dReLU follows too) for a block, then restore it."""
-    previous = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = enabled
+def cudnn_settings(**settings: bool) -> Iterator[None]:
+    """Set flags of ``torch.backends.cudnn`` for a block, then restore them: ``allow_tf32``
+    (which FusedConv2dReLU follows too) and ``benchmark`` (cuDNN times its algorithms for each
+    new shape and keeps the fastest, as torchkit's autotuner picks a tile)."""
+    previous = {name: getattr(torch.backends.cudnn, name) for name in settings}
     try:
+        for name, value in settings.items():
+            setattr(torch.backends.cudnn, name, value)
         yield
     finally:
-        torch.backends.cudnn.allow_tf32 = previous
+        for name, value in previous.items():
+            setattr(torch.backends.cudnn, name, value)
 
 
 def _bitwise(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -525,7 +615,9 @@ def _adam_shapes(target: Target) -> list[tuple[int, ...]]:
 
 
 def adam_compare(target: Target, dtype: torch.dtype, variant: str) -> dict[str, Any]:
-    """Run FusedAdam/FusedAdamW and torch's fused Adam/AdamW side by side on the same gradients."""
+    """Run FusedAdam/FusedAdamW and torch's fused Adam/AdamW side by side on the same gradients:
+    5 steps (3 in a dry run); on a GPU, ``capturable_graph`` adds the :data:`GRAPH_WARMUP`
+    steps that precede each capture (8 steps in all)."""
     from torchkit.optim import FusedAdam, FusedAdamW
 
     steps = 3 if target.dry_run else 5
@@ -566,13 +658,15 @@ def adam_compare(target: Target, dtype: torch.dtype, variant: str) -> dict[str, 
         for ps in (ours_p, ref_p):
             for p, g in zip(ps, grads[0], strict=True):
                 p.grad = g.to(target.device, dtype)
+        # The capture's warm-up steps (on the first gradients) count: both optimizers take them.
         replays = [target.graph(ours.step), target.graph(ref.step)]
         for step_grads in grads:
             for ps, replay in zip((ours_p, ref_p), replays, strict=True):
                 for p, g in zip(ps, step_grads, strict=True):
                     p.grad.copy_(g)
                 replay()
-        extra = {"graph": "eager stand-in (dry run)" if target.dry_run else "CUDA graph replay"}
+        steps += GRAPH_WARMUP if target.cuda else 0
+        extra = {"graph": target.graphs}
     else:
         for step_grads in grads:
             for opt, ps in ((ours, ours_p), (ref, ref_p)):
@@ -634,19 +728,29 @@ PRECISIONS: dict[str, tuple[torch.dtype, bool, float]] = {
 }
 LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 # (precision, layout) the speed section times, in its order: mixed precision in channels_last,
-# and fp32 on TF32 tensor cores in torch's default layout.
-SPEED_VARIANTS = (("fp16", "channels_last"), ("bf16", "channels_last"), ("tf32", "nchw"))
+# fp32 on TF32 tensor cores in torch's default layout, then bf16 (the same bytes and peak as
+# fp16 in the model: the first to go when the budget runs out).
+SPEED_VARIANTS = (("fp16", "channels_last"), ("tf32", "nchw"), ("bf16", "channels_last"))
+
+
+def _conv_correctness_variants() -> list[tuple[str, str]]:
+    """(precision, layout) of the correctness section, in its order: the speed section's first
+    (it reuses their compiled kernels and autotune choices), then the others."""
+    variants = list(SPEED_VARIANTS)
+    return variants + [(p, lay) for p in PRECISIONS for lay in LAYOUTS if (p, lay) not in variants]
 
 
 def _shape(name: str, target: Target) -> traffic.ConvShape:
-    """A benchmark shape; in a dry run shrunk to a few pixels and channels (same kernel size,
-    stride and padding), so the interpreter runs it in milliseconds. The input channels stay
-    as they are below 16 and become 32 above: the shape keeps its main loop (:func:`main_loop`),
-    and 32 channels fill one ``BLOCK_K`` step of the GEMM form as ResNet's do on a GPU."""
+    """A benchmark shape; in a dry run shrunk to 2 images whose output is at most 5 x 5 pixels
+    (same kernel size, stride and padding) and at most 6 output channels, so one program
+    instance of the interpreter computes it. The input channels stay as they are below 16 and
+    become 32 above: the shape keeps its main loop (:func:`main_loop`), and 32 channels fill one
+    ``BLOCK_K`` step of the GEMM form as ResNet's do on a GPU."""
     shape = next(s for s in traffic.CONV_SHAPES if s.name == name)
     if not target.dry_run:
         return shape
-    size = max(shape.kernel + 2, min(shape.size, 9))
+    out = min(shape.out_size, 5)
+    size = (out - 1) * shape.stride + shape.kernel - 2 * shape.padding
     return traffic.ConvShape(
         shape.name, 2, min(shape.c_in, 32), min(shape.c_out, 6), size, shape.kernel,
         shape.stride, shape.padding,
@@ -677,8 +781,31 @@ def _relative_errors(
     return errors
 
 
+def _errors_against_float64(
+    y: torch.Tensor,
+    grads: Sequence[torch.Tensor],
+    pre_activation: torch.Tensor,
+    exact: Sequence[torch.Tensor],
+    upstream: torch.Tensor,
+) -> list[float]:
+    """Relative errors (:func:`_relative_errors`) of an output ``y`` and its input, weight and
+    bias gradients ``grads`` for ``upstream``: against ``relu(pre_activation)``, the float64
+    convolution of ``exact`` (input, weight, bias), and against the float64 gradients of
+    ``pre_activation`` for ``upstream`` masked with ``y > 0``, the mask ``y``'s backward
+    applies."""
+    masked = upstream.double() * (y.detach() > 0)
+    reference = torch.autograd.grad(pre_activation, exact, masked, retain_graph=True)
+    return _relative_errors([y.detach(), *grads], [torch.relu(pre_activation).detach(), *reference])
+
+
 def conv_compare(target: Target, name: str, precision: str, layout: str) -> dict[str, Any]:
     """FusedConv2dReLU and stock ``relu(conv2d)``, forward and backward, each against float64.
+
+    The output is compared with ``relu(conv2d)`` in float64. The gradients are compared with
+    float64 gradients computed through the ReLU mask of the output under test (``y > 0``, which
+    both backward passes apply): where a pre-activation within rounding of zero lands on the
+    other side of it, the mask differs from float64's, and comparing with float64's own mask
+    would count a rounding of the forward pass as a gradient error.
 
     A quantity passes when torchkit's relative error is at most four times stock torch's, or
     at most ``4 sqrt(K) u`` (``K`` terms summed, ``u`` the unit roundoff of the products): the
@@ -691,30 +818,27 @@ def conv_compare(target: Target, name: str, precision: str, layout: str) -> dict
     shape = _shape(name, target)
     x, conv = _conv_inputs(shape, dtype, layout, target)
     fused = FusedConv2dReLU.from_conv(conv)
-    upstream = None
-    outputs = {}
-    with tf32(use_tf32):
+    exact = [t.detach().double().requires_grad_() for t in (x, conv.weight, conv.bias)]
+    pre_activation = F.conv2d(*exact, conv.stride, conv.padding)
+    upstream = torch.randn(pre_activation.shape, generator=torch.Generator().manual_seed(1))
+    upstream = upstream.to(target.device)
+    errors = {}
+    with cudnn_settings(allow_tf32=use_tf32):
         # The first call autotunes (and compiles a variant not seen before): say what it chose.
         with torch.no_grad():
             tuning = conv_autotuned_call(lambda: fused(x), target.device)
-        for which in ("torchkit", "stock", "float64"):
-            cast = torch.float64 if which == "float64" else dtype
-            xi = x.detach().to(cast).requires_grad_()
-            w = conv.weight.detach().to(cast).requires_grad_()
-            b = conv.bias.detach().to(cast).requires_grad_()
+        for which in ("torchkit", "stock"):
+            xi = x.detach().clone().requires_grad_()
             if which == "torchkit":  # the layer and its parameters: its autograd is tested
                 y = fused(xi)
                 w, b = fused.weight, fused.bias
             else:
+                w = conv.weight.detach().clone().requires_grad_()
+                b = conv.bias.detach().clone().requires_grad_()
                 y = torch.relu(F.conv2d(xi, w, b, conv.stride, conv.padding))
-            if upstream is None:
-                upstream = torch.randn(y.shape, generator=torch.Generator().manual_seed(1))
-                upstream = upstream.to(target.device)
-            grads = torch.autograd.grad(y, (xi, w, b), upstream.to(cast))
-            outputs[which] = [y.detach(), *grads]
-    ref = outputs["float64"]
-    ours = _relative_errors(outputs["torchkit"], ref)
-    stock = _relative_errors(outputs["stock"], ref)
+            grads = torch.autograd.grad(y, (xi, w, b), upstream.to(dtype))
+            errors[which] = _errors_against_float64(y, grads, pre_activation, exact, upstream)
+    ours, stock = errors["torchkit"], errors["stock"]
     m = shape.batch * shape.out_size**2
     terms = [
         shape.c_in * shape.kernel**2,  # output: a sum over C_in x KH x KW
@@ -747,11 +871,8 @@ def conv_compare(target: Target, name: str, precision: str, layout: str) -> dict
 
 
 def run_conv_correctness(section: Section, target: Target) -> None:
-    # The variants the speed section times come first (it reuses their compiled kernels and
-    # autotune choices); if the budget runs out, the others are the ones skipped.
-    variants = list(SPEED_VARIANTS)
-    variants += [(p, lay) for p in PRECISIONS for lay in LAYOUTS if (p, lay) not in variants]
-    for precision, layout in variants:
+    # If the budget runs out, the variants the speed section does not time are the ones skipped.
+    for precision, layout in _conv_correctness_variants():
         for name in CONV_CORRECTNESS:
             section.case(
                 f"conv/{name}/{precision}/{layout}",
@@ -912,10 +1033,42 @@ def _cudnn_fused(x: torch.Tensor, conv: torch.nn.Conv2d) -> Callable[[], object]
     return lambda: op(*args)
 
 
+def _time_path(
+    target: Target, fn: Callable[[], object], *, called: bool = False
+) -> dict[str, float | str]:
+    """One path's ``us`` (eager calls, :meth:`Target.bench`, after a first call unless
+    ``called`` says it was made: cuDNN picks its algorithm there) and ``graph_us`` (replayed,
+    :meth:`Target.bench_graph`), each on its own: a timing that raises is recorded as
+    ``error: ...`` in its place, unless the device is unusable after it (then the exception
+    goes on, to stop the run)."""
+    times: dict[str, float | str] = {}
+    for key, bench in (("us", target.bench), ("graph_us", target.bench_graph)):
+        try:
+            if key == "us" and not called:
+                fn()
+                target.sync()
+            times[key] = bench(fn) * 1e6
+        except Exception as error:  # this timing only: the others still run
+            times[key] = f"error: {type(error).__name__}: {error}"[:500]
+            if target.health() is not None:
+                raise
+    return times
+
+
+def _tflops(flops: int, us: float | str) -> float | None:
+    return flops / us / 1e6 if isinstance(us, float) else None
+
+
 def conv_speed(target: Target, name: str, precision: str, layout: str) -> dict[str, Any]:
     """Forward (no grad) time per call of the fused layer, of ``F.conv2d(...).relu_()`` and of
-    ``torch.cudnn_convolution_relu``; the first call's time (autotuning, and compiling when
-    the variant is new) and the config the autotuner chose."""
+    ``torch.cudnn_convolution_relu`` (the stock paths with ``cudnn.benchmark`` on), each timed
+    eagerly and from a CUDA graph; the first call's time (autotuning) and the config chosen.
+
+    Each path and timing runs on its own (:func:`_time_path`): one that fails shows
+    ``error: ...`` in its column and in ``reason`` while the others are timed; a failure of
+    torchkit's makes the case an error. TFLOP/s, the ratios to stock and
+    ``torchkit_of_floor`` use the graph times.
+    """
     from torchkit.nn import FusedConv2dReLU
 
     dtype, use_tf32, _ = PRECISIONS[precision]
@@ -924,34 +1077,50 @@ def conv_speed(target: Target, name: str, precision: str, layout: str) -> dict[s
     fused = FusedConv2dReLU.from_conv(conv)
     args = (conv.weight, conv.bias, conv.stride, conv.padding)
     figures: dict[str, Any] = {"shape": shape.label(), "main_loop": main_loop(shape)}
-    with torch.no_grad(), tf32(use_tf32):
+    stock: dict[str, Callable[[], object] | None] = {
+        "conv_relu_": lambda: F.conv2d(x, *args).relu_(),
+        "cudnn_fused": _cudnn_fused(x, conv),
+    }
+    with torch.no_grad(), cudnn_settings(allow_tf32=use_tf32):
         target.sync()
         start = time.perf_counter()
         choice = conv_autotuned_call(lambda: fused(x), target.device)
         target.sync()
         figures["first_call_s"] = time.perf_counter() - start
         figures["backend"] = str(fused.last_backend)
-        times = {
-            "torchkit": target.bench(lambda: fused(x)),
-            "conv_relu_": target.bench(lambda: F.conv2d(x, *args).relu_()),
-        }
-        cudnn_fused = _cudnn_fused(x, conv)
-        if cudnn_fused is not None:
-            times["cudnn_fused"] = target.bench(cudnn_fused)
+        times = {"torchkit": _time_path(target, lambda: fused(x), called=True)}
+        with cudnn_settings(benchmark=True):
+            for path, fn in stock.items():
+                if fn is None:
+                    figures[f"{path}_us"] = "n/a: needs CUDA and cuDNN"
+                else:
+                    times[path] = _time_path(target, fn)
     figures.update(choice)
-    for key, t in times.items():
-        figures[f"{key}_us"] = t * 1e6
-        figures[f"{key}_tflops"] = shape.flops / t / 1e12
-    if cudnn_fused is None:
-        figures["cudnn_fused_us"] = "n/a: needs CUDA and cuDNN"
-    figures["torchkit_over_conv_relu_"] = times["torchkit"] / times["conv_relu_"]
+    figures["graphs"] = target.graphs
+    for path, t in times.items():
+        figures.update({f"{path}_us": t["us"], f"{path}_graph_us": t["graph_us"]})
+        figures[f"{path}_tflops"] = _tflops(shape.flops, t["graph_us"])
+    ours = times["torchkit"]["graph_us"]
+    for path, t in times.items():
+        if path != "torchkit" and isinstance(ours, float) and isinstance(t["graph_us"], float):
+            figures[f"torchkit_over_{path}"] = ours / t["graph_us"]
     gpu = _modelled_gpu(target)
-    if gpu is not None:
+    if gpu is not None and isinstance(ours, float):
         mode = traffic.math_mode(dtype, tf32=use_tf32)
-        path = traffic.conv_paths(shape, dtype)["torchkit"]
+        path = traffic.conv_paths(shape, dtype, layout)["torchkit"]
         figures["bound"] = path.bound(gpu, mode)
         figures["floor_us"] = path.floor(gpu, mode) * 1e6
-        figures["torchkit_of_floor"] = path.floor(gpu, mode) / times["torchkit"]
+        figures["torchkit_of_floor"] = figures["floor_us"] / ours
+    failed = [
+        f"{path} {key}: {value}"
+        for path, t in times.items()
+        for key, value in t.items()
+        if isinstance(value, str)
+    ]
+    if failed:
+        figures["reason"] = "; ".join(failed)
+    if any(isinstance(value, str) for value in times["torchkit"].values()):
+        figures["status"] = "error"
     return figures
 
 
@@ -964,32 +1133,53 @@ def run_conv_speed(section: Section, target: Target) -> None:
             )
 
 
-def conv_tile(target: Target, tile: Any) -> dict[str, Any]:
-    """The fused layer with ``tile`` pinned (``FusedConv2dReLU.blocks``) on the sweep's shape in
-    fp16 channels_last: its first call (compiling the tile), time per call, and whether
-    autotuning would time this tile for the shape (``autotune_candidate``)."""
+def conv_pinned_call(
+    target: Target, name: str, precision: str, layout: str, tile: Any
+) -> tuple[Callable[[], object], float, str]:
+    """The fused layer on shape ``name`` with ``tile`` pinned (``FusedConv2dReLU.blocks``):
+    ``(call, seconds, backend)``, after one forward (no grad) that compiles the tile, or loads
+    it from Triton's cache; ``seconds`` is how long that first call took."""
     from torchkit.nn import FusedConv2dReLU
 
-    shape = _shape(TILE_SHAPE, target)
-    x, conv = _conv_inputs(shape, torch.float16, "channels_last", target)
+    dtype, use_tf32, _ = PRECISIONS[precision]
+    x, conv = _conv_inputs(_shape(name, target), dtype, layout, target)
     fused = FusedConv2dReLU.from_conv(conv)
     fused.blocks = tile
+
+    def call() -> object:
+        with torch.no_grad(), cudnn_settings(allow_tf32=use_tf32):
+            return fused(x)
+
+    target.sync()
+    start = time.perf_counter()
+    call()
+    target.sync()
+    return call, time.perf_counter() - start, str(fused.last_backend)
+
+
+def conv_tile(target: Target, tile: Any) -> dict[str, Any]:
+    """The fused layer with ``tile`` pinned on the sweep's shape in fp16 channels_last: its
+    first call, time per call (eager and from a graph), and whether autotuning would time this
+    tile for the shape (``autotune_candidate``)."""
+    shape = _shape(TILE_SHAPE, target)
     candidates = {tile_label(c) for c in autotune_candidates(shape, torch.float16, tf32=False)}
-    with torch.no_grad():
-        start = time.perf_counter()
-        fused(x)
-        target.sync()
-        first = time.perf_counter() - start
-        seconds = target.bench(lambda: fused(x))
-    return {
+    call, first, backend = conv_pinned_call(target, TILE_SHAPE, "fp16", "channels_last", tile)
+    times = _time_path(target, call, called=True)
+    figures = {
         "shape": shape.label(),
         "main_loop": main_loop(shape),
         "autotune_candidate": tile_label(tile) in candidates,
-        "backend": str(fused.last_backend),
+        "backend": backend,
         "first_call_s": first,
-        "time_us": seconds * 1e6,
-        "tflops": shape.flops / seconds / 1e12,
+        "time_us": times["us"],
+        "graph_us": times["graph_us"],
+        "tflops": _tflops(shape.flops, times["graph_us"]),
+        "graphs": target.graphs,
     }
+    failed = [f"{key}: {value}" for key, value in times.items() if isinstance(value, str)]
+    if failed:
+        figures.update(status="error", reason="; ".join(failed))
+    return figures
 
 
 def run_conv_tiles(section: Section, target: Target) -> None:
@@ -1014,12 +1204,27 @@ def conv_tile_autotuned(target: Target) -> dict[str, Any]:
         "tuning": speed["tuning"],
         "tune_s": speed["tune_s"],
         "time_us": speed["torchkit_us"],
+        "graph_us": speed["torchkit_graph_us"],
         "tflops": speed["torchkit_tflops"],
+        "graphs": speed["graphs"],
+        **{key: speed[key] for key in ("status", "reason") if key in speed},
     }
 
 
 # --------------------------------------------------------------------------------------------
 # 7. Adam on one tensor of more than 2^31 elements
+
+
+def _large_bytes_per_element(dtype: torch.dtype) -> int:
+    """GPU bytes per element of the large Adam case: p, grad, exp_avg and exp_avg_sq, plus the
+    float32 ``randn`` a narrower dtype is cast from (fp32 16, bf16 12).
+
+    Example:
+        >>> _large_bytes_per_element(torch.float32), _large_bytes_per_element(torch.bfloat16)
+        (16, 12)
+    """
+    size = torch.empty((), dtype=dtype).element_size()
+    return 4 * size + (4 if size < 4 else 0)
 
 
 def adam_large(target: Target) -> dict[str, Any]:
@@ -1034,16 +1239,17 @@ def adam_large(target: Target) -> dict[str, Any]:
         figures["note"] = f"dry run: {numel:,} elements stand in for 2^31 + 4,099"
         dtype = torch.float32
     else:
-        # p, grad, exp_avg, exp_avg_sq, plus the float32 randn a narrower dtype is cast from.
         torch.cuda.empty_cache()  # what earlier cases left in torch's allocator counts as used
         free = torch.cuda.mem_get_info(target.device)[0]
-        fits = [
-            d for d in (torch.float32, torch.bfloat16)
-            if numel * (4 * d.itemsize + (4 if d.itemsize < 4 else 0)) + 2**30 < free
-        ]  # fmt: skip
+        need = {
+            d: numel * _large_bytes_per_element(d) + 2**30 for d in (torch.float32, torch.bfloat16)
+        }
+        fits = [d for d, n in need.items() if n < free]
         if not fits:
-            need = numel * 12 / 2**30
-            raise Skipped(f"needs {need:.0f} GiB of free GPU memory, {free / 2**30:.0f} free")
+            least = min(need.values()) / 2**30
+            raise Skipped(
+                f"needs {least:.0f} GiB of free GPU memory (bf16), {free / 2**30:.0f} free"
+            )
         dtype = fits[0]
     figures["dtype"] = str(dtype).removeprefix("torch.")
     gen = torch.Generator(target.device).manual_seed(0)
@@ -1077,9 +1283,172 @@ def run_adam_large(section: Section, target: Target) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# 0. Warm-up: every Triton kernel of the run compiled in parallel, before anything is timed
+
+# Each kind of job runs, in a pool worker, what a case runs (a conv layer with one tile pinned;
+# the Adam cases themselves), so the worker compiles exactly the variants the case will launch
+# and leaves them in Triton's on-disk cache, which the main process then reads.
+WARM_JOBS: dict[str, Callable[..., object]] = {
+    "conv": conv_pinned_call,
+    "adam_compare": lambda target, dtype, variant: adam_compare(target, DTYPES[dtype], variant),
+    "adam_bandwidth": lambda target, dtype: adam_bandwidth(
+        target, DTYPES[dtype], _large_numel(target)
+    ),
+    "adam_tiling": lambda target, tiling: adam_tiling(target, tiling, _large_numel(target)),
+    "adam_step_time": lambda target, count, mode: adam_step_time(target, count, "torchkit", mode),
+}
+
+
+def warm_up_jobs(target: Target) -> list[tuple[str, tuple[Any, ...], tuple[Any, ...]]]:
+    """``(kind, args, group)`` of every warm-up job: ``WARM_JOBS[kind](target, *args)``; a dry
+    run keeps the first job of each kind and ``group`` (conv: each layout and main loop).
+
+    Conv: every tile autotuning may run (:func:`warm_tiles`) for each shape, precision and
+    layout of the correctness and speed sections, and every tile of the sweep; Adam: each
+    correctness case, each bandwidth dtype, each tiling, and torchkit's step-time cases.
+    """
+    conv_cases = [(n, p, lay) for p, lay in _conv_correctness_variants() for n in CONV_CORRECTNESS]
+    conv_cases += [(s.name, p, lay) for p, lay in SPEED_VARIANTS for s in traffic.CONV_SHAPES]
+    conv_jobs = [
+        (name, precision, layout, tile)
+        for name, precision, layout in dict.fromkeys(conv_cases)
+        for tile in warm_tiles(_shape(name, target), precision)
+    ]
+    conv_jobs += [(TILE_SHAPE, "fp16", "channels_last", tile) for tile in conv_tiles()]
+    jobs = [
+        ("conv", args, (args[2], main_loop(_shape(args[0], target))))
+        for args in dict.fromkeys(conv_jobs)
+    ]
+    jobs += [("adam_compare", (d, v), ()) for d in DTYPES for v in ADAM_VARIANTS]
+    jobs += [("adam_bandwidth", (d,), ()) for d in ("fp32", "bf16")]
+    jobs += [("adam_tiling", (tiling,), ()) for tiling in adam_tilings()]
+    jobs += [
+        ("adam_step_time", (count, mode), ())
+        for count in (10, 161, 400)
+        for mode in ("eager", "graph")
+    ]
+    if target.dry_run:
+        firsts: dict[tuple[Any, ...], tuple[str, tuple[Any, ...], tuple[Any, ...]]] = {}
+        for kind, args, group in jobs:
+            firsts.setdefault((kind, *group), (kind, args, group))
+        return list(firsts.values())
+    # Conv jobs that likely compile the same binary (same precision, layout, tile, main loop
+    # and kernel size; other shapes) go after the first of them, so the pool's first round
+    # compiles different binaries and the later jobs find theirs in the cache.
+    seen: dict[tuple[Any, ...], int] = {}
+    ranks = []
+    for kind, args, _ in jobs:
+        key: tuple[Any, ...] = (kind, args)
+        if kind == "conv":
+            name, precision, layout, tile = args
+            shape = _shape(name, target)
+            key = (precision, layout, tile, main_loop(shape), shape.kernel)
+        seen[key] = seen.get(key, -1) + 1
+        ranks.append(seen[key])
+    return [job for _, job in sorted(zip(ranks, jobs, strict=True), key=lambda pair: pair[0])]
+
+
+def _warm_job(
+    device: str, dry_run: bool, kind: str, args: tuple[Any, ...]
+) -> tuple[float, str | None]:
+    """One warm-up job, in a pool worker: ``(seconds, None)``, or ``(seconds, the error)``."""
+    start = time.perf_counter()
+    try:
+        target = Target(torch.device(device), dry_run)
+        if target.cuda:
+            torch.cuda.set_device(target.device)
+        WARM_JOBS[kind](target, *args)
+        target.sync()
+    except Exception as error:  # reported in the summary; the case itself will say more
+        return time.perf_counter() - start, f"{type(error).__name__}: {error}"[:500]
+    return time.perf_counter() - start, None
+
+
+def _warm_worker_init() -> None:
+    torch.set_num_threads(1)  # the workers share the cores: one thread each
+
+
+def warm_up(
+    jobs: Sequence[tuple[str, tuple[Any, ...], Any]],
+    target: Target,
+    deadline: float,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, dict[str, Any]]:
+    """Run ``jobs`` in a pool of spawned processes (one per core; two in a dry run) until they
+    are done or ``deadline`` (on ``clock``) passes, then end the pool. Per kind of job: how
+    many ran, failed (the first failure, with its arguments) or were unfinished, and times."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    workers = max(1, min(len(jobs), cores or 1, 2 if target.dry_run else 64))
+    # Workers find the functions by module name: when this file runs as __main__ (a script, or
+    # under cProfile), they come from it imported as the module gpu_check (benchmarks/ is on
+    # sys.path, which spawned workers inherit).
+    this = sys.modules[__name__] if __name__ != "__main__" else importlib.import_module("gpu_check")
+    start = clock()
+    pool = multiprocessing.get_context("spawn").Pool(workers, initializer=this._warm_worker_init)
+    try:
+        pending = [
+            (
+                kind,
+                args,
+                pool.apply_async(this._warm_job, (str(target.device), target.dry_run, kind, args)),
+            )
+            for kind, args, _ in jobs
+        ]
+        for _, _, result in pending:
+            result.wait(max(0.0, deadline - clock()))
+    finally:
+        pool.terminate()  # jobs still compiling at the deadline: their cases compile on launch
+        pool.join()
+    wall = clock() - start
+    summary: dict[str, dict[str, Any]] = {}
+    for kind, args, result in pending:
+        entry = summary.setdefault(
+            kind, {"jobs": 0, "finished": 0, "failed": 0, "unfinished": 0, "slowest_s": 0.0}
+        )
+        entry["jobs"] += 1
+        if not result.ready():
+            entry["unfinished"] += 1
+            continue
+        try:
+            seconds, error = result.get()
+        except Exception as failure:  # the job never ran (e.g. its arguments did not pickle)
+            seconds, error = 0.0, f"{type(failure).__name__}: {failure}"
+        entry["finished"] += 1
+        entry["slowest_s"] = max(entry["slowest_s"], seconds)
+        if error is not None:
+            entry["failed"] += 1
+            entry.setdefault("first_failure", f"{args}: {error}")
+    for entry in summary.values():
+        entry.update(workers=workers, pool_wall_s=wall)
+    return summary
+
+
+def run_warm_up(section: Section, target: Target) -> None:
+    jobs = warm_up_jobs(target)
+    summary = warm_up(jobs, target, section.deadline, section.report.clock)
+    note = (
+        "dry run: the interpreter compiles nothing; one job of each kind (conv: one per layout "
+        "and main loop) ran, to prove the pool"
+    )
+    for kind, entry in summary.items():
+        figures = dict(entry)
+        if entry["failed"]:
+            figures.update(status="error", reason=figures.pop("first_failure"))
+        elif entry["unfinished"]:
+            figures["reason"] = (
+                f"{entry['unfinished']} jobs unfinished at the section's deadline: "
+                "their cases compile them when they first launch"
+            )
+        if target.dry_run:
+            figures["note"] = note
+        section.case(f"warm_up/{kind}", lambda f=figures: f, always=True)
+
+
+# --------------------------------------------------------------------------------------------
 # The run
 
 RUNNERS: dict[str, Callable[[Section, Target], None]] = {
+    "warm_up": run_warm_up,
     "adam_correctness": run_adam_correctness,
     "conv_correctness": run_conv_correctness,
     "adam_bandwidth": run_adam_bandwidth,
@@ -1115,7 +1484,9 @@ def environment(target: Target, argv: Sequence[str]) -> dict[str, Any]:
         "torch": torch.__version__,
         "triton": triton.__version__,
         "torchkit": torchkit.__version__,
-        "torchkit_commit": _first_line(["git", "-C", str(HERE), "rev-parse", "HEAD"]),
+        # A copy of the tree without .git (a lent GPU machine) names its commit in the environment.
+        "torchkit_commit": _first_line(["git", "-C", str(HERE), "rev-parse", "HEAD"])
+        or os.environ.get("TORCHKIT_COMMIT"),
         "python": platform.python_version(),
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
@@ -1145,6 +1516,30 @@ def default_out(target: Target) -> Path:
     return RESULTS / (re.sub(r"[^A-Za-z0-9.]+", "-", name).strip("-") or "gpu")
 
 
+class Watchdog:
+    """After ``seconds``, interrupt the main thread (a ``KeyboardInterrupt`` there) unless
+    :meth:`stop` came first; ``fired`` tells that interrupt from a user's Ctrl-C."""
+
+    def __init__(self, seconds: float) -> None:
+        self.fired = False
+        self._lock = threading.Lock()
+        self._armed = True
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._armed:
+                self.fired = True
+                _thread.interrupt_main()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._armed = False
+        self._timer.cancel()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -1159,11 +1554,19 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(name for name, _, _ in SECTIONS),
         help="comma-separated subset of the sections, in their fixed order",
     )
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=DEADLINE_S,
+        help=f"hard stop, in seconds from the start (default {DEADLINE_S:g}; exit status 3)",
+    )
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = sorted(set(chosen) - set(RUNNERS))
     if unknown:
         parser.error(f"unknown section(s) {unknown}; expected some of {list(RUNNERS)}")
+    if not args.deadline > 0:
+        parser.error(f"--deadline must be positive, got {args.deadline}")
 
     if args.dry_run:
         if "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1":
@@ -1176,28 +1579,46 @@ def main(argv: list[str] | None = None) -> int:
         if not torch.cuda.is_available():
             parser.error("no CUDA device: run on a GPU machine, or pass --dry-run")
         target = Target(torch.device("cuda", torch.cuda.current_device()), dry_run=False)
-    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton 3.9 warns when unset
+    # Triton 3.9 warns when unset; set before the warm-up's workers start, which inherit it (it
+    # is part of the key of Triton's compile cache).
+    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
 
     sections = [s for s in SECTIONS if s[0] in chosen]
     meta = environment(target, argv)
-    meta["budget_s"] = sum(b for _, _, b in sections)
+    meta.update(budget_s=sum(b for _, _, b in sections), deadline_s=args.deadline)
     out = args.out or default_out(target)
-    report = Report(out, meta, sections)
-    print(f"gpu_check: writing {out}/gpu_check.{{json,md}}", file=sys.stderr)
+    report = Report(out, meta, sections, health=target.health)
+    watchdog = Watchdog(args.deadline)
+    stopped = False
     try:
-        for name, title, _ in sections:
-            print(f"gpu_check: {title}", file=sys.stderr)
-            with report.section(name) as section:
-                RUNNERS[name](section, target)
-        meta["finished"] = True
-    finally:
-        report.write()
+        try:
+            print(f"gpu_check: writing {out}/gpu_check.{{json,md}}", file=sys.stderr)
+            for name, title, _ in sections:
+                print(f"gpu_check: {title}", file=sys.stderr)
+                with report.section(name) as section:
+                    RUNNERS[name](section, target)
+            meta["finished"] = True
+        except DeviceLost as lost:
+            report.stop(str(lost))
+            stopped = True
+        finally:
+            watchdog.stop()
+    except KeyboardInterrupt:
+        if not watchdog.fired:
+            raise
+        report.stop(f"the watchdog stopped the run at its {args.deadline:g} s deadline")
+        stopped = True
+    report.write()
     failures = report.failures()
     for case in failures:
         print(f"gpu_check: {case['status']}: {case['case']}: {case.get('reason')}", file=sys.stderr)
+    if stopped:
+        print(f"gpu_check: stopped: {meta['stopped']}", file=sys.stderr)
     print(
         f"gpu_check: done in {meta['elapsed_s']:.0f} s; {len(failures)} failure(s)", file=sys.stderr
     )
+    if stopped:
+        return EXIT_STOPPED
     return 1 if failures else 0
 
 

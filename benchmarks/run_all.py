@@ -48,6 +48,7 @@ import torch
 from torchkit.backend import triton_version
 from torchkit.kernel_report import (
     KernelResources,
+    _span,
     config_label,
     format_summary,
     format_versus_yardstick,
@@ -61,6 +62,7 @@ BENCHMARKS = ("bench_schedulers", "bench_adam", "bench_conv_relu")
 sys.path.insert(0, str(HERE))
 import gpu_check  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
 import traffic  # noqa: E402
+from tables import markdown_table  # noqa: E402
 
 
 def shared_note() -> str:
@@ -90,19 +92,22 @@ def machine() -> str:
 
 def ratio_table(rows: list[dict]) -> str:
     """Rows of the benchmarks as a Markdown table of times and ratios."""
-    lines = [
-        "| benchmark | case | torchkit (µs) | stock (µs) | torchkit / stock |",
-        "| --- | --- | ---: | ---: | ---: |",
-    ]
+    cells = []
     for r in rows:
         if r.get("skipped"):
-            lines.append(f"| {r['benchmark']} | {r['case']} | skipped: {r['skipped']} | | |")
+            skipped = {"torchkit (µs)": f"skipped: {r['skipped']}", "stock (µs)": ""}
+            cells.append({**r, **skipped, "torchkit / stock": ""})
             continue
-        lines.append(
-            f"| {r['benchmark']} | {r['case']} | {r['torchkit_s'] * 1e6:.1f} "
-            f"| {r['stock_s'] * 1e6:.1f} | {r['ratio']:.2f} |"
+        cells.append(
+            {
+                **r,
+                "torchkit (µs)": f"{r['torchkit_s'] * 1e6:.1f}",
+                "stock (µs)": f"{r['stock_s'] * 1e6:.1f}",
+                "torchkit / stock": f"{r['ratio']:.2f}",
+            }
         )
-    return "\n".join(lines)
+    columns = ["benchmark", "case", "torchkit (µs)", "stock (µs)", "torchkit / stock"]
+    return markdown_table(cells, columns, right=columns[2:])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,11 +181,6 @@ def conv_variant(rows: list[KernelResources], precision: str, layout: str, loop:
     return min(fitting, key=lambda v: layout not in v.split(","), default=None)
 
 
-def _span(values: list[int]) -> str:
-    low, high = min(values), max(values)
-    return str(low) if low == high else f"{low}-{high}"
-
-
 def tile_figures(rows: list[KernelResources], variant: str, configs: list[Any]) -> list[str]:
     """The static figures of ``variant``'s rows on :data:`STATIC_ARCH` compiled with one of
     ``configs``: hottest-loop instructions against the GEMM yardstick's, registers, stages
@@ -194,18 +194,18 @@ def tile_figures(rows: list[KernelResources], variant: str, configs: list[Any]) 
     ]
     if not chosen:
         return ["-", "-", "-"]
-    loop = _span([r.loop_instructions for r in chosen])
+    loop = _span(sorted(r.loop_instructions for r in chosen))
     ratios = [yardstick_ratio(r) for r in chosen]
     if any(ratio is None for ratio in ratios):
         loop += " (no yardstick)"
     else:
-        yardstick = _span([r.yardstick_loop_instructions or 0 for r in chosen])
+        yardstick = _span(sorted(r.yardstick_loop_instructions or 0 for r in chosen))
         low, high = f"{min(ratios):.2f}", f"{max(ratios):.2f}"  # type: ignore[type-var]
         loop += f" vs {yardstick} ({low if low == high else f'{low}-{high}'}x)"
     return [
         loop,
-        _span([r.registers for r in chosen]),
-        _span([r.num_stages for r in chosen]),
+        _span(sorted(r.registers for r in chosen)),
+        _span(sorted(r.num_stages for r in chosen)),
     ]
 
 
@@ -232,33 +232,41 @@ def _cases(run: dict[str, Any], section: str) -> list[dict[str, Any]]:
     return next((s["cases"] for s in run["sections"] if s["name"] == section), [])
 
 
+MEASURED = "measured µs graph / eager (GPU)"
+
+
 def shapes_block(rows: list[KernelResources], runs: list[dict[str, Any]]) -> str:
-    """One row per benchmark shape and speed-section precision and layout: the fused kernel's
-    bound and floor (µs) on each modelled GPU; the main loop that serves the shape, the
-    compiled variant of the report that has it, the tiles autotuning times for the shape and
-    their static figures on :data:`STATIC_ARCH` (:func:`tile_figures`); and the time per call
-    measured on each GPU of ``runs``, or "not measured"."""
+    """One row per benchmark shape and speed-section precision and layout: the fused path's
+    bound and floor (µs) on each modelled GPU (for an NCHW input, with the copy to
+    channels_last that precedes the kernel); the main loop that serves the shape, the compiled
+    variant of the report that has it, the tiles autotuning times for the shape and their
+    static figures on :data:`STATIC_ARCH` (:func:`tile_figures`); and the time per call
+    measured on each GPU of ``runs`` (replayed from a CUDA graph / called eagerly), or
+    "not measured"."""
     measured = {}
     for run in runs:
         for case in _cases(run, "conv_speed"):
             if case["status"] == "ok":
                 measured[(run["meta"]["gpu"], case["case"])] = case
     gpus = [run["meta"]["gpu"] for run in runs]
-    head = " | ".join(f"{g.name.split()[0]} bound, floor µs" for g in traffic.GPUS)
-    lines = [
-        f"| shape | precision, layout | {head} | main loop | compiled variant "
-        f"| tiles autotuning times | {STATIC_ARCH} loop instructions vs GEMM yardstick "
-        "| registers | stages | measured µs (GPU) |",
-        "| --- | --- |" + " --- |" * len(traffic.GPUS) + " --- |" * 7,
+    gpu_columns = [f"{g.name.split()[0]} bound, floor µs" for g in traffic.GPUS]
+    figure_columns = [
+        "main loop",
+        "compiled variant",
+        "tiles autotuning times",
+        f"{STATIC_ARCH} loop instructions vs GEMM yardstick",
+        "registers",
+        "stages",
     ]
+    table = []
     for precision, layout in gpu_check.SPEED_VARIANTS:
         dtype, use_tf32, _ = gpu_check.PRECISIONS[precision]
         mode = traffic.math_mode(dtype, tf32=use_tf32)
         for shape in traffic.CONV_SHAPES:
-            path = traffic.conv_paths(shape, dtype)["torchkit"]
-            cells = [
-                f"{path.bound(g, mode)}, {path.floor(g, mode) * 1e6:.2f}" for g in traffic.GPUS
-            ]
+            path = traffic.conv_paths(shape, dtype, layout)["torchkit"]
+            row = {"shape": shape.label(), "precision, layout": f"{precision}, {layout}"}
+            for g, column in zip(traffic.GPUS, gpu_columns, strict=True):
+                row[column] = f"{path.bound(g, mode)}, {path.floor(g, mode) * 1e6:.2f}"
             loop = gpu_check.main_loop(shape)
             configs = gpu_check.autotune_candidates(shape, dtype, use_tf32)
             tiles = ", ".join(
@@ -267,36 +275,47 @@ def shapes_block(rows: list[KernelResources], runs: list[dict[str, Any]]) -> str
             )
             variant = conv_variant(rows, precision, layout, loop)
             if variant is None:
-                cells += [loop, "none compiled", tiles, "-", "-", "-"]
+                figures = [loop, "none compiled", tiles, "-", "-", "-"]
             else:
                 other = "" if layout in variant.split(",") else " (other layout)"
-                cells += [loop, f"`{variant}`{other}", tiles]
-                cells += tile_figures(rows, variant, configs)
+                figures = [
+                    loop,
+                    f"`{variant}`{other}",
+                    tiles,
+                    *tile_figures(rows, variant, configs),
+                ]
+            row.update(zip(figure_columns, figures, strict=True))
             case_id = f"conv_speed/{shape.name}/{precision}/{layout}"
             times = [
+                f"{measured[(g, case_id)]['torchkit_graph_us']:.1f} / "
                 f"{measured[(g, case_id)]['torchkit_us']:.1f} ({g})"
                 for g in gpus
                 if (g, case_id) in measured
             ]
-            cells.append("; ".join(times) or NOT_MEASURED)
-            lines.append(f"| {shape.label()} | {precision}, {layout} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+            row[MEASURED] = "; ".join(times) or NOT_MEASURED
+            table.append(row)
+    return markdown_table(table)
 
 
 # The columns of each gpu_check section the page shows (the run's gpu_check.md has them all).
 # Correctness sections show their status counts and the cases that are not ok.
 PAGE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "warm_up": ("case", "status", "jobs", "finished", "failed", "unfinished", "slowest_s",
+                "workers", "pool_wall_s", "reason"),
     "adam_correctness": ("case", "status", "bitwise_equal", "max_abs_diff", "reason"),
     "conv_correctness": ("case", "status", "out_err", "out_err_stock", "grad_input_err",
-                         "grad_weight_err", "main_loop", "config", "reason"),
+                         "grad_input_err_stock", "grad_weight_err", "grad_weight_err_stock",
+                         "main_loop", "config", "reason"),
     "adam_bandwidth": ("case", "status", "torchkit_us", "torch_fused_us", "torchkit_tb_s",
                        "torch_fused_tb_s", "torchkit_of_datasheet_bw", "reason"),
     "adam_tiling": ("case", "status", "default", "time_us", "tb_s", "aligned", "reason"),
     "adam_step_time": ("case", "status", "host_us", "device_us", "reason"),
-    "conv_speed": ("case", "status", "torchkit_us", "conv_relu__us", "cudnn_fused_us",
-                   "torchkit_tflops", "torchkit_over_conv_relu_", "bound", "floor_us",
-                   "torchkit_of_floor", "main_loop", "config", "tuning", "tune_s", "reason"),
-    "conv_tiles": ("case", "status", "tile", "time_us", "tflops", "first_call_s",
+    "conv_speed": ("case", "status", "torchkit_graph_us", "conv_relu__graph_us",
+                   "cudnn_fused_graph_us", "torchkit_us", "conv_relu__us", "cudnn_fused_us",
+                   "torchkit_tflops", "torchkit_over_conv_relu_", "torchkit_over_cudnn_fused",
+                   "bound", "floor_us", "torchkit_of_floor", "main_loop", "config", "tuning",
+                   "tune_s", "reason"),
+    "conv_tiles": ("case", "status", "tile", "graph_us", "time_us", "tflops", "first_call_s",
                    "autotune_candidate", "reason"),
     "adam_large": ("case", "status", "elements", "dtype", "bitwise_equal", "max_abs_diff",
                    "reason"),
@@ -307,16 +326,14 @@ SUMMARY_ONLY = ("adam_correctness", "conv_correctness")
 def gpu_block(runs: list[dict[str, Any]]) -> str:
     """The committed GPU runs section by section, or a table saying nothing is measured yet."""
     if not runs:
-        lines = [
-            "No `gpu_check.json` from a GPU run is committed under `benchmarks/results/`: every "
-            f"GPU figure is **{NOT_MEASURED}**.",
-            "",
-            "| section | figures | result |",
-            "| --- | --- | --- |",
+        rows = [
+            {"section": f"`{name}`", "figures": title, "result": NOT_MEASURED}
+            for name, title, _ in gpu_check.SECTIONS
         ]
-        for name, title, _ in gpu_check.SECTIONS:
-            lines.append(f"| `{name}` | {title} | {NOT_MEASURED} |")
-        return "\n".join(lines)
+        return (
+            "No `gpu_check.json` from a GPU run is committed under `benchmarks/results/`: every "
+            f"GPU figure is **{NOT_MEASURED}**.\n\n{markdown_table(rows)}"
+        )
     out = []
     for run in runs:
         meta = run["meta"]
@@ -324,6 +341,8 @@ def gpu_block(runs: list[dict[str, Any]]) -> str:
             f"{k} {meta.get(k)}" for k in ("driver", "cuda", "cudnn", "torch", "triton")
         )
         state = "complete" if meta.get("finished") else "cut short"
+        if meta.get("stopped"):
+            state = f"stopped: {meta['stopped']}"
         out += [
             f"### {meta['gpu']}",
             "",
@@ -337,7 +356,8 @@ def gpu_block(runs: list[dict[str, Any]]) -> str:
             if section["name"] in SUMMARY_ONLY:
                 cases = [c for c in cases if c["status"] != "ok"]
             if cases:
-                out += ["", gpu_check.markdown_table(cases, PAGE_COLUMNS[section["name"]])]
+                columns = PAGE_COLUMNS.get(section["name"])
+                out += ["", markdown_table(cases, columns)]
         out.append("")
     return "\n".join(out)
 

@@ -19,6 +19,12 @@ The torch paths, read in torch's source (torch 2.4 to 2.13 run them the same way
   ``output.add_(reshape_bias(input.dim(), bias))``: a second kernel that reads and writes the
   output. ``.relu_()`` (or ``F.relu``) is a third, reading and writing it again: the output
   crosses HBM 5 times in 3 launches (3 times in 2 launches without bias).
+* torchkit's ``FusedConv2dReLU`` on CUDA: ``conv2d_relu_fwd`` in ``triton_kernels/conv2d_relu.py``
+  reads the input as NHWC; an NCHW input (more than one channel) is first converted with one
+  ``x.contiguous(memory_format=torch.channels_last)``, a copy kernel that reads and writes the
+  input once more, then the fused kernel runs: 2 launches. A channels_last input is read in
+  place: 1 launch. (cuDNN may transpose an NCHW input internally for its tensor-core kernels
+  too; that is not counted for the stock paths, whose bytes stay a floor.)
 * ``torch.cudnn_convolution_relu(x, w, b, ...)``: ``aten/src/ATen/native/cudnn/ConvShared.cpp``
   makes one ``raw_cudnn_convolution_add_relu_out`` call (cuDNN's conv-bias-activation) with the
   output as ``z`` and ``alpha = 0``: counted as one output write (cuDNN does not document whether
@@ -42,6 +48,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from tables import markdown_table  # benchmarks/ is a folder of scripts: its modules import so
 
 # --------------------------------------------------------------------------------------------
 # GPUs: datasheet figures. Tensor-core peaks are the dense ones (the datasheets print the
@@ -227,14 +234,34 @@ CONV_SHAPES: tuple[ConvShape, ...] = (
 )
 
 
-def conv_paths(shape: ConvShape, dtype: torch.dtype) -> dict[str, Path]:
+LAYOUTS = ("channels_last", "nchw")
+
+
+def conv_paths(
+    shape: ConvShape, dtype: torch.dtype, layout: str = "channels_last"
+) -> dict[str, Path]:
     """The three ways to compute ``relu(conv2d(x, w, b))`` on CUDA, as launches and bytes.
 
-    * ``"torchkit"``: the fused kernel reads x, w and b once and writes y once.
+    * ``"torchkit"``: the fused kernel reads x, w and b once and writes y once; for an NCHW
+      input with more than one channel, a copy to channels_last comes first (module docstring).
     * ``"torch"``: ``F.conv2d(...).relu_()``: cuDNN's convolution writes y, the bias add reads
       and writes it, the ReLU reads and writes it (module docstring).
     * ``"cudnn_fused"``: ``torch.cudnn_convolution_relu``, one cuDNN launch writing y once.
+
+    Args:
+        shape: the convolution.
+        dtype: the dtype of input, weight, bias and output.
+        layout: the memory format of the input (and so of the output), ``"channels_last"`` or
+            ``"nchw"``.
+
+    Example:
+        >>> layer1 = next(s for s in CONV_SHAPES if s.name == "resnet50.layer1.3x3")
+        >>> fused = conv_paths(layer1, torch.float32, "nchw")["torchkit"]
+        >>> fused.launches, round(fused.bytes / 1e6, 1)
+        (2, 102.9)
     """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     size = _size(dtype)
     x = shape.batch * shape.c_in * shape.size**2
     w = shape.c_out * shape.c_in * shape.kernel**2
@@ -243,12 +270,15 @@ def conv_paths(shape: ConvShape, dtype: torch.dtype) -> dict[str, Path]:
     y = shape.batch * shape.c_out * shape.out_size**2  # output elements
     out = y * size
     conv = Kernel("conv", shape.flops, inputs + bias + out)
+    fused = [conv]
+    if layout == "nchw" and shape.c_in > 1:  # one channel: NCHW and NHWC are the same bytes
+        fused.insert(0, Kernel("contiguous(channels_last) of x", 0, 2 * x * size))
     unfused = [Kernel("cudnn_convolution", shape.flops, inputs + out)]
     if shape.bias:
         unfused.append(Kernel("add_ (bias)", y, 2 * out + bias))
     unfused.append(Kernel("relu_", y, 2 * out))
     return {
-        "torchkit": Path("torchkit fused", (conv,)),
+        "torchkit": Path("torchkit fused", tuple(fused)),
         "torch": Path("F.conv2d + relu_", tuple(unfused)),
         "cudnn_fused": Path("torch.cudnn_convolution_relu", (conv,)),
     }
@@ -397,68 +427,76 @@ ADAM_CASES: tuple[AdamCase, ...] = (
 # Tables for docs/performance.md
 
 
-def conv_table(dtype: torch.dtype, *, tf32: bool = False) -> str:
-    """One row per benchmark shape: FLOPs, bytes and launches of each path, intensity, and per
-    GPU the bound and the floor (µs) of the fused kernel / of ``F.conv2d + relu_``."""
+def _gpu_label(gpu: GPU) -> str:
+    return gpu.name.split()[0]
+
+
+def conv_table(dtype: torch.dtype, *, tf32: bool = False, layout: str = "channels_last") -> str:
+    """One row per benchmark shape in ``layout``: FLOPs, bytes and launches of the fused path and
+    of ``F.conv2d + relu_``, the intensity of the convolution kernel (the same in every path),
+    and per GPU the fused path's bound and the floor (µs) of each path."""
     mode = math_mode(dtype, tf32=tf32)
-    gpus = " | ".join(f"{g.name.split()[0]}: bound, floor µs fused / unfused" for g in GPUS)
-    lines = [
-        f"| shape | GFLOP | MB fused / unfused | launches fused / unfused | FLOP/B | {gpus} |",
-        "| --- |" + " ---: |" * 4 + " --- |" * len(GPUS),
-    ]
+    gpu_columns = [f"{_gpu_label(g)}: bound, floor µs fused / unfused" for g in GPUS]
+    rows = []
     for shape in CONV_SHAPES:
-        paths = conv_paths(shape, dtype)
+        paths = conv_paths(shape, dtype, layout)
         fused, unfused = paths["torchkit"], paths["torch"]
-        cells = [
-            f"{fused.bound(g, mode)}, {fused.floor(g, mode) * 1e6:.2f} / "
-            f"{unfused.floor(g, mode) * 1e6:.2f}"
-            for g in GPUS
-        ]
-        lines.append(
-            f"| {shape.label()} | {shape.flops / 1e9:.3f} | {fused.bytes / 1e6:.2f} / "
-            f"{unfused.bytes / 1e6:.2f} | {fused.launches} / {unfused.launches} "
-            f"| {fused.flops / fused.bytes:.0f} | " + " | ".join(cells) + " |"
-        )
-    return "\n".join(lines)
+        conv = fused.kernels[-1]
+        row = {
+            "shape": shape.label(),
+            "GFLOP": f"{shape.flops / 1e9:.3f}",
+            "MB fused / unfused": f"{fused.bytes / 1e6:.2f} / {unfused.bytes / 1e6:.2f}",
+            "launches fused / unfused": f"{fused.launches} / {unfused.launches}",
+            "conv FLOP/B": f"{conv.flops / conv.bytes:.0f}",
+        }
+        for g, column in zip(GPUS, gpu_columns, strict=True):
+            row[column] = (
+                f"{fused.bound(g, mode)}, {fused.floor(g, mode) * 1e6:.2f} / "
+                f"{unfused.floor(g, mode) * 1e6:.2f}"
+            )
+        rows.append(row)
+    return markdown_table(rows, right=list(rows[0])[1:5])
 
 
 def adam_table() -> str:
     """One row per Adam case: bytes, launches of torchkit / torch fused / foreach, per-GPU floor."""
-    gpus = " | ".join(f"{g.name.split()[0]} floor µs" for g in GPUS)
-    lines = [
-        f"| case | dtype | params | MB fused / foreach | launches torchkit / torch fused / foreach "
-        f"| {gpus} |",
-        "| --- | --- |" + " ---: |" * (3 + len(GPUS)),
-    ]
+    floor_columns = [f"{_gpu_label(g)} floor µs" for g in GPUS]
+    rows = []
     for case in ADAM_CASES:
         p = case.paths()
-        launches = " / ".join(
-            str(p[k].launches) + ("+" if k == "torch_foreach" else "")
-            for k in ("torchkit", "torch_fused", "torch_foreach")
-        )
-        floors = " | ".join(f"{p['torchkit'].floor(g, 'fp32') * 1e6:.1f}" for g in GPUS)
-        lines.append(
-            f"| {case.name} | {str(case.dtype).removeprefix('torch.')} | {case.params:,} "
-            f"| {p['torchkit'].bytes / 1e6:.1f} / {p['torch_foreach'].bytes / 1e6:.1f} "
-            f"| {launches} | {floors} |"
-        )
-    return "\n".join(lines)
+        row = {
+            "case": case.name,
+            "dtype": str(case.dtype).removeprefix("torch."),
+            "params": f"{case.params:,}",
+            "MB fused / foreach": f"{p['torchkit'].bytes / 1e6:.1f} / "
+            f"{p['torch_foreach'].bytes / 1e6:.1f}",
+            "launches torchkit / torch fused / foreach": " / ".join(
+                str(p[k].launches) + ("+" if k == "torch_foreach" else "")
+                for k in ("torchkit", "torch_fused", "torch_foreach")
+            ),
+        }
+        for g, column in zip(GPUS, floor_columns, strict=True):
+            row[column] = f"{p['torchkit'].floor(g, 'fp32') * 1e6:.1f}"
+        rows.append(row)
+    numeric = ["params", "MB fused / foreach", "launches torchkit / torch fused / foreach"]
+    return markdown_table(rows, right=numeric + floor_columns)
 
 
 def gpu_table() -> str:
     """The GPU constants, their ridge points and sources."""
-    lines = [
-        "| GPU | HBM TB/s | dense TFLOP/s fp16/bf16, TF32, fp32 | ridge FLOP/B fp16, TF32, fp32 "
-        "| source |",
-        "| --- | ---: | ---: | ---: | --- |",
+    rows = [
+        {
+            "GPU": g.name,
+            "HBM TB/s": f"{g.bandwidth / 1e12:.3g}",
+            "dense TFLOP/s fp16/bf16, TF32, fp32": f"{g.peaks['fp16'] / 1e12:.4g}, "
+            f"{g.peaks['tf32'] / 1e12:.4g}, {g.peaks['fp32'] / 1e12:.3g}",
+            "ridge FLOP/B fp16, TF32, fp32": f"{g.ridge('fp16'):.0f}, {g.ridge('tf32'):.0f}, "
+            f"{g.ridge('fp32'):.1f}",
+            "source": g.source,
+        }
+        for g in GPUS
     ]
-    for g in GPUS:
-        lines.append(
-            f"| {g.name} | {g.bandwidth / 1e12:.3g} | {g.peaks['fp16'] / 1e12:.4g}, "
-            f"{g.peaks['tf32'] / 1e12:.4g}, {g.peaks['fp32'] / 1e12:.3g} "
-            f"| {g.ridge('fp16'):.0f}, {g.ridge('tf32'):.0f}, {g.ridge('fp32'):.1f} | {g.source} |"
-        )
-    return "\n".join(lines)
+    return markdown_table(rows, right=list(rows[0])[1:4])
 
 
 def adam_note() -> str:
@@ -479,10 +517,12 @@ def format_model() -> str:
     return "\n\n".join(
         [
             gpu_table(),
-            "Conv2d + bias + ReLU, fp16 (bf16 moves the same bytes at the same peak):",
+            "Conv2d + bias + ReLU, fp16 in channels_last (bf16 moves the same bytes at the same "
+            "peak):",
             conv_table(torch.float16),
-            "Conv2d + bias + ReLU, fp32 inputs on TF32 tensor cores (cuDNN's default):",
-            conv_table(torch.float32, tf32=True),
+            "Conv2d + bias + ReLU, fp32 inputs on TF32 tensor cores (cuDNN's default) in NCHW, "
+            "torch's default layout (torchkit first copies the input to channels_last):",
+            conv_table(torch.float32, tf32=True, layout="nchw"),
             adam_note(),
             adam_table(),
         ]

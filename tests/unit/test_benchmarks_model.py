@@ -144,6 +144,43 @@ def test_lenet_is_memory_bound_everywhere_and_bias_free_convolutions_take_two_la
     )  # conv writes y, relu_ reads + writes
 
 
+def test_nchw_input_adds_torchkits_copy_to_channels_last():
+    # ResNet layer1 in fp32, NCHW: the launcher copies x to channels_last (read + write x) in
+    # a launch of its own before the fused kernel: 102.9 MB in 2 launches, not 51.5 MB in 1.
+    layer1 = _shape("resnet50.layer1.3x3")
+    x, w, b, y = 32 * 64 * 56 * 56 * 4, 64 * 64 * 9 * 4, 64 * 4, 32 * 64 * 56 * 56 * 4
+    nchw = traffic.conv_paths(layer1, torch.float32, "nchw")["torchkit"]
+    assert [k.name for k in nchw.kernels] == ["contiguous(channels_last) of x", "conv"]
+    assert nchw.kernels[0].bytes == 2 * x == 51_380_224
+    assert nchw.kernels[0].flops == 0
+    assert nchw.bytes == 3 * x + w + b + y == 102_908_160
+    channels_last = traffic.conv_paths(layer1, torch.float32, "channels_last")["torchkit"]
+    assert (channels_last.bytes, channels_last.launches) == (x + w + b + y, 1) == (51_527_936, 1)
+    # H200, TF32: the copy is memory-bound (10.70 us), the convolution compute-bound (14.96 us)
+    flops = 2 * 32 * 56 * 56 * 64 * 64 * 9
+    assert nchw.floor(traffic.H200, "tf32") == pytest.approx(2 * x / 4.8e12 + flops / 494.5e12)
+    assert nchw.bound(traffic.H200, "tf32") == "compute"
+    # H100: the copy (15.34 us) and the convolution's bytes (15.38 us > 14.96 us of FLOPs)
+    assert nchw.floor(traffic.H100, "tf32") == pytest.approx((2 * x + x + w + b + y) / 3.35e12)
+    assert nchw.bound(traffic.H100, "tf32") == "memory"
+    # The stock paths read NCHW as they are (any transpose inside cuDNN is not counted).
+    for name in ("torch", "cudnn_fused"):
+        assert (
+            traffic.conv_paths(layer1, torch.float32, "nchw")[name].bytes
+            == traffic.conv_paths(layer1, torch.float32)[name].bytes
+        )
+
+
+def test_a_one_channel_nchw_input_needs_no_copy():
+    # LeNet's first layer: with one channel, NCHW is already NHWC; the launcher copies nothing.
+    lenet = _shape("lenet.conv1")
+    nchw = traffic.conv_paths(lenet, torch.float32, "nchw")["torchkit"]
+    assert nchw.launches == 1
+    assert nchw.bytes == (64 * 32 * 32 + 6 * 25 + 6 + 64 * 6 * 28 * 28) * 4
+    with pytest.raises(ValueError, match="layout must be one of"):
+        traffic.conv_paths(lenet, torch.float32, "nhwc")
+
+
 def test_gpu_constants_are_the_datasheets():
     assert (traffic.A100.bandwidth, traffic.H100.bandwidth, traffic.H200.bandwidth) == (
         2.039e12,
@@ -170,6 +207,10 @@ def test_model_tables_have_a_row_per_case():
     row = next(line for line in fp16 if line.startswith("| resnet50.layer1.3x3"))
     assert "| 25.76 / 77.14 | 1 / 3 | 287 |" in row
     assert "memory, 7.69 / " in row  # H100
+    tf32 = traffic.conv_table(torch.float32, tf32=True, layout="nchw").splitlines()
+    row = next(line for line in tf32 if line.startswith("| resnet50.layer1.3x3"))
+    assert "| 102.91 / 154.29 | 2 / 3 | 144 |" in row
+    assert "compute, 25.67 / 36.37" in row  # H200: 10.70 us of copy + 14.96 us of convolution
     adam = traffic.adam_table().splitlines()
     assert len(adam) == 2 + len(traffic.ADAM_CASES)
 
@@ -232,7 +273,9 @@ def _run(gpu: str, dry_run: bool = False) -> dict:
                         "case": "conv_speed/resnet50.layer1.3x3/fp16/channels_last",
                         "status": "ok",
                         "torchkit_us": 31.25,
+                        "torchkit_graph_us": 24.5,
                         "conv_relu__us": 25.0,
+                        "conv_relu__graph_us": 20.0,
                     }
                 ],
             },
@@ -267,7 +310,18 @@ def test_gpu_block_shows_a_run_and_only_the_failed_correctness_cases():
     assert "**Adam correctness** (1 ok, 1 mismatch)" in block
     assert "adam/fp32/maximize | mismatch" in block
     assert "adam/fp32/plain" not in block  # passing correctness cases stay in gpu_check.md
-    assert "| conv_speed/resnet50.layer1.3x3/fp16/channels_last | ok | 31.25 | 25 |" in block
+    # graph times first, then eager; a column no case has (cudnn_fused) reads "-"
+    assert (
+        "| conv_speed/resnet50.layer1.3x3/fp16/channels_last | ok | 24.5 | 20 | - | 31.25 | 25 |"
+        in block
+    )
+
+
+def test_gpu_block_says_why_a_run_stopped():
+    run = _run("NVIDIA H200")
+    run["meta"].update(finished=False, stopped="the CUDA context is unusable after case x")
+    block = run_all.gpu_block([{**run, "path": "benchmarks/results/NVIDIA-H200/gpu_check.json"}])
+    assert "(stopped: the CUDA context is unusable after case x, 250 s," in block
 
 
 def _kernel_row(
@@ -336,7 +390,7 @@ def test_shapes_block_shows_the_bound_the_tiles_static_figures_and_measurements(
         "| resnet50.layer1.3x3: 64->64, 3x3, 32x56x56 | fp16, channels_last | compute, 23.71 "
         "| memory, 7.69 | compute, 7.48 | GEMM form | `fp16,channels_last` "
         "| 128x64x32, 64x64x32, 128x32x32 | 90-120 vs 75-80 (1.20-1.50x) | 64-128 | 3 "
-        "| 31.2 (NVIDIA H200) |"
+        "| 24.5 / 31.2 (NVIDIA H200) |"
     )
     lenet = _line(lines, "lenet.conv2", "fp16, channels_last")
     assert (
