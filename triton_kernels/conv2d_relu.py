@@ -577,27 +577,40 @@ def _int32_problem(
     the grid.
     """
     n, c_in, h, w = x.shape
-    sxn, sxh, sxw = (abs(s) for s in x_strides)
+    sxn, sxh, sxw = x_strides  # torch's strides are never negative
     m = out_shape[0] * out_shape[2] * out_shape[3]
-    bounds = {
-        "x offsets": (n - 1) * sxn + reach[0] * sxh + reach[1] * sxw + c_in + _TILE_MARGIN,
-        "weight offsets": weight.numel() + _TILE_MARGIN,
-        "output offsets": math.prod(out_shape),
-        "row and column indices": max(reach[0] + h, reach[1] + w),
-        "rows (M)": m + _TILE_MARGIN,
-        "programs": triton.cdiv(m, 16) * triton.cdiv(out_shape[1] // groups, 16) * groups,
-    }
-    for name, value in bounds.items():
+    bounds = (
+        (n - 1) * sxn + reach[0] * sxh + reach[1] * sxw + c_in + _TILE_MARGIN,
+        weight.numel() + _TILE_MARGIN,
+        m * out_shape[1],
+        max(reach[0] + h, reach[1] + w),
+        m + _TILE_MARGIN,
+        -(-m // 16) * -(-out_shape[1] // groups // 16) * groups,
+    )
+    if max(bounds) < _INT32_LIMIT:  # every call but the rare huge one: no message to build
+        return None
+    for name, value in zip(_INT32_BOUNDS, bounds, strict=True):
         if value >= _INT32_LIMIT:
             return f"{name} reach {value}"
     return None
+
+
+_INT32_BOUNDS = (
+    "x offsets",
+    "weight offsets",
+    "output offsets",
+    "row and column indices",
+    "rows (M)",
+    "programs",
+)
 
 
 def _x_strides(x: torch.Tensor) -> tuple[int, int, int]:
     """The input's batch, row and column strides as the kernel takes them: 0 along a dimension
     of size 1, whose stride never moves a valid address but would enter the int32 sums (a
     size-1 dimension's stride is arbitrary, even in a contiguous tensor)."""
-    return tuple(x.stride(d) if x.shape[d] > 1 else 0 for d in (0, 2, 3))  # type: ignore[return-value]
+    (n, _, h, w), (sn, _, sh, sw) = x.shape, x.stride()
+    return (sn if n > 1 else 0, sh if h > 1 else 0, sw if w > 1 else 0)
 
 
 def _channel_alignment(c_in_g: int, x_strides: tuple[int, ...], element_size: int) -> int:
