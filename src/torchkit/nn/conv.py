@@ -193,35 +193,6 @@ _OP_SCHEMA = (
 )
 
 
-def _launch(
-    input: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    stride: Sequence[int],
-    padding: Sequence[int],
-    dilation: Sequence[int],
-    groups: int,
-    allow_tf32: bool,
-    blocks: Sequence[int] | None,
-    packed_weight: torch.Tensor | None,
-) -> torch.Tensor:
-    """The Triton launcher, with the op's arguments (already checked)."""
-    from torchkit.kernels.conv2d_relu import Conv2dReLUBlocks, conv2d_relu_fwd
-
-    return conv2d_relu_fwd(
-        input,
-        weight,
-        bias,
-        (stride[0], stride[1]),
-        (padding[0], padding[1]),
-        (dilation[0], dilation[1]),
-        groups,
-        allow_tf32=allow_tf32,
-        blocks=None if blocks is None else Conv2dReLUBlocks(*blocks),
-        packed_weight=packed_weight,
-    )
-
-
 def _run_kernel(
     input: torch.Tensor,
     weight: torch.Tensor,
@@ -234,12 +205,23 @@ def _run_kernel(
     blocks: Sequence[int] | None,
     packed_weight: torch.Tensor | None,
 ) -> torch.Tensor:
-    """The op's forward: the launcher, once a pinned tiling passed to the op is checked (the
-    layer checks its own when it is set)."""
+    """The op's forward: the Triton launcher, with the op's arguments. A pinned tiling is
+    checked here, where the op's callers pass it (the layer checks its own when it is set)."""
+    from torchkit.kernels.conv2d_relu import Conv2dReLUBlocks, conv2d_relu_fwd
+
     if blocks is not None:
         _check_blocks(blocks)
-    return _launch(
-        input, weight, bias, stride, padding, dilation, groups, allow_tf32, blocks, packed_weight
+    return conv2d_relu_fwd(
+        input,
+        weight,
+        bias,
+        (stride[0], stride[1]),
+        (padding[0], padding[1]),
+        (dilation[0], dilation[1]),
+        groups,
+        allow_tf32=allow_tf32,
+        blocks=None if blocks is None else Conv2dReLUBlocks(*blocks),
+        packed_weight=packed_weight,
     )
 
 
@@ -325,7 +307,7 @@ class _Conv2dReLUFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(*args: object) -> torch.Tensor:
-        return _launch(*args)  # type: ignore[arg-type]
+        return _run_kernel(*args)  # type: ignore[arg-type]
 
     setup_context = staticmethod(_conv2d_relu_setup_context)
     backward = staticmethod(_conv2d_relu_backward)
@@ -341,19 +323,6 @@ def _eager(input: torch.Tensor) -> bool:
     return not (torch.compiler.is_compiling() or torch.jit.is_tracing()) and (
         type(input) is torch.Tensor
     )
-
-
-def _stock(
-    input: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    stride: tuple[int, int],
-    padding: str | tuple[int, int],
-    dilation: tuple[int, int],
-    groups: int,
-) -> torch.Tensor:
-    """The stock path: ``F.conv2d``, then an in-place ``relu_`` on its fresh output."""
-    return F.conv2d(input, weight, bias, stride, padding, dilation, groups).relu_()
 
 
 def _dispatch(
@@ -373,8 +342,8 @@ def _dispatch(
     a call the kernel cannot run (see the module docstring), on the stock path; returns the
     output and the backend that computed it."""
     conv = (stride, padding, dilation, groups)
-    if backend is Backend.TORCH:
-        return _stock(input, weight, bias, *conv), backend
+    if backend is Backend.TORCH:  # F.conv2d, then an in-place relu_ on its fresh output
+        return F.conv2d(input, weight, bias, *conv).relu_(), backend
     # F.conv2d reports (or, for meta inputs, accepts) mixed devices itself; the kernel cannot
     # take them, and must say so before autocast is asked about the input's device.
     if input.device != weight.device or (bias is not None and bias.device != weight.device):
@@ -389,7 +358,7 @@ def _dispatch(
     own_weight = weight
     cast = _autocast(input, weight, bias)
     if cast[0].dtype not in KERNEL_DTYPES or _transformed():
-        return _stock(input, weight, bias, *conv), Backend.TORCH
+        return F.conv2d(input, weight, bias, *conv).relu_(), Backend.TORCH
     input, weight, bias = cast
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None and t.dtype != input.dtype:
@@ -425,7 +394,7 @@ def _dispatch(
         records = torch.is_grad_enabled() and any(
             t is not None and t.requires_grad for t in (input, weight, bias)
         )
-        run = _Conv2dReLUFunction.apply if records else _launch
+        run = _Conv2dReLUFunction.apply if records else _run_kernel
         if packer is not None and weight is own_weight and not _capturing(weight):
             packed = packer(weight)
     output = run(
