@@ -363,3 +363,22 @@ def test_summary_reports_the_worst_ratio_to_the_yardstick():
     lines = kernel_report.format_summary(rows).splitlines()
     assert lines[2].split("|")[9:11] == [" 90-100 ", " 1.25x "]
     assert lines[3].split("|")[9:11] == [" 300 ", " - "]
+
+
+def test_yardsticks_have_the_conv_operand_layouts_and_masks():
+    """Like for like: the yardstick reads A and B contiguous along K, as the conv reads its NHWC
+    input rows and its K-major packed weight, and masks K exactly when the conv variant masks
+    its channels (BLOCK_K not dividing them); the tutorial's N-major, masked form is only the
+    separate `fp16,tutorial` row."""
+    from torchkit.kernels import conv2d_relu, gemm_reference
+
+    specs = [spec for spec in conv2d_relu.aot_specs() if spec.yardstick is not None]
+    assert {spec.channels for spec in specs} == {64, 24}
+    for spec in specs:
+        yardstick = spec.yardstick.constexprs
+        assert (yardstick["stride_ak"], yardstick["stride_bk"]) == (1, 1), spec.name
+        assert "stride_bn" not in yardstick, spec.name
+        assert yardstick["EVEN_K"] is spec.constexprs["EVEN_C"], spec.name
+        assert spec.yardstick.dtype == spec.dtype
+    (tutorial,) = gemm_reference.aot_specs()
+    assert (tutorial.constexprs["stride_bn"], tutorial.constexprs["EVEN_K"]) == (1, False)
