@@ -29,6 +29,17 @@ class KernelSpec:
             JIT specialises on (``tt.divisibility``); what makes 16-byte vector loads possible.
         yardstick: a spec compiled with the same configs, whose figures each row reports as
             the one to measure against (see :mod:`torchkit.kernels.gemm_reference`).
+        dtype: Triton's name of the variant's tensors' dtype (``"fp16"``, ...).
+        input_precision: ``tl.dot``'s ``input_precision`` (``"tf32"`` or ``"ieee"``) for
+            kernels that multiply matrices, else ``None``.
+        layout: the output's layout (``"nchw"`` or ``"channels_last"``) for kernels that
+            write images, else ``None``.
+        flat_k: for the convolution, whether this is its flat-K variant, else ``None``.
+        channels: for the convolution, the input channels per group the variant is compiled
+            for (what the JIT and ``C_ALIGN`` know of them), else ``None``.
+
+    The last five describe the variant for readers of the report, who select rows by them
+    rather than by parsing ``name``.
     """
 
     name: str
@@ -38,3 +49,8 @@ class KernelSpec:
     configs: tuple[Any, ...] = ()
     divisible_by_16: tuple[str, ...] = ()
     yardstick: KernelSpec | None = None
+    dtype: str | None = None
+    input_precision: str | None = None
+    layout: str | None = None
+    flat_k: bool | None = None
+    channels: int | None = None

@@ -43,7 +43,11 @@ from typing import Any
 from torchkit.backend import interpreter_enabled
 
 # Modules of torchkit.kernels that define ``aot_specs()``.
-KERNEL_MODULES: tuple[str, ...] = ("torchkit.kernels.adam", "torchkit.kernels.conv2d_relu")
+KERNEL_MODULES: tuple[str, ...] = (
+    "torchkit.kernels.adam",
+    "torchkit.kernels.conv2d_relu",
+    "torchkit.kernels.gemm_reference",
+)
 
 ARCHS: dict[str, int] = {"sm_80": 80, "sm_90": 90}
 # ptxas needs the arch-specific name for Hopper features that Triton emits for sm_90.
@@ -59,7 +63,12 @@ _PTXAS_FLAGS = ("--regAllocOptLevel=2",)
 
 @dataclass(frozen=True)
 class KernelResources:
-    """One row of the report: a kernel variant and config compiled for one arch."""
+    """One row of the report: a kernel variant and config compiled for one arch.
+
+    ``dtype``, ``input_precision``, ``layout``, ``flat_k`` and ``channels`` describe the
+    variant as its :class:`~torchkit.kernels._aot.KernelSpec` does (``None`` where a kernel has
+    no such property): select rows by them, not by parsing ``variant``.
+    """
 
     kernel: str
     variant: str
@@ -79,6 +88,11 @@ class KernelResources:
     max_global_load_bits: int
     ieee_sqrt_div: bool | None
     yardstick_loop_instructions: int | None = None
+    dtype: str | None = None
+    input_precision: str | None = None
+    layout: str | None = None
+    flat_k: bool | None = None
+    channels: int | None = None
 
     @property
     def resident_warps(self) -> int:
@@ -400,6 +414,11 @@ def _compile_one(
         loop_async_copies=sass.loop_async_copies,
         max_global_load_bits=sass.max_global_load_bits,
         ieee_sqrt_div=ieee_sqrt_div(ptx),
+        dtype=spec.dtype,
+        input_precision=spec.input_precision,
+        layout=spec.layout,
+        flat_k=spec.flat_k,
+        channels=spec.channels,
     )
 
 

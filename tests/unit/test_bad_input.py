@@ -187,10 +187,12 @@ def assert_unchanged_and_working(kind: str, obj: Any, before: Any) -> None:
 @dataclass(frozen=True)
 class ConvImpl:
     """One implementation of conv + ReLU, as a layer (4 -> 6 channels, 3 x 3, padding 1),
-    the same layer without padding, and a functional form with ``F.conv2d``'s arguments."""
+    the same layer without padding and with circular padding, and a functional form with
+    ``F.conv2d``'s arguments."""
 
     layer: nn.Module
     unpadded: nn.Module
+    circular: nn.Module
     conv2d_relu: Callable[..., torch.Tensor]
 
 
@@ -199,11 +201,15 @@ def torch_conv_impl() -> ConvImpl:
     torch.manual_seed(0)
     layer = nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.ReLU())
     unpadded = nn.Sequential(nn.Conv2d(4, 6, 3), nn.ReLU())
-    return ConvImpl(layer, unpadded, lambda *args, **kwargs: F.relu(F.conv2d(*args, **kwargs)))
+    circular = nn.Sequential(nn.Conv2d(4, 6, 3, padding=1, padding_mode="circular"), nn.ReLU())
+    return ConvImpl(
+        layer, unpadded, circular, lambda *args, **kwargs: F.relu(F.conv2d(*args, **kwargs))
+    )
 
 
 def torchkit_conv_impl() -> ConvImpl:
-    return ConvImpl(make_layer(), make_unpadded_layer(), conv2d_relu)
+    circular = FusedConv2dReLU(4, 6, 3, padding=1, padding_mode="circular")
+    return ConvImpl(make_layer(), make_unpadded_layer(), circular, conv2d_relu)
 
 
 def make_unpadded_layer() -> FusedConv2dReLU:
@@ -276,6 +282,10 @@ CONV_CALLS: dict[str, BadConvCall] = {
     "forward-empty-height": BadConvCall(
         lambda i: i.unpadded(torch.randn(1, 4, 0, 8)), RuntimeError, r"\(0 x 8\)"
     ),
+    # F.pad's own error, raised before the convolution checks the input (as in nn.Conv2d).
+    "forward-circular-rank-2": BadConvCall(
+        lambda i: i.circular(torch.randn(4, 8)), NotImplementedError, "not supported for 2D"
+    ),
     "conv2d_relu-weight-3d": BadConvCall(
         _functional(_X, torch.randn(2, 3, 3)),
         RuntimeError,
@@ -331,6 +341,25 @@ CONV_CALLS: dict[str, BadConvCall] = {
     ),
     "conv2d_relu-dilation-zero": BadConvCall(
         _functional(_X, _W, dilation=0), RuntimeError, "dilation must be positive, got 0"
+    ),
+    # Dtypes the kernel does not compute in run torch's convolution, which raises (on CPU).
+    "conv2d_relu-complex": BadConvCall(
+        _functional(_X.to(torch.complex64), _W.to(torch.complex64)),
+        NotImplementedError,
+        "complex",
+    ),
+    "conv2d_relu-bool": BadConvCall(
+        _functional(_X > 0, _W > 0), NotImplementedError, "not implemented for 'Bool'"
+    ),
+    "conv2d_relu-weight-empty-kernel": BadConvCall(
+        _functional(_X, torch.randn(2, 2, 0, 3)),
+        RuntimeError,
+        r"non-empty kernel, got shape \(2, 2, 0, 3\)",
+    ),
+    "conv2d_relu-weight-no-output-channel": BadConvCall(
+        _functional(_X, torch.randn(0, 2, 3, 3)),
+        RuntimeError,
+        r"at least one output channel .* got shape \(0, 2, 3, 3\)",
     ),
     "conv2d_relu-smaller-than-kernel": BadConvCall(
         _functional(torch.randn(1, 2, 2, 5), _W, dilation=(2, 1)),

@@ -328,7 +328,7 @@ def _kernel_row(
     variant: str, tile: str, loop: int, yardstick: int | None, registers: int, arch: str = "sm_90"
 ) -> KernelResources:
     """A conv row of the kernel report compiled with the autotune tile ``tile`` ("MxNxK")."""
-    config = next(c for c in conv2d_relu._autotune_configs() if _tile(c) == tile)
+    config = next(t.config() for t in conv2d_relu.TILES if _tile(t.config()) == tile)
     return KernelResources(
         kernel=run_all.CONV_KERNEL,
         variant=variant,

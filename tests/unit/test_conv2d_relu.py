@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import _helpers
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -32,6 +33,30 @@ SAME_PADDING_COPY = pytest.mark.filterwarnings("ignore:Using padding='same':User
 
 
 running_on = functools.partial(_helpers.running_on, kernel=KERNEL)
+
+
+class _FlatKLaunches(list):
+    """``FLAT_K`` of each interpreted launch of the conv kernel, in order; ``launches``: the
+    names of every kernel launched (the ``kernel_launches`` fixture)."""
+
+    launches: list[str]
+
+
+@pytest.fixture
+def flat_k_launches(kernel_launches, monkeypatch) -> _FlatKLaunches:
+    from triton.runtime.interpreter import InterpretedFunction
+
+    flags = _FlatKLaunches()
+    flags.launches = kernel_launches
+    counting = InterpretedFunction.run  # kernel_launches' wrapper, which this one calls
+
+    def recording(self, *args, **kwargs):
+        if self.fn.__name__ == KERNEL:
+            flags.append(kwargs["FLAT_K"])
+        return counting(self, *args, **kwargs)
+
+    monkeypatch.setattr(InterpretedFunction, "run", recording)
+    return flags
 
 
 @dataclass(frozen=True)
@@ -104,19 +129,23 @@ def _grads(output: torch.Tensor, *tensors: torch.Tensor | None) -> list[torch.Te
 
 @SAME_PADDING_COPY
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
-def test_module_matches_conv2d_then_relu(case: Case, backend: Backend, kernel_launches):
+@pytest.mark.parametrize("name", CASES)
+def test_module_matches_conv2d_then_relu(name: str, backend: Backend, flat_k_launches):
+    case = CASES[name]
     torch.manual_seed(0)
     reference = nn.Sequential(case.make_conv(), nn.ReLU())
     fused = FusedConv2dReLU(case.input_shape[-3], case.out_channels, case.kernel_size, **case.conv)
     fused.load_state_dict(reference[0].state_dict())  # Conv2d weights load directly
     x = case.make_input().requires_grad_()
 
-    with running_on(backend, kernel_launches):
+    with running_on(backend, flat_k_launches.launches):
         out = fused(x)
     expected = reference(x)
 
     assert fused.last_backend is backend
+    # The "gemm-*" cases (16 or more channels per group) run the GEMM form, the others flat K.
+    if backend is Backend.TRITON_INTERPRETER:
+        assert flat_k_launches == [not name.startswith("gemm-")]
     assert_tensors_close(out, expected, name="output")
     assert out.is_contiguous(memory_format=torch.channels_last) == expected.is_contiguous(
         memory_format=torch.channels_last
@@ -337,13 +366,133 @@ def test_autocast_runs_the_kernel_in_the_autocast_dtype(kernel_launches):
 
 
 @pytest.mark.interpreter
-def test_unsupported_dtype_on_the_kernel_is_an_error():
-    x, weight = torch.ones(1, 1, 3, 3, dtype=torch.int32), torch.ones(1, 1, 1, 1, dtype=torch.int32)
-    with torchkit.force_backend("triton-interpreter"), pytest.raises(TypeError, match="int32"):
-        conv2d_relu(x, weight)
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
+def test_dtypes_the_kernel_lacks_run_the_stock_path_and_say_so(dtype, kernel_launches):
+    """torch computes integer convolutions on CPU (and raises on CUDA): on the kernel backends
+    such a call goes to F.conv2d, so its result, or its error, is torch's, and the layer
+    reports the stock backend."""
+    torch.manual_seed(0)
+    x = torch.randint(-3, 4, (2, 3, 5, 4), dtype=dtype)
+    weight = torch.randint(-2, 3, (4, 3, 3, 3), dtype=dtype)
+    bias = torch.randint(-5, 6, (4,), dtype=dtype)
+    layer = FusedConv2dReLU(3, 4, 3, padding=1)
+    layer.weight = nn.Parameter(weight, requires_grad=False)
+    layer.bias = nn.Parameter(bias, requires_grad=False)
+    with torchkit.force_backend("triton-interpreter"):
+        out = layer(x)
+        functional = conv2d_relu(x, weight, bias, padding=1)
+    expected = F.relu(F.conv2d(x, weight, bias, padding=1))
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    torch.testing.assert_close(functional, expected, rtol=0, atol=0)
+    assert layer.last_backend is Backend.TORCH
+    assert kernel_launches == []
 
 
 # --- drop-in behaviour -------------------------------------------------------------------
+
+# Inputs in the layouts torch's convolution reads as channels_last or not; its CPU kernels
+# and cuDNN give the output the memory format of c10's suggest_memory_format (the input's or
+# the weight's): strided views of a channels_last tensor count.
+INPUT_LAYOUTS = {
+    "nchw": lambda x: x,
+    "channels-last": lambda x: x.contiguous(memory_format=torch.channels_last),
+    "channels-last-every-other-column": (
+        lambda x: x.contiguous(memory_format=torch.channels_last)[..., ::2]
+    ),
+    "channels-last-first-channels": lambda x: x.contiguous(memory_format=torch.channels_last)[
+        :, :4
+    ],
+    "nchw-every-other-column": lambda x: x[..., ::2],
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("weight_layout", ["weight-nchw", "weight-channels-last"])
+@pytest.mark.parametrize("layout", INPUT_LAYOUTS)
+def test_output_strides_are_torchs(layout, weight_layout, backend, kernel_launches):
+    torch.manual_seed(0)
+    x = INPUT_LAYOUTS[layout](torch.randn(2, 8, 6, 12, dtype=torch.float64))
+    weight = torch.randn(4, x.shape[1], 3, 3, dtype=torch.float64)
+    if weight_layout == "weight-channels-last":
+        weight = weight.contiguous(memory_format=torch.channels_last)
+    with running_on(backend, kernel_launches):
+        out = conv2d_relu(x, weight)
+    expected = F.relu(F.conv2d(x, weight))
+    assert out.stride() == expected.stride()
+    assert_tensors_close(out, expected)
+
+
+def _per_sample_loss(model: nn.Module):
+    def loss(params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(model, params, (x.unsqueeze(0),)).square().sum()
+
+    return loss
+
+
+def _params(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach() for name, p in model.named_parameters()}
+
+
+FUNC_TRANSFORMS = {
+    "grad": lambda m, x: list(torch.func.grad(_per_sample_loss(m))(_params(m), x[0]).values()),
+    "vmap-of-grad-per-sample-gradients": lambda m, x: list(
+        torch.func.vmap(torch.func.grad(_per_sample_loss(m)), in_dims=(None, 0))(
+            _params(m), x
+        ).values()
+    ),
+    "vmap": lambda m, x: [torch.func.vmap(m)(x.unsqueeze(1))],
+    "jvp": lambda m, x: list(torch.func.jvp(m, (x,), (torch.ones_like(x),))),
+    "jacrev": lambda m, x: [torch.func.jacrev(m)(x[:1, :, :3, :3])],
+}
+
+
+@pytest.mark.filterwarnings(r"ignore:`torch\.jit\.script` is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("transform", FUNC_TRANSFORMS)
+def test_torch_func_transforms_work_as_on_conv2d(transform, backend, kernel_launches):
+    """Under torch.func transforms the tensors are wrappers without storage, which no Triton
+    launch can read: the layer runs the stock path on every backend, says so, and gives what
+    nn.Conv2d + nn.ReLU give (per-sample gradients included)."""
+    torch.manual_seed(0)
+    fused = FusedConv2dReLU(16, 4, 3, padding=1, dtype=torch.float64)
+    reference = nn.Sequential(nn.Conv2d(16, 4, 3, padding=1, dtype=torch.float64), nn.ReLU())
+    reference[0].load_state_dict(fused.state_dict())
+    x = torch.randn(3, 16, 5, 5, dtype=torch.float64)
+    with torchkit.force_backend(backend):
+        got = FUNC_TRANSFORMS[transform](fused, x)
+    expected = FUNC_TRANSFORMS[transform](reference, x)
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected, strict=True):
+        assert_tensors_close(g, e)
+    assert fused.last_backend is Backend.TORCH
+    assert kernel_launches == []
+
+
+ACCEPTED_LIKE_TORCH = {
+    "padding-of-one-int": {"padding": (1,)},
+    "stride-of-one-int": {"stride": [2]},
+    "dilation-of-one-int": {"dilation": (2,), "padding": 2},
+    "numpy-groups": {"groups": np.int64(2)},
+    "numpy-stride": {"stride": (np.int64(2), 1), "padding": np.int32(1)},
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kwargs", ACCEPTED_LIKE_TORCH.values(), ids=ACCEPTED_LIKE_TORCH)
+def test_arguments_conv2d_accepts_are_accepted(kwargs, backend, kernel_launches):
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 7, 6, dtype=torch.float64)
+    groups = int(kwargs.get("groups", 1))
+    weight = torch.randn(6, 4 // groups, 3, 3, dtype=torch.float64)
+    with running_on(backend, kernel_launches):
+        out = conv2d_relu(x, weight, **kwargs)
+        layer = FusedConv2dReLU(4, 6, 3, dtype=torch.float64, **kwargs)
+        layer_out = layer(x)
+    assert_tensors_close(out, F.relu(F.conv2d(x, weight, **kwargs)))
+    reference = nn.Conv2d(4, 6, 3, dtype=torch.float64, **kwargs)
+    reference.load_state_dict(layer.state_dict())
+    assert_tensors_close(layer_out, F.relu(reference(x)))
+
 
 CONSTRUCTOR_ARGS = {
     "lenet-conv1": ((1, 6, 5), {}),
@@ -425,7 +574,7 @@ def test_forward_checks_the_input_once(backend, kernel_launches, monkeypatch):
     x = torch.randn(1, 3, 6, 5)
     with running_on(backend, kernel_launches):
         out = layer(x)
-    assert checks == [x.shape]
+    assert checks == [(1, 3, 8, 7)]  # after the reflection padding, as nn.Conv2d checks it
     assert_tensors_close(
         out, F.relu(F.conv2d(F.pad(x, (1, 1, 1, 1), "reflect"), layer.weight, layer.bias))
     )
@@ -722,13 +871,19 @@ def test_blocks_pin_the_tiling(monkeypatch):
 
 
 @pytest.mark.interpreter
-def test_bad_blocks_are_reported():
+def test_bad_blocks_are_reported_when_set_or_passed_to_the_op(kernel_launches):
     from torchkit.kernels.conv2d_relu import Conv2dReLUBlocks
 
     layer = FusedConv2dReLU(16, 8, 3, padding=1)
-    layer.blocks = Conv2dReLUBlocks(block_m=24)
     with pytest.raises(ValueError, match=r"blocks\.block_m must be a power of two >= 16, got 24"):
-        _check(layer, torch.randn(1, 16, 5, 5))
+        layer.blocks = Conv2dReLUBlocks(block_m=24)
+    assert layer.blocks is None
+    with pytest.raises(ValueError, match=r"blocks\.num_warps must be a positive int, got 0"):
+        layer.blocks = (64, 16, 32, 8, 0)
+    x, conv = torch.randn(1, 16, 5, 5), ([1, 1], [1, 1], [1, 1], 1, False)
+    with pytest.raises(ValueError, match=r"blocks\.block_n must be a power of two >= 16, got 8"):
+        torch.ops.torchkit.conv2d_relu(x, layer.weight, None, *conv, [64, 8, 32], None)
+    assert kernel_launches == []
 
 
 @pytest.mark.interpreter

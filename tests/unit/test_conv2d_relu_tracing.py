@@ -126,17 +126,58 @@ def test_jit_script_is_refused_with_a_reason():
         torch.jit.script(small_model())
 
 
+# (input shape, channels_last input, weight shape): size-1 dimensions, whose strides
+# contiguous() leaves as they are, in the output (1 x 1 images, one output channel, batch 1).
+FAKE_CASES = {
+    "bf16-strided-dilated": ((2, 16, 7, 5), True, (8, 16, 3, 2)),
+    "one-by-one-output": ((2, 16, 3, 3), True, (4, 16, 3, 3)),
+    "one-output-channel": ((2, 16, 5, 5), True, (1, 16, 3, 3)),
+    "batch-of-one": ((1, 16, 5, 5), True, (4, 16, 3, 3)),
+    "nchw": ((2, 16, 5, 5), False, (4, 16, 3, 3)),
+    "one-input-channel": ((2, 1, 5, 5), True, (4, 1, 3, 3)),
+}
+
+
 @pytest.mark.interpreter
-def test_fake_output_has_the_kernels_shape_dtype_and_memory_format():
-    """The fake implementation (what tracers see) agrees with what the kernel returns."""
+@pytest.mark.parametrize("case", FAKE_CASES.values(), ids=FAKE_CASES)
+def test_fake_output_is_the_kernels_output(case):
+    """The fake implementation (what tracers see) gives the op's output exactly: shape, dtype
+    and strides, size-1 dimensions included (inductor lays out what follows by them)."""
     from torch._subclasses.fake_tensor import FakeTensorMode  # no public path in torch 2.13
 
+    x_shape, channels_last, w_shape = case
     torch.manual_seed(0)
-    x = torch.randn(2, 16, 7, 5).to(torch.bfloat16, memory_format=torch.channels_last)
-    weight = torch.randn(8, 16, 3, 2, dtype=torch.bfloat16)
-    args = ((2, 1), (1, 0), (1, 2), 1, False, None, None)
+    x = torch.randn(x_shape).to(torch.bfloat16)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(w_shape, dtype=torch.bfloat16)
+    args = ((2, 1), (1, 0), (1, 2), 1, False, None, None) if x_shape[2] == 7 else None
+    args = args or ((1, 1), (0, 0), (1, 1), 1, False, None, None)
     real = OP(x, weight, None, *args)
     with FakeTensorMode() as mode:
         fake = OP(mode.from_tensor(x), mode.from_tensor(weight), None, *args)
     assert (fake.shape, fake.dtype, fake.stride()) == (real.shape, real.dtype, real.stride())
     assert_tensors_close(real, F.relu(F.conv2d(x, weight, None, *args[:4])))
+
+
+@pytest.mark.interpreter
+def test_traced_graphs_pack_the_weight_outside_the_op():
+    """A traced call packs the weight as a graph computation of the weight, passed to the op:
+    inductor's freezing can fold it into a constant, and exported programs carry it."""
+    model = small_model()
+    x = torch.randn(2, 16, 6, 6)
+    with torchkit.force_backend(Backend.TRITON_INTERPRETER):
+        program = torch.export.export(model, (x,))
+        expected = model(x)
+    calls = [node for node in program.graph.nodes if node.target is OP]
+    assert len(calls) == 2
+    for call in calls:
+        packed = call.args[9]
+        assert isinstance(packed, torch.fx.Node), "the op packed the weight itself"
+        chain = []  # the ops from the weight to the packed weight (a contiguous() of a
+        while packed.op == "call_function":  # permute(), left out when already contiguous)
+            chain.append(str(packed.target))
+            packed = packed.args[0]
+        assert "aten.permute.default" in chain, chain
+        assert packed is call.args[1], "the packed weight is not computed from the op's weight"
+    assert_tensors_close(program.module()(x), expected)

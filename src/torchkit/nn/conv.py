@@ -39,18 +39,30 @@ weight and bias gradients with the vendor library (cuDNN on CUDA). Writing a Tri
 would only re-implement what cuDNN already does; the fusion saves forward traffic, the output
 crossing memory once instead of up to five times (a model: docs/performance.md).
 
+Calls the kernel cannot run go to the stock path on every backend, and the layer reports
+``Backend.TORCH`` for them (:attr:`FusedConv2dReLU.last_backend`): inputs of a dtype the kernel
+does not compute in (integers, complex, bool: torch computes or raises there exactly as
+``F.conv2d`` + ``relu`` do) and calls under ``torch.func`` transforms (``grad``, ``vmap``,
+``jvp``...), whose wrapped tensors have no storage for a Triton launch and which torch's
+convolution supports.
+
 Errors: a bad argument or input raises what ``nn.Conv2d``/``F.conv2d`` raise on every backend
 (``TypeError`` for a wrong type, else :class:`Conv2dError`, a ``RuntimeError`` like torch's
 that is also a ``ValueError``).
 
-Private torch API: ``Tensor._version`` (the in-place version counter, torch 2.4 to 2.13) keys
-the packed-weight cache of :class:`FusedConv2dReLU`; torch has no public way to ask whether a
-tensor changed in place. The cache also counts optimizer steps with the public
-``torch.optim.optimizer.register_optimizer_step_post_hook``, registered once per process.
+Private torch API, tested with torch 2.13:
+
+* ``Tensor._version`` (the in-place version counter, torch 2.4 to 2.13) keys the packed-weight
+  cache of :class:`FusedConv2dReLU`; torch has no public way to ask whether a tensor changed
+  in place. The cache also counts optimizer steps with the public
+  ``torch.optim.optimizer.register_optimizer_step_post_hook``, registered once per process.
+* ``torch._C._are_functorch_transforms_active()`` says whether a ``torch.func`` transform is
+  running; torch has no public way to ask.
 """
 
 from __future__ import annotations
 
+import numbers
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -67,7 +79,6 @@ __all__ = ["Conv2dError", "FusedConv2dReLU"]
 
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 _PADDING_STRINGS = ("same", "valid")
-_TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 IntPair = int | tuple[int, int]
 
@@ -89,22 +100,40 @@ class Conv2dError(RuntimeError, ValueError):
     """
 
 
-def _int_pair(name: str, value: IntPair | Sequence[int], *, minimum: int) -> tuple[int, int]:
-    """``value`` as two ints ``>= minimum``; ``TypeError``/``Conv2dError`` naming ``name``."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        pair: tuple[int, ...] = (value, value)
+def _is_int(value: object) -> bool:
+    """An integer as torch's int arguments take it (numpy's too), but not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _int_pair(
+    name: str, value: IntPair | Sequence[int], *, minimum: int, single: bool = True
+) -> tuple[int, int]:
+    """``value`` as two ints ``>= minimum``; ``TypeError``/``Conv2dError`` naming ``name``.
+    A sequence of one int stands for both, as in ``F.conv2d``, when ``single`` is set."""
+    if _is_int(value):
+        pair: tuple[Any, ...] = (value, value)
     elif isinstance(value, Sequence) and not isinstance(value, str):
         pair = tuple(value)
+        if single and len(pair) == 1:
+            pair = pair * 2
     else:
         raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
+    if not all(_is_int(v) for v in pair):
         raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
     if len(pair) != 2:
         raise Conv2dError(f"{name} must be an int or a pair of ints, got {value!r}")
     if min(pair) < minimum:
         kind = "positive" if minimum == 1 else f">= {minimum}"
         raise Conv2dError(f"{name} must be {kind}, got {value!r}")
-    return pair[0], pair[1]
+    return int(pair[0]), int(pair[1])
+
+
+def _check_groups(groups: object) -> int:
+    if not _is_int(groups):
+        raise TypeError(f"groups must be an int, got {groups!r}")
+    if groups < 1:  # type: ignore[operator]
+        raise Conv2dError(f"groups must be positive, got {groups}")
+    return int(groups)  # type: ignore[call-overload]
 
 
 def _check_padding(padding: str | IntPair | Sequence[int]) -> str | tuple[int, int]:
@@ -176,9 +205,12 @@ def _run_kernel(
     blocks: Sequence[int] | None,
     packed_weight: torch.Tensor | None,
 ) -> torch.Tensor:
-    """The op's forward: the Triton launcher, with the op's arguments."""
+    """The op's forward: the Triton launcher, with the op's arguments. A pinned tiling is
+    checked here, where the op's callers pass it (the layer checks its own when it is set)."""
     from torchkit.kernels.conv2d_relu import Conv2dReLUBlocks, conv2d_relu_fwd
 
+    if blocks is not None:
+        _check_blocks(blocks)
     return conv2d_relu_fwd(
         input,
         weight,
@@ -191,6 +223,14 @@ def _run_kernel(
         blocks=None if blocks is None else Conv2dReLUBlocks(*blocks),
         packed_weight=packed_weight,
     )
+
+
+def _check_blocks(blocks: Sequence[int]) -> None:
+    from torchkit.kernels.conv2d_relu import Conv2dReLUBlocks
+
+    if not isinstance(blocks, Sequence) or not 0 < len(blocks) <= len(Conv2dReLUBlocks._fields):
+        raise TypeError(f"blocks must be a Conv2dReLUBlocks or None, got {blocks!r}")
+    Conv2dReLUBlocks(*blocks).check()
 
 
 _conv2d_relu_op = torch.library.custom_op(
@@ -208,13 +248,11 @@ def _conv2d_relu_fake(
     dilation: Sequence[int],
     *_: object,  # groups, allow_tf32, blocks, packed_weight: they do not change the output
 ) -> torch.Tensor:
-    """What the op returns, without running it: its shape, dtype, device and memory format."""
-    from torchkit.kernels.conv2d_relu import output_geometry
+    """What the op returns, without running it: the launcher's own output tensor, built by the
+    same function (shape, dtype, device and strides)."""
+    from torchkit.kernels.conv2d_relu import new_output
 
-    shape, memory_format = output_geometry(
-        input, weight, tuple(stride), tuple(padding), tuple(dilation)
-    )
-    return input.new_empty(shape).contiguous(memory_format=memory_format)
+    return new_output(input, weight, tuple(stride), tuple(padding), tuple(dilation))
 
 
 def _conv2d_relu_setup_context(
@@ -299,10 +337,13 @@ def _dispatch(
     *,
     blocks: Sequence[int] | None = None,
     packer: _PackedWeightCache | None = None,
-) -> torch.Tensor:
-    """``relu(conv2d(...))`` on ``backend``, for an input :func:`_check_input` accepted."""
-    if backend is Backend.TORCH:
-        return F.conv2d(input, weight, bias, stride, padding, dilation, groups).relu_()
+) -> tuple[torch.Tensor, Backend]:
+    """``relu(conv2d(...))`` for an input :func:`_check_input` accepted, on ``backend`` or, for
+    a call the kernel cannot run (see the module docstring), on the stock path; returns the
+    output and the backend that computed it."""
+    conv = (stride, padding, dilation, groups)
+    if backend is Backend.TORCH:  # F.conv2d, then an in-place relu_ on its fresh output
+        return F.conv2d(input, weight, bias, *conv).relu_(), backend
     # F.conv2d reports (or, for meta inputs, accepts) mixed devices itself; the kernel cannot
     # take them, and must say so before autocast is asked about the input's device.
     if input.device != weight.device or (bias is not None and bias.device != weight.device):
@@ -312,22 +353,22 @@ def _dispatch(
         raise RuntimeError(
             f"the {backend.value} backend needs its tensors on one device, got {devices}"
         )
-    unbatched = input.dim() == 3
-    if unbatched:
-        input = input.unsqueeze(0)
+    from torchkit.kernels.conv2d_relu import KERNEL_DTYPES
+
     own_weight = weight
-    input, weight, bias = _autocast(input, weight, bias)
+    cast = _autocast(input, weight, bias)
+    if cast[0].dtype not in KERNEL_DTYPES or _transformed():
+        return F.conv2d(input, weight, bias, *conv).relu_(), Backend.TORCH
+    input, weight, bias = cast
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None and t.dtype != input.dtype:
             raise Conv2dError(
                 f"input is {input.dtype} but {name} is {t.dtype}; they must match "
                 "(as in F.conv2d; torch.autocast casts both)"
             )
-    if input.dtype not in _TRITON_DTYPES:
-        raise TypeError(
-            f"the {backend.value} backend supports float16, bfloat16, float32 and float64, "
-            f"got input of dtype {input.dtype}"
-        )
+    unbatched = input.dim() == 3
+    if unbatched:
+        input = input.unsqueeze(0)
     if padding == "valid":
         pads = (0, 0)
     elif padding == "same":
@@ -340,10 +381,15 @@ def _dispatch(
     # An eager call uses the layer's packed weight, in training too (_PackedWeightCache says
     # when it is rebuilt), unless autocast cast the weight (a new tensor every call) or a CUDA
     # graph is being captured: a replay must pack the weight it finds then, so the packing is
-    # captured with the launch. Traced calls pack inside the op.
+    # captured with the launch. A traced call packs the weight in the graph, outside the op:
+    # a compiler sees the packing as the weight's own computation (inductor's freezing folds
+    # it into a constant) and an exported program carries it.
     packed = None
     if not _eager(input):
+        from torchkit.kernels.conv2d_relu import pack_weight
+
         run = _conv2d_relu_op
+        packed = pack_weight(weight)
     else:
         records = torch.is_grad_enabled() and any(
             t is not None and t.requires_grad for t in (input, weight, bias)
@@ -363,7 +409,14 @@ def _dispatch(
         blocks,
         packed,
     )
-    return output.squeeze(0) if unbatched else output
+    return (output.squeeze(0) if unbatched else output), backend
+
+
+def _transformed() -> bool:
+    """Whether a ``torch.func`` transform (``grad``, ``vmap``, ``jvp``...) is running: its
+    wrapped tensors have no storage a Triton launch could read (not asked while tracing, when
+    the transforms are compiled as graphs)."""
+    return not torch.compiler.is_compiling() and torch._C._are_functorch_transforms_active()
 
 
 def _check_output_size(
@@ -470,7 +523,8 @@ class FusedConv2dReLU(nn.Conv2d):
     and ``repr``: a ``Conv2d``'s weights load directly (:meth:`from_conv` shares them). The
     forward pass runs the fused Triton kernel on CUDA (and under ``TRITON_INTERPRET=1`` on CPU
     tensors), else ``F.conv2d`` and an in-place ``relu_``; :meth:`backend_for` says which, and
-    :attr:`last_backend` records what the latest call ran on.
+    :attr:`last_backend` records what the latest call ran on (the stock path, on any backend,
+    for a dtype the kernel does not compute in and under ``torch.func`` transforms).
 
     On the Triton backends the layer keeps its weight packed in the kernel's layout between
     calls (a copy, or a view when the weight is channels_last), repacked when the weight
@@ -519,9 +573,20 @@ class FusedConv2dReLU(nn.Conv2d):
     last_backend: Backend | None
     """The backend the latest forward call ran on (``None`` before the first call)."""
 
-    blocks: tuple[int, ...] | None
-    """A tiling for the Triton kernel, a ``torchkit.kernels.conv2d_relu.Conv2dReLUBlocks``;
-    ``None`` (the default) autotunes on CUDA. See docs/fused_conv.md, "Pinning a tiling"."""
+    @property
+    def blocks(self) -> tuple[int, ...] | None:
+        """A tiling for the Triton kernel, a ``torchkit.kernels.conv2d_relu.Conv2dReLUBlocks``;
+        ``None`` (the default) autotunes on CUDA. Checked when set (``ValueError`` naming the
+        field). See docs/fused_conv.md, "Pinning a tiling"."""
+        return self.__dict__.get("_blocks")
+
+    @blocks.setter
+    def blocks(self, value: Sequence[int] | None) -> None:
+        if value is not None:
+            _check_blocks(value)
+        if value is not None and not isinstance(value, tuple):
+            value = tuple(value)
+        self.__dict__["_blocks"] = value
 
     def __init__(
         self,
@@ -537,19 +602,20 @@ class FusedConv2dReLU(nn.Conv2d):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        for name, value in (
-            ("in_channels", in_channels),
-            ("out_channels", out_channels),
-            ("groups", groups),
-        ):
-            if not isinstance(value, int) or isinstance(value, bool):
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if not _is_int(value):
                 raise TypeError(f"{name} must be an int, got {value!r}")
             if value < 1:
                 raise ValueError(f"{name} must be positive, got {value}")
+        if not _is_int(groups):
+            raise TypeError(f"groups must be an int, got {groups!r}")
+        if groups < 1:
+            raise ValueError(f"groups must be positive, got {groups}")
+        in_channels, out_channels, groups = int(in_channels), int(out_channels), int(groups)
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
             if value % groups:
                 raise ValueError(f"{name}={value} is not divisible by groups={groups}")
-        kernel_size = _int_pair("kernel_size", kernel_size, minimum=1)
+        kernel_size = _int_pair("kernel_size", kernel_size, minimum=1, single=False)
         stride = _int_pair("stride", stride, minimum=1)
         dilation = _int_pair("dilation", dilation, minimum=1)
         padding = _check_padding(padding)
@@ -629,13 +695,13 @@ class FusedConv2dReLU(nn.Conv2d):
         # and check the input once.
         weight = self.weight
         backend = select_backend(weight.device)
-        _check_input(input, weight, self.groups)
         padding: str | tuple[int, int] = self.padding  # type: ignore[assignment]
-        if self.padding_mode != "zeros":
+        if self.padding_mode != "zeros" and isinstance(input, torch.Tensor):
+            # Padded first, as nn.Conv2d does: F.pad raises what it raises for the input.
             input = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
             padding = (0, 0)
-        blocks = self.blocks
-        output = _dispatch(
+        _check_input(input, weight, self.groups)
+        output, ran_on = _dispatch(
             input,
             weight,
             self.bias,
@@ -644,12 +710,12 @@ class FusedConv2dReLU(nn.Conv2d):
             self.dilation,  # type: ignore[arg-type]
             self.groups,
             backend,
-            blocks=None if blocks is None else tuple(blocks),
+            blocks=self.blocks,
             packer=self._packed_weight,
         )
         # Straight into the instance dict: nn.Module.__setattr__ first searches parameters,
         # buffers and submodules for the name.
-        self.__dict__["last_backend"] = backend
+        self.__dict__["last_backend"] = ran_on
         return output
 
     def __prepare_scriptable__(self) -> FusedConv2dReLU:

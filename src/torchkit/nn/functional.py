@@ -7,7 +7,14 @@ from collections.abc import Sequence
 import torch
 
 from torchkit.backend import select_backend
-from torchkit.nn.conv import Conv2dError, _check_input, _check_padding, _dispatch, _int_pair
+from torchkit.nn.conv import (
+    Conv2dError,
+    _check_groups,
+    _check_input,
+    _check_padding,
+    _dispatch,
+    _int_pair,
+)
 
 __all__ = ["conv2d_relu"]
 
@@ -26,13 +33,15 @@ def conv2d_relu(
     Arguments are those of :func:`torch.nn.functional.conv2d` (zero padding only; pad with
     ``F.pad`` first for other modes). On CUDA, and on CPU under ``TRITON_INTERPRET=1``, one
     Triton kernel computes the convolution, bias and ReLU; otherwise ``F.conv2d`` followed by
-    an in-place ``relu_``. The backend is :func:`torchkit.select_backend` of ``weight.device``.
+    an in-place ``relu_``. The backend is :func:`torchkit.select_backend` of ``weight.device``;
+    a dtype the kernel does not compute in, or a call under ``torch.func`` transforms, runs
+    the stock path on every backend.
 
     Args:
         input: ``(N, C_in, H, W)`` or unbatched ``(C_in, H, W)``.
         weight: ``(C_out, C_in // groups, KH, KW)``.
         bias: ``(C_out,)`` or ``None``.
-        stride: positive int or pair. Default: 1.
+        stride: positive int or pair (a sequence of one int stands for both). Default: 1.
         padding: non-negative int or pair, ``"valid"`` or ``"same"`` (stride 1 only).
             Default: 0.
         dilation: positive int or pair. Default: 1.
@@ -42,11 +51,11 @@ def conv2d_relu(
         ``(N, C_out, H_out, W_out)`` (or ``(C_out, H_out, W_out)`` for unbatched input).
 
     Raises:
-        Conv2dError: a bad option, an ``input`` without ``weight.shape[1] * groups`` channels
-            or smaller than the dilated kernel, or tensors of different dtypes (a
-            ``RuntimeError``, as :func:`torch.nn.functional.conv2d` raises, and a
-            ``ValueError``).
-        TypeError: an option that is not an int / pair, or a dtype the kernel cannot run.
+        Conv2dError: a bad option, a weight with no output channel or an empty kernel, an
+            ``input`` without ``weight.shape[1] * groups`` channels or smaller than the
+            dilated kernel, or tensors of different dtypes (a ``RuntimeError``, as
+            :func:`torch.nn.functional.conv2d` raises, and a ``ValueError``).
+        TypeError: an argument of the wrong type.
 
     Example:
         >>> from torchkit.nn.functional import conv2d_relu
@@ -61,10 +70,12 @@ def conv2d_relu(
         raise Conv2dError(
             f"weight must be 4-D (C_out, C_in // groups, KH, KW), got shape {tuple(weight.shape)}"
         )
-    if not isinstance(groups, int) or isinstance(groups, bool):
-        raise TypeError(f"groups must be an int, got {groups!r}")
-    if groups < 1:
-        raise Conv2dError(f"groups must be positive, got {groups}")
+    if 0 in weight.shape[0:1] + weight.shape[2:]:
+        raise Conv2dError(
+            "weight must have at least one output channel and a non-empty kernel, got shape "
+            f"{tuple(weight.shape)}"
+        )
+    groups = _check_groups(groups)
     if bias is not None and not isinstance(bias, torch.Tensor):
         raise TypeError(f"bias must be a Tensor or None, got {type(bias).__name__}")
     if weight.shape[0] % groups:
@@ -80,4 +91,4 @@ def conv2d_relu(
         raise Conv2dError(f"padding='same' needs stride 1, got stride={stride!r}")
     backend = select_backend(weight.device)
     _check_input(input, weight, groups)
-    return _dispatch(input, weight, bias, stride_, padding_, dilation_, groups, backend)
+    return _dispatch(input, weight, bias, stride_, padding_, dilation_, groups, backend)[0]
