@@ -177,19 +177,9 @@ def adam_tiled_step(
 def conv_tiles() -> list[Any]:
     """Every tile of the conv kernel's autotune space, as the ``Conv2dReLUBlocks`` that
     ``FusedConv2dReLU.blocks`` pins."""
-    from torchkit.kernels.conv2d_relu import Conv2dReLUBlocks, _conv2d_relu_fwd_kernel_autotuned
+    from torchkit.kernels.conv2d_relu import TILES
 
-    return [
-        Conv2dReLUBlocks(
-            block_m=c.kwargs["BLOCK_M"],
-            block_n=c.kwargs["BLOCK_N"],
-            block_k=c.kwargs["BLOCK_K"],
-            group_m=c.kwargs["GROUP_M"],
-            num_warps=c.num_warps,
-            num_stages=c.num_stages,
-        )
-        for c in _conv2d_relu_fwd_kernel_autotuned.configs
-    ]
+    return list(TILES)
 
 
 def main_loop(shape: traffic.ConvShape) -> str:
@@ -205,31 +195,18 @@ def main_loop(shape: traffic.ConvShape) -> str:
 
 
 def autotune_candidates(shape: traffic.ConvShape, dtype: torch.dtype, tf32: bool) -> list[Any]:
-    """The autotune configs (``triton.Config``) the conv kernel times for ``shape`` on a GPU:
-    those its early pruning keeps for the shape's GEMM sizes, dtype and main loop.
+    """The tiles (``Conv2dReLUBlocks``) the conv kernel's autotuner times for ``shape`` on a
+    GPU: the kernel's own ``candidate_tiles`` for the shape's GEMM sizes, dtype and precision.
 
     Example:
         >>> layer1 = next(s for s in traffic.CONV_SHAPES if s.name == "resnet50.layer1.3x3")
-        >>> [c.kwargs["BLOCK_N"] for c in autotune_candidates(layer1, torch.float16, False)]
+        >>> [tile.block_n for tile in autotune_candidates(layer1, torch.float16, False)]
         [64, 64, 32]
     """
-    from torchkit.kernels.conv2d_relu import _conv2d_relu_fwd_kernel_autotuned as tuner
-    from torchkit.kernels.conv2d_relu import _prune_configs, uses_flat_k
+    from torchkit.kernels.conv2d_relu import candidate_tiles
 
-    launch = {
-        "M": shape.batch * shape.out_size**2,
-        "C_IN_G": shape.c_in,
-        "C_OUT_G": shape.c_out,
-        "KH": shape.kernel,
-        "KW": shape.kernel,
-        "x_ptr": torch.empty(0, dtype=dtype, device="meta"),  # read for its element size
-    }
-    return _prune_configs(
-        list(tuner.configs),
-        launch,
-        FLAT_K=uses_flat_k(shape.c_in, shape.kernel, shape.kernel),
-        INPUT_PRECISION="tf32" if tf32 and dtype == torch.float32 else "ieee",
-    )
+    m = shape.batch * shape.out_size**2
+    return candidate_tiles(m, shape.c_in, shape.c_out, shape.kernel, shape.kernel, dtype, tf32)
 
 
 def warm_tiles(shape: traffic.ConvShape, precision: str) -> list[Any]:
@@ -237,14 +214,13 @@ def warm_tiles(shape: traffic.ConvShape, precision: str) -> list[Any]:
     the autotune candidates of each precision of the same dtype (the autotuner's key names the
     dtype, not the precision, so a tile tuned for TF32 products may then run with IEEE ones)."""
     dtype = PRECISIONS[precision][0]
-    configs = [
-        config
-        for other, (other_dtype, use_tf32, _) in PRECISIONS.items()
+    tiles = {
+        tile
+        for other_dtype, use_tf32, _ in PRECISIONS.values()
         if other_dtype == dtype
-        for config in autotune_candidates(shape, dtype, use_tf32)
-    ]
-    labels = {tile_label(c) for c in configs}
-    return [tile for tile in conv_tiles() if tile_label(tile) in labels]
+        for tile in autotune_candidates(shape, dtype, use_tf32)
+    }
+    return [tile for tile in conv_tiles() if tile in tiles]
 
 
 def conv_autotuned_call(call: Callable[[], object], device: torch.device) -> dict[str, Any]:

@@ -54,6 +54,7 @@ from torchkit.kernel_report import (
     format_versus_yardstick,
     yardstick_ratio,
 )
+from torchkit.kernels.conv2d_relu import Conv2dReLUBlocks
 
 HERE = Path(__file__).resolve().parent
 PAGE = HERE.parent / "docs" / "performance.md"
@@ -116,11 +117,11 @@ def ratio_table(rows: list[dict]) -> str:
 
 CONV_KERNEL = "_conv2d_relu_fwd_kernel"
 STATIC_ARCH = "sm_90"  # the arch of the per-shape and per-tile figures (H100, H200)
-# A speed-section precision -> the tokens of the conv variant labels that serve it: the dtype
-# first, then TF32 or IEEE products for fp32 (see torchkit.kernels.conv2d_relu.aot_specs).
-_PRECISION_TOKENS = {
-    "fp16": ("fp16",),
-    "bf16": ("bf16",),
+# A speed-section precision -> the dtype and ``input_precision`` of the conv variants that serve
+# it (see torchkit.kernels.conv2d_relu.aot_specs).
+_PRECISION_FIELDS = {
+    "fp16": ("fp16", "ieee"),
+    "bf16": ("bf16", "ieee"),
     "tf32": ("fp32", "tf32"),
     "fp32": ("fp32", "ieee"),
 }
@@ -156,36 +157,51 @@ def variants_block(rows: list[KernelResources]) -> str:
     return format_versus_yardstick([r for r in rows if r.arch == STATIC_ARCH])
 
 
-def conv_variant(rows: list[KernelResources], precision: str, layout: str, loop: str) -> str | None:
-    """The conv variant of the report that serves ``precision`` in ``layout`` with the main
-    loop ``loop`` (``"GEMM form"`` or ``"flat K"``): its label names the precision's tokens
-    and says flat K exactly when ``loop`` is; the one compiled for ``layout`` if any, else one
-    compiled for the other layout. ``None`` when no variant fits.
+def conv_variant(
+    rows: list[KernelResources], precision: str, layout: str, loop: str, channels: int
+) -> KernelResources | None:
+    """A row of the conv variant of the report that serves ``precision`` in ``layout`` with the main
+    loop ``loop`` (``"GEMM form"`` or ``"flat K"``) for a layer with ``channels`` input
+    channels per group: one compiled for that dtype and ``input_precision`` and that loop,
+    preferably for a channel count as divisible by 16 as ``channels`` (16 decides whether the
+    JIT sees the channel strides aligned), then for ``layout``. ``None`` when none fits.
 
     Example:
-        >>> rows = [KernelResources(CONV_KERNEL, v, "sm_90", "", 4, 3, 64, 0, 0, 0, 0, None,
-        ...                         90, 2, 4, 128, None) for v in ("fp16,nchw", "bf16,nchw")]
-        >>> conv_variant(rows, "fp16", "channels_last", "GEMM form")
+        >>> def row(variant, layout, channels):
+        ...     return KernelResources(CONV_KERNEL, variant, "sm_90", "", 4, 3, 64, 0, 0, 0, 0,
+        ...                            None, 90, 2, 4, 128, None, None, "fp16", "ieee", layout,
+        ...                            False, channels)
+        >>> rows = [row("fp16,nchw", "nchw", 64), row("fp16,24", "channels_last", 24)]
+        >>> conv_variant(rows, "fp16", "channels_last", "GEMM form", 64).variant
         'fp16,nchw'
-        >>> print(conv_variant(rows, "fp16", "channels_last", "flat K"))
+        >>> conv_variant(rows, "fp16", "channels_last", "GEMM form", 40).variant
+        'fp16,24'
+        >>> print(conv_variant(rows, "fp16", "channels_last", "flat K", 3))
         None
     """
-    wanted = _PRECISION_TOKENS[precision]
-    fitting = [
-        variant
-        for variant in dict.fromkeys(r.variant for r in rows if r.kernel == CONV_KERNEL)
-        if variant.split(",")[0] == wanted[0]
-        and set(wanted) <= set(variant.split(","))
-        and (FLAT_K in variant.split(",")) == (loop == FLAT_K)
-    ]
-    return min(fitting, key=lambda v: layout not in v.split(","), default=None)
+    dtype, input_precision = _PRECISION_FIELDS[precision]
+    fitting = {
+        r.variant: r
+        for r in rows
+        if r.kernel == CONV_KERNEL
+        and (r.dtype, r.input_precision) == (dtype, input_precision)
+        and r.flat_k == (loop == FLAT_K)
+    }
+
+    def mismatch(r: KernelResources) -> tuple[bool, bool]:
+        aligned = (r.channels or 0) % 16 == 0
+        return aligned != (channels % 16 == 0), r.layout != layout
+
+    return min(fitting.values(), key=mismatch, default=None)
 
 
-def tile_figures(rows: list[KernelResources], variant: str, configs: list[Any]) -> list[str]:
+def tile_figures(
+    rows: list[KernelResources], variant: str, tiles: list[Conv2dReLUBlocks]
+) -> list[str]:
     """The static figures of ``variant``'s rows on :data:`STATIC_ARCH` compiled with one of
-    ``configs``: hottest-loop instructions against the GEMM yardstick's, registers, stages
+    ``tiles``: hottest-loop instructions against the GEMM yardstick's, registers, stages
     (each the range over the tiles; ``-`` when the report has none of them)."""
-    labels = {config_label(c) for c in configs}
+    labels = {config_label(tile.config()) for tile in tiles}
     chosen = [
         r
         for r in rows
@@ -268,21 +284,18 @@ def shapes_block(rows: list[KernelResources], runs: list[dict[str, Any]]) -> str
             for g, column in zip(traffic.GPUS, gpu_columns, strict=True):
                 row[column] = f"{path.bound(g, mode)}, {path.floor(g, mode) * 1e6:.2f}"
             loop = gpu_check.main_loop(shape)
-            configs = gpu_check.autotune_candidates(shape, dtype, use_tf32)
-            tiles = ", ".join(
-                "x".join(str(c.kwargs[k]) for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
-                for c in configs
-            )
-            variant = conv_variant(rows, precision, layout, loop)
+            tiles = gpu_check.autotune_candidates(shape, dtype, use_tf32)
+            tile_sizes = ", ".join(f"{t.block_m}x{t.block_n}x{t.block_k}" for t in tiles)
+            variant = conv_variant(rows, precision, layout, loop, shape.c_in)
             if variant is None:
-                figures = [loop, "none compiled", tiles, "-", "-", "-"]
+                figures = [loop, "none compiled", tile_sizes, "-", "-", "-"]
             else:
-                other = "" if layout in variant.split(",") else " (other layout)"
+                other = "" if variant.layout == layout else " (other layout)"
                 figures = [
                     loop,
-                    f"`{variant}`{other}",
-                    tiles,
-                    *tile_figures(rows, variant, configs),
+                    f"`{variant.variant}`{other}",
+                    tile_sizes,
+                    *tile_figures(rows, variant.variant, tiles),
                 ]
             row.update(zip(figure_columns, figures, strict=True))
             case_id = f"conv_speed/{shape.name}/{precision}/{layout}"
