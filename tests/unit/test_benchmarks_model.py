@@ -327,8 +327,10 @@ def test_gpu_block_says_why_a_run_stopped():
 def _kernel_row(
     variant: str, tile: str, loop: int, yardstick: int | None, registers: int, arch: str = "sm_90"
 ) -> KernelResources:
-    """A conv row of the kernel report compiled with the autotune tile ``tile`` ("MxNxK")."""
-    config = next(t.config() for t in conv2d_relu.TILES if _tile(t.config()) == tile)
+    """A conv row of the kernel report compiled with the autotune tile ``tile`` ("MxNxK"), its
+    variant fields as ``aot_specs`` sets them for the label ``variant``."""
+    config = next(t.config() for t in conv2d_relu.TILES if _tile(t) == tile)
+    tokens = variant.split(",")
     return KernelResources(
         kernel=run_all.CONV_KERNEL,
         variant=variant,
@@ -348,11 +350,16 @@ def _kernel_row(
         max_global_load_bits=128,
         ieee_sqrt_div=None,
         yardstick_loop_instructions=yardstick,
+        dtype=tokens[0],
+        input_precision="tf32" if "tf32" in tokens else "ieee",
+        layout="nchw" if "nchw" in tokens else "channels_last",
+        flat_k="flat K" in tokens,
+        channels=3 if "flat K" in tokens else 64,
     )
 
 
-def _tile(config) -> str:
-    return "x".join(str(config.kwargs[k]) for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
+def _tile(tile: conv2d_relu.Conv2dReLUBlocks) -> str:
+    return f"{tile.block_m}x{tile.block_n}x{tile.block_k}"
 
 
 def _line(lines: list[str], shape: str, precision: str) -> str:
