@@ -514,14 +514,14 @@ class _ChainableLR(_CheckedState, LRScheduler):
             values = self.get_lr()
         finally:
             self._get_lr_called_within_step = False
-        tensors = False
+        tensors = False  # _last_lr holds copies of tensor lrs, as torch's does
         for group, lr in zip(self.optimizer.param_groups, values, strict=True):
-            if isinstance(group["lr"], torch.Tensor):
+            if isinstance(group["lr"], torch.Tensor) or isinstance(lr, torch.Tensor):
                 _set_group_value(group, "lr", lr)
                 tensors = True
             else:
                 group["lr"] = lr
-        # get_lr() returns a new list: with float lrs, the lrs just written.
+        # get_lr() returns a new list: without tensors, the lrs just written.
         self._last_lr = _group_lrs(self.optimizer) if tensors else values
 
     def _schedule(self, step: int) -> list[float]:
