@@ -514,15 +514,16 @@ class _ChainableLR(_CheckedState, LRScheduler):
             values = self.get_lr()
         finally:
             self._get_lr_called_within_step = False
-        tensors = False  # _last_lr holds copies of tensor lrs, as torch's does
+        floats = True
         for group, lr in zip(self.optimizer.param_groups, values, strict=True):
-            if isinstance(group["lr"], torch.Tensor) or isinstance(lr, torch.Tensor):
-                _set_group_value(group, "lr", lr)
-                tensors = True
-            else:
+            # type() rather than isinstance(): torch.Tensor's isinstance check is slow.
+            if type(lr) is float and type(group["lr"]) is float:
                 group["lr"] = lr
-        # get_lr() returns a new list: without tensors, the lrs just written.
-        self._last_lr = _group_lrs(self.optimizer) if tensors else values
+            else:  # a tensor lr is written in place, and _last_lr holds copies (as torch's)
+                _set_group_value(group, "lr", lr)
+                floats = False
+        # get_lr() returns a new list: with float lrs, the lrs just written.
+        self._last_lr = values if floats else _group_lrs(self.optimizer)
 
     def _schedule(self, step: int) -> list[float]:
         """This scheduler's own lr for every param group at ``step`` (no chaining), in a new
