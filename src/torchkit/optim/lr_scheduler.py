@@ -56,7 +56,10 @@ Private torch API (tested on torch 2.13; there is no public way to do the same):
 * ``LRScheduler._is_initial`` (set while the constructor takes its step): tells
   the constructor's step apart, where the chain factors are first measured;
 * ``LRScheduler._get_lr_called_within_step``: the flag behind torch's "use get_last_lr()"
-  warning, honoured by ``get_lr`` as torch's own schedulers do;
+  warning, honoured by ``get_lr`` as torch's own schedulers do, and set around it by
+  ``step()`` as torch's ``step`` does;
+* ``LRScheduler._step_count``: counted by ``step()`` as torch's ``step`` counts it; the first
+  step after the constructor's, where torch checks the step order, is torch's own ``step``;
 * ``ChainedScheduler._schedulers``: the members, under torch's attribute name, so that code
   written for torch's ``ChainedScheduler`` reads torchkit's;
 * ``Optimizer._opt_called`` and ``step._wrapped_by_lr_sched``: set on :func:`preview`'s
