@@ -12,6 +12,7 @@ import io
 import itertools
 import math
 import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from torchkit.optim.lr_scheduler import (
     NoamLR,
     OneCycleLR,
     WarmupDecayLR,
+    _ChainableLR,
     plot_schedule,
     preview,
 )
@@ -593,6 +595,53 @@ def test_closed_form_step_resets_the_chain_factor():
     assert opt.param_groups[0]["lr"] == alone[20]
     sched.step()
     assert opt.param_groups[0]["lr"] == alone[21]
+
+
+def stepped(factory, lr_kind):
+    """Everything the constructor and 30 steps leave, the scheduler chained with ExponentialLR:
+    the first step comes before any optimizer step (torch's step-order warning), step 12 is
+    ``step(7)``, and ``get_lr()`` is called outside a step; ``get_last_lr()`` must hold copies
+    of tensor lrs."""
+    lrs = [torch.tensor(0.1), torch.tensor(0.05)] if lr_kind == "tensor-lrs" else [0.1, 0.05]
+    opt = make_sgd(lrs)
+    if lr_kind == "tensor-initial-lrs":  # float lrs, tensor base lrs: tensors are written
+        for group in opt.param_groups:
+            group["initial_lr"] = torch.tensor(group["lr"])
+
+    def left(sched):
+        group_lrs = [group["lr"] for group in opt.param_groups]
+        return (
+            [float(lr) for lr in group_lrs],
+            [(type(lr), float(lr)) for lr in sched.get_last_lr()],
+            [lr is held for lr in sched.get_last_lr() for held in group_lrs + sched.base_lrs],
+            momenta_of(opt),
+            (sched.last_epoch, sched._step_count, sched._get_lr_called_within_step),
+        )
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sched = factory(opt)
+        exponential = torch_sched.ExponentialLR(opt, 0.9)
+        seen = [left(sched)]
+        for i in range(30):
+            if i:
+                opt.step()
+            sched.step(*([7] if i == 12 else []))
+            exponential.step()
+            if i == 20:
+                sched.get_lr()
+            seen.append(left(sched))
+    return seen, [(type(w.message), str(w.message)) for w in caught]
+
+
+@pytest.mark.parametrize("lr_kind", ["float-lrs", "tensor-lrs", "tensor-initial-lrs"])
+@pytest.mark.parametrize("name", list(SCHEDULERS))
+def test_step_does_what_torchs_lr_scheduler_step_does(name, lr_kind, monkeypatch):
+    # torchkit's step() leaves torch's context managers out: the same lrs, copies, counters
+    # and warnings as torch's LRScheduler.step, which drives the reference run.
+    ours = stepped(SCHEDULERS[name], lr_kind)
+    monkeypatch.setattr(_ChainableLR, "step", torch_sched.LRScheduler.step)
+    assert ours == stepped(SCHEDULERS[name], lr_kind)
 
 
 # -------------------------------------------------------------------------- resume

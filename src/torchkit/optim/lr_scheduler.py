@@ -56,7 +56,10 @@ Private torch API (tested on torch 2.13; there is no public way to do the same):
 * ``LRScheduler._is_initial`` (set while the constructor takes its step): tells
   the constructor's step apart, where the chain factors are first measured;
 * ``LRScheduler._get_lr_called_within_step``: the flag behind torch's "use get_last_lr()"
-  warning, honoured by ``get_lr`` as torch's own schedulers do;
+  warning, honoured by ``get_lr`` as torch's own schedulers do, and set around it by
+  ``step()`` as torch's ``step`` does;
+* ``LRScheduler._step_count``: counted by ``step()`` as torch's ``step`` counts it; the first
+  step after the constructor's, where torch checks the step order, is torch's own ``step``;
 * ``ChainedScheduler._schedulers``: the members, under torch's attribute name, so that code
   written for torch's ``ChainedScheduler`` reads torchkit's;
 * ``Optimizer._opt_called`` and ``step._wrapped_by_lr_sched``: set on :func:`preview`'s
@@ -303,9 +306,10 @@ def _groups_holding(
 
 
 def _set_group_value(group: dict[str, Any], key: str, value: Any) -> None:
-    """Write ``value`` into ``group[key]``, in place when it holds a tensor (as torch does)."""
+    """Write ``value`` into ``group[key]``, in place when it holds a tensor (as torch does,
+    a one-element tensor ``value`` included)."""
     if isinstance(group[key], torch.Tensor):
-        group[key].fill_(value)
+        group[key].fill_(value.squeeze() if isinstance(value, torch.Tensor) else value)
     else:
         group[key] = value
 
@@ -491,8 +495,42 @@ class _ChainableLR(_CheckedState, LRScheduler):
         self._reset_chain(len(optimizer.param_groups))
         super().__init__(optimizer, last_epoch)
 
+    def step(self, epoch: int | None = None) -> None:
+        """Step the scheduler, as torch's ``LRScheduler.step`` does.
+
+        Args:
+            epoch: Deprecated in torch: sets ``last_epoch`` to ``epoch`` and the lr to the
+                closed form there (which resets the chain factors to 1). Default: None,
+                the next step.
+        """
+        if epoch is not None or self._step_count == 1:
+            # torch's own step where it does more: step(epoch) (its warning, the closed
+            # form) and the first step after the constructor's (its step-order warnings).
+            super().step(epoch)
+            return
+        # Any other step is what torch's does, without its two context-manager objects and
+        # per-group helper calls, which cost as much as a schedule.
+        self._step_count += 1
+        self._get_lr_called_within_step = True
+        try:
+            self.last_epoch += 1
+            values = self.get_lr()
+        finally:
+            self._get_lr_called_within_step = False
+        floats = True
+        for group, lr in zip(self.optimizer.param_groups, values, strict=True):
+            # type() rather than isinstance(): torch.Tensor's isinstance check is slow.
+            if type(lr) is float and type(group["lr"]) is float:
+                group["lr"] = lr
+            else:  # a tensor lr is written in place, and _last_lr holds copies (as torch's)
+                _set_group_value(group, "lr", lr)
+                floats = False
+        # get_lr() returns a new list: with float lrs, the lrs just written.
+        self._last_lr = values if floats else _group_lrs(self.optimizer)
+
     def _schedule(self, step: int) -> list[float]:
-        """This scheduler's own lr for every param group at ``step`` (no chaining)."""
+        """This scheduler's own lr for every param group at ``step`` (no chaining), in a new
+        list."""
         raise NotImplementedError
 
     def _step_to(self, step: int) -> list[float]:
