@@ -462,9 +462,9 @@ class AdamPlan:
         self._grads = torch.zeros(n, dtype=torch.int64, device=self.device)
         self._grad_addresses: list[int] = []
         self._grads_aligned = False
-        shape = (self.n_groups, _GROUP_COLUMNS)
-        self._groups = torch.zeros(shape, dtype=torch.float64, device=self.device)
-        self._slots = list(self._groups.view(-1))  # one 0-dim view per hyperparameter
+        size = self.n_groups * _GROUP_COLUMNS  # the group table, flat: row g at [5g, 5g + 5)
+        self._groups = torch.zeros(size, dtype=torch.float64, device=self.device)
+        self._slots = list(self._groups)  # one 0-dim view per hyperparameter
         self._rows: Sequence[Sequence[float | torch.Tensor]] | None = None
         self._floats: list[float] = []
         self._tensor_slots: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -475,15 +475,17 @@ class AdamPlan:
         """Write host ``values`` into the device table ``target`` without synchronising."""
         host = torch.frombuffer(values, dtype=target.dtype)
         if self.device.type == "cpu":
-            target.view(-1).copy_(host)
+            target.copy_(host)
             return
         if torch.cuda.is_current_stream_capturing():
             # The graph copies from this buffer at every replay: keep it (one per contents).
             key = (target.dtype, host.numpy().tobytes())
-            staging = self._captured.setdefault(key, host.pin_memory())
+            if key not in self._captured:
+                self._captured[key] = host.pin_memory()
+            staging = self._captured[key]
         else:  # torch's pinned-memory cache keeps it until the copy is done
             staging = host.pin_memory()
-        target.view(-1).copy_(staging, non_blocking=True)
+        target.copy_(staging, non_blocking=True)
 
     def prepare(
         self,

@@ -1,4 +1,5 @@
-"""torch's CUDA fused Adam, emulated on the CPU operation by operation.
+"""torch's CUDA fused Adam, emulated on the CPU operation by operation (and a counter of the
+launch tables FusedAdam builds, for the tests of when it builds them).
 
 The formulas are those of ``FusedAdamMathFunctor`` / ``adam_math`` in
 ``aten/src/ATen/native/cuda/fused_adam_utils.cuh`` as torch 2.13 ships it (the header is in
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 F32, F64 = torch.float32, torch.float64
@@ -119,3 +121,20 @@ def cuda_adam_step(
     v.copy_(exp_avg_sq.to(v.dtype))
     if grad_scale is not None:
         g.copy_(unscaled.to(g.dtype))
+
+
+def plans_built(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A list that gets one entry per ``AdamPlan`` built from now on, with the plans
+    ``adam_multi_tensor`` keeps by address forgotten first."""
+    from torchkit.kernels import adam as kernels
+
+    built: list[int] = []
+    original = kernels.AdamPlan.__init__
+
+    def counting(self: kernels.AdamPlan, *args: object, **kwargs: object) -> None:
+        built.append(1)
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(kernels, "_PLANS", type(kernels._PLANS)())
+    monkeypatch.setattr(kernels.AdamPlan, "__init__", counting)
+    return built

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from _adam_reference import cuda_adam_step
+from _adam_reference import cuda_adam_step, plans_built
 from _helpers import assert_tensors_close
 from torch.optim.adam import adam as torch_adam
 
@@ -320,16 +320,7 @@ def test_adam_multi_tensor_keeps_its_tables_by_address(monkeypatch: pytest.Monke
     """Called at every step over the same tensors (``fused_adam``, or the custom op a compiled
     step calls), the launcher builds the tables once; a state tensor replaced by another
     (another address) gets new ones, and the results stay torch's."""
-    from torchkit.kernels import adam as kernels
-
-    built: list[int] = []
-    original = kernels.AdamPlan.__init__
-    monkeypatch.setattr(kernels, "_PLANS", type(kernels._PLANS)())
-    monkeypatch.setattr(
-        kernels.AdamPlan,
-        "__init__",
-        lambda self, *a, **k: (built.append(1), original(self, *a, **k))[1],
-    )
+    built = plans_built(monkeypatch)
     tensors, expected = adam_tensors([(5,), (3, 4)]), adam_tensors([(5,), (3, 4)])
     for i in range(4):
         if i == 2:  # a momentum reset: another tensor

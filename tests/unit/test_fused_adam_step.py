@@ -17,6 +17,7 @@ from typing import Any
 import _helpers
 import pytest
 import torch
+from _adam_reference import plans_built
 from _helpers import BACKENDS, assert_tensors_close
 from torch import nn
 
@@ -251,18 +252,9 @@ def test_compiled_step_gives_the_eager_results(
     path the step breaks the graph at one place and runs eagerly, as torch's own compiled
     ``Adam(fused=True)`` runs its fused kernel outside the graph. Either way the results are
     the eager step's, bit for bit."""
-    from torchkit.kernels import adam as kernels
-
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
-    built: list[int] = []
-    original = kernels.AdamPlan.__init__
-    monkeypatch.setattr(kernels, "_PLANS", type(kernels._PLANS)())
-    monkeypatch.setattr(
-        kernels.AdamPlan,
-        "__init__",
-        lambda self, *a, **k: (built.append(1), original(self, *a, **k))[1],
-    )
+    built = plans_built(monkeypatch)
     model, ref_model = make_model(), make_model()
     opt = FusedAdam(model.parameters(), lr=torch.tensor(1e-2) if lr == "tensor" else 1e-2)
     ref = FusedAdam(ref_model.parameters(), lr=torch.tensor(1e-2) if lr == "tensor" else 1e-2)

@@ -26,9 +26,10 @@ Private torch API used (tested with torch 2.13):
 * ``torch.optim.optimizer._get_fused_kernels_supported_devices``: the devices torch's fused
   Adam runs on, checked before the stock backend runs and before a state_dict says
   ``fused=True`` (torch's ``Adam(fused=True)`` makes the same check);
-* ``torch.optim.optimizer._global_optimizer_pre_hooks`` / ``_post_hooks``: whether any global
-  step hook is registered. ``step`` runs torch's own step wrapper (profiler range and hooks)
-  only when a hook or the profiler is active, which saves about 20 µs of host time per step.
+* ``torch.optim.optimizer._global_optimizer_pre_hooks`` / ``_post_hooks`` and
+  ``torch.autograd._profiler_enabled``: whether a global step hook is registered or a profiler
+  runs. ``step`` runs torch's own step wrapper (``Optimizer.profile_hook_step``: a profiler
+  range and the hooks) only then, which saves about 10 µs of host time per step.
 
 ``_init_group`` keeps torch's signature: ``torch.compile`` calls it by name.
 """
@@ -57,7 +58,9 @@ __all__ = ["AdamLaunch", "FusedAdam", "FusedAdamW", "fused_adam", "fused_adam_fr
 _FLOATING = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 _COMPLEX = (torch.complex64, torch.complex128, torch.complex32)
 _MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+_STATE = (*_MOMENTS, "step")  # owners[1:] of _Update, in order
 _PLAIN = frozenset({Tensor, torch.nn.Parameter})
+_NUMBERS = frozenset({float, int})  # not bool
 _NONE = itertools.repeat(None)
 _grad = operator.attrgetter("grad")
 
@@ -107,12 +110,12 @@ def _real(name: str, value: Any) -> float | Tensor:
 def _row(values: Sequence[Any], names: Sequence[str], where: str, read: bool) -> Row:
     """``values`` (lr, beta1, beta2, eps, weight_decay) converted and range-checked, naming the
     first bad one. Tensors are read only when ``read`` (at construction, never at a step)."""
-    if all(type(v) is float for v in values):  # a scheduler's new lr, at every step
-        lr, beta1, beta2, eps, weight_decay = values
+    if _NUMBERS.issuperset(map(type, values)):  # floats (a scheduler's lr at every step)
+        lr, beta1, beta2, eps, weight_decay = row = tuple(map(float, values))
         inf = math.inf
         finite = 0.0 <= lr < inf and 0.0 <= eps < inf and 0.0 <= weight_decay < inf
         if finite and 0.0 <= beta1 < 1.0 and 0.0 <= beta2 < 1.0:
-            return tuple(values)  # NaN fails every comparison: the slow path below names it
+            return row  # NaN fails every comparison: the slow path below names it
     row = tuple(_real(name, v) for name, v in zip(names, values, strict=True))
     for name, value in zip(names, row, strict=True):
         if isinstance(value, Tensor):
@@ -201,6 +204,13 @@ def _local(t: Tensor) -> Tensor:
     return t.to_local() if isinstance(t, DTensor) else t
 
 
+def _address(t: Tensor) -> int:
+    try:
+        return t.data_ptr()
+    except RuntimeError:  # a wrapper subclass (torch.Tensor._make_wrapper_subclass)
+        return 0
+
+
 def _real_views(tensors: Sequence[Tensor]) -> list[Tensor]:
     return [torch.view_as_real(t) if t.is_complex() else t for t in tensors]
 
@@ -213,8 +223,8 @@ def _real_views(tensors: Sequence[Tensor]) -> list[Tensor]:
     "torchkit::adam_multi_tensor_",
     mutates_args=("params", "grads", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs", "state_steps"),
     # A launch may upload its tables from pinned host memory (new addresses): a CUDA graph of
-    # torch.compile's would replay a copy from a buffer it does not own.
-    tags=(torch.Tag.cudagraph_unsafe,),
+    # torch.compile's would replay a copy from a buffer it does not own (where torch has the tag).
+    **({"tags": (torch.Tag.cudagraph_unsafe,)} if hasattr(torch.Tag, "cudagraph_unsafe") else {}),
 )
 def _adam_multi_tensor(
     params: list[Tensor],
@@ -270,8 +280,9 @@ class _Bucket:
     """Tensors of one device, dtype and option combination, and what updates them.
 
     ``columns``: params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs (empty without AMSGrad) and
-    state_steps, as local tensors; ``groups``: each tensor's param group. The bucket takes the
-    rows of the groups it has (:meth:`rows`); a subclass turns a step into its launches.
+    state_steps, as local tensors (kept as real views for complex ones); ``groups``: each
+    tensor's param group. The bucket takes the rows of the groups it has (:meth:`rows`); a
+    subclass turns a step into its launches.
 
     A step bumps the version counters of the parameters (and of the gradients it unscales),
     as torch's single-tensor and foreach Adam do, so that autograd rejects a parameter changed
@@ -291,13 +302,13 @@ class _Bucket:
         options: Options,
         written: list[Tensor],
     ) -> None:
-        device, dtype = columns[0][0].device, columns[0][0].dtype
-        self.columns, self.options, self.written = columns, options, written
+        self.complex = columns[0][0].is_complex()
+        self.columns = [_real_views(c) for c in columns[:4]] + [columns[4]]
+        self.options, self.written = options, written
         self.groups = list(dict.fromkeys(groups))  # the rows used, in order
         self.index = [self.groups.index(g) for g in groups]  # each tensor's row
-        self.complex = dtype in _COMPLEX
-        real_dtype = torch.view_as_real(columns[0][0]).dtype if self.complex else dtype
-        self.report = AdamLaunch(device, real_dtype, backend, 1)
+        p = self.columns[0][0]
+        self.report = AdamLaunch(p.device, p.dtype, backend, 1)
         self._rows: tuple[Sequence[Row] | None, list[Row]] = (None, [])
 
     def rows(self, rows: Sequence[Row]) -> list[Row]:
@@ -327,11 +338,10 @@ class _PlanBucket(_Bucket):
         super().__init__(*args)
         from torchkit.kernels.adam import AdamPlan, _plan_for
 
-        columns = _real_views_of(self.columns)
         if kept:
-            self.plan = AdamPlan(*columns, amsgrad=self.options[0], groups=self.index)
+            self.plan = AdamPlan(*self.columns, amsgrad=self.options[0], groups=self.index)
         else:
-            self.plan = _plan_for(columns, self.options[0], self.index, None)
+            self.plan = _plan_for(self.columns, self.options[0], self.index, None)
 
     def prepare(
         self, grads: list[Tensor], rows: list[Row], scale: Tensor | None, inf: Tensor | None
@@ -356,8 +366,7 @@ class _OpBucket(_Bucket):
         slots = [k for k, v in enumerate(values) if isinstance(v, Tensor)]
         tensors = [values[k] for k in slots]
         floats = [0.0 if isinstance(v, Tensor) else v for v in values]
-        columns = _real_views_of(self.columns)
-        args = (columns[0], _real_views(grads), *columns[1:], floats, tensors, slots)
+        args = (self.columns[0], _real_views(grads), *self.columns[1:], floats, tensors, slots)
         return [functools.partial(_adam_multi_tensor, *args, self.index, scale, inf, *self.options)]
 
 
@@ -367,11 +376,10 @@ class _TorchBucket(_Bucket):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        real = _real_views_of(self.columns)
         self.parts: list[tuple[int, list[list[Tensor]], list[int]]] = []
         for k in range(len(self.groups)):
             pos = [i for i, row in enumerate(self.index) if row == k]
-            self.parts.append((k, [[c[i] for i in pos] if c else [] for c in real], pos))
+            self.parts.append((k, [[c[i] for i in pos] if c else [] for c in self.columns], pos))
         self.report = self.report._replace(launches=len(self.parts))
 
     def prepare(
@@ -379,60 +387,36 @@ class _TorchBucket(_Bucket):
     ) -> list[Callable[[], Any]]:
         real = _real_views(grads) if self.complex else grads
         runs = [
-            _torch_fused_adam(columns, [real[i] for i in pos], rows[k], self.options, scale, inf)
+            self._call(columns, [real[i] for i in pos], rows[k], scale, inf)
             for k, columns, pos in self.parts
         ]
         return [*runs, self.bump(grads, scale)]
 
+    def _call(
+        self,
+        columns: list[list[Tensor]],
+        grads: list[Tensor],
+        row: Row,
+        scale: Tensor | None,
+        inf: Tensor | None,
+    ) -> Callable[[], None]:
+        """One call of torch's functional fused Adam, checked now, run by the call."""
+        params = columns[0]
+        strides = list(map(Tensor.stride, params))
+        grads, copies = fitted(grads, strides, all(map(Tensor.is_contiguous, params)))
+        hyper = dict(zip(("lr", "beta1", "beta2", "eps", "weight_decay"), row, strict=True))
+        amsgrad, maximize, decoupled = self.options
 
-def _real_views_of(columns: list[list[Tensor]]) -> list[list[Tensor]]:
-    """The columns with complex tensors as their real views (the step counters as they are)."""
-    return [_real_views(c) for c in columns[:4]] + [columns[4]]
+        def run() -> None:
+            torch_adam(
+                params, list(grads), *columns[1:], fused=True, grad_scale=scale, found_inf=inf,
+                amsgrad=amsgrad, maximize=maximize, decoupled_weight_decay=decoupled, **hyper,
+            )  # fmt: skip
+            if scale is not None:  # torch unscaled the copies: hand the values back
+                for grad, copy in copies:
+                    grad.copy_(copy)
 
-
-def _torch_fused_adam(
-    columns: list[list[Tensor]],
-    grads: list[Tensor],
-    row: Row,
-    options: Options,
-    grad_scale: Tensor | None,
-    found_inf: Tensor | None,
-) -> Callable[[], None]:
-    """torch's functional fused Adam over real local tensors, checked now, run by the call."""
-    params = columns[0]
-    strides = list(map(Tensor.stride, params))
-    grads, copies = fitted(grads, strides, all(map(Tensor.is_contiguous, params)))
-    lr, beta1, beta2, eps, weight_decay = row
-    amsgrad, maximize, decoupled = options
-    kwargs = {"lr": lr, "beta1": beta1, "beta2": beta2, "eps": eps, "weight_decay": weight_decay}
-
-    def run() -> None:
-        torch_adam(
-            params,
-            list(grads),
-            *columns[1:],
-            fused=True,
-            grad_scale=grad_scale,
-            found_inf=found_inf,
-            amsgrad=amsgrad,
-            maximize=maximize,
-            decoupled_weight_decay=decoupled,
-            **kwargs,
-        )
-        if grad_scale is not None:  # torch unscaled the copies: hand the values back
-            for grad, copy in copies:
-                grad.copy_(copy)
-
-    return run
-
-
-# How a Triton bucket launches, by what runs the update: FusedAdam.step (its plans kept), a
-# fused_adam call (plans found by address), a traced step (the custom op).
-_TRITON_BUCKETS: dict[str, Callable[..., _Bucket]] = {
-    "kept": functools.partial(_PlanBucket, kept=True),
-    "call": functools.partial(_PlanBucket, kept=False),
-    "traced": _OpBucket,
-}
+        return run
 
 
 class _Update:
@@ -462,7 +446,14 @@ class _Update:
                 [c[i] for i in index] if k != 3 or opts[0] else [] for k, c in enumerate(columns)
             ]
             backend = select_backend(device)
-            kind = _TorchBucket if backend is Backend.TORCH else _TRITON_BUCKETS[mode]
+            if backend is Backend.TORCH:
+                kind: Callable[..., _Bucket] = _TorchBucket
+            else:
+                kind = (
+                    _OpBucket
+                    if mode == "traced"
+                    else functools.partial(_PlanBucket, kept=mode == "kept")
+                )
             bucket = kind(
                 backend,
                 sub,
@@ -481,10 +472,12 @@ class _Update:
     ) -> list[AdamLaunch]:
         """One step: ``grads`` local, one per tensor; ``rows`` per param group."""
         launches = []
+        amp = grad_scale is not None or found_inf is not None
         for bucket, index in self.buckets:
             part = grads if index is None else list(map(grads.__getitem__, index))
-            device = bucket.report.device
-            scale, inf = _on(grad_scale, device), _on(found_inf, device)
+            scale, inf = grad_scale, found_inf
+            if amp:
+                scale, inf = _on(scale, bucket.report.device), _on(inf, bucket.report.device)
             launches += bucket.prepare(part, bucket.rows(rows), scale, inf)
         for launch in launches:
             launch()
@@ -501,11 +494,6 @@ def _check_tensors(columns: list[list[Tensor]], grads: list[Tensor], amsgrad: bo
         if len(column) != n and name != "max_exp_avg_sqs":
             raise ValueError(f"{name} has {len(column)} entries but params has {n}")
     for i, p in enumerate(columns[0]):
-        if not (p.is_floating_point() or p.is_complex()):
-            raise TypeError(
-                f"params[{i}] has dtype {p.dtype}; Adam updates floating point "
-                "and complex parameters"
-            )
         _check_param(p, grads[i], f"params[{i}]")
         for name, t in zip(names, (grads[i], *(c[i] for c in columns[1:4] if c)), strict=False):
             if (t.shape, t.dtype, t.device) != (p.shape, p.dtype, p.device):
@@ -537,11 +525,11 @@ def fused_adam(
     max_exp_avg_sqs: Sequence[Tensor],
     state_steps: Sequence[Tensor],
     *,
-    lr: float | Tensor | Sequence[float | Tensor],
-    beta1: float | Tensor | Sequence[float | Tensor],
-    beta2: float | Tensor | Sequence[float | Tensor],
-    eps: float | Tensor | Sequence[float | Tensor],
-    weight_decay: float | Tensor | Sequence[float | Tensor],
+    lr: float | Tensor,
+    beta1: float | Tensor,
+    beta2: float | Tensor,
+    eps: float | Tensor,
+    weight_decay: float | Tensor,
     amsgrad: bool,
     maximize: bool,
     decoupled_weight_decay: bool,
@@ -550,14 +538,11 @@ def fused_adam(
 ) -> list[AdamLaunch]:
     """One Adam step over lists of tensors, on the backend :func:`select_backend` picks per device.
 
-    :func:`torch.optim.adam.adam` with ``fused=True``, except that ``lr``, ``beta1``, ``beta2``,
-    ``eps`` and ``weight_decay`` may each be one value or a sequence with one value per tensor,
-    so that several param groups share a Triton launch (one per device and dtype; torch's
-    fused Adam is called once per distinct set of hyperparameters). DTensors update through
-    their local shards, complex tensors as their real and imaginary parts. Everything is
-    checked before anything is written, so an error changes nothing. The Triton launch keeps
-    its tables by the tensors' addresses: calling this at every step over the same tensors
-    builds them once.
+    :func:`torch.optim.adam.adam` with ``fused=True`` (one launch per device and dtype), on
+    FusedAdam's functional layer. DTensors update through their local shards, complex tensors
+    as their real and imaginary parts. Everything is checked before anything is written, so
+    an error changes nothing. The Triton launch keeps its tables by the tensors' addresses:
+    calling this at every step over the same tensors builds them once.
 
     Args:
         params: dense parameters (floating point or complex), any memory format.
@@ -568,11 +553,11 @@ def fused_adam(
         max_exp_avg_sqs: running maxima of the second moments (``amsgrad``), else empty.
         state_steps: one-element float32 tensors on the parameters' devices, the steps taken;
             incremented on the device unless ``found_inf`` is set.
-        lr: learning rate(s): floats, or one-element tensors read on the device.
-        beta1: first-moment decay(s).
-        beta2: second-moment decay(s).
-        eps: denominator term(s).
-        weight_decay: L2 penalty (Adam) or decoupled decay (AdamW) coefficient(s).
+        lr: learning rate: a float, or a one-element tensor read on the device.
+        beta1: first-moment decay (float or one-element tensor, as the others).
+        beta2: second-moment decay.
+        eps: denominator term.
+        weight_decay: L2 penalty (Adam) or decoupled decay (AdamW) coefficient.
         amsgrad: use the running maximum of the second moment.
         maximize: maximise the objective.
         decoupled_weight_decay: AdamW's decay ``p -= lr * weight_decay * p``.
@@ -603,20 +588,11 @@ def fused_adam(
         >>> p, step
         (tensor([0.9000, 0.9000, 0.9000]), tensor(1.))
     """
+    names = ("lr", "beta1", "beta2", "eps", "weight_decay")
+    row = _row((lr, beta1, beta2, eps, weight_decay), names, "", read=False)
     n = len(params)
     owners = [list(c) for c in (params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps)]
     grads = list(map(_local, grads))
-    names = ("lr", "beta1", "beta2", "eps", "weight_decay")
-    per_tensor = []
-    for name, value in zip(names, (lr, beta1, beta2, eps, weight_decay), strict=True):
-        values = [value] * n if isinstance(value, (Tensor, numbers.Real)) else list(value)
-        if len(values) != n:
-            raise ValueError(f"{name} has {len(values)} values for {n} parameters")
-        per_tensor.append([_real(f"{name}[{i}]", v) for i, v in enumerate(values)])
-    slots: dict[Row, int] = {}  # distinct hyperparameters: tensors hash by identity
-    groups = [slots.setdefault(row, len(slots)) for row in zip(*per_tensor, strict=True)]
-    for row in slots:
-        _row(row, names, "", read=False)
     _check_tensors([list(map(_local, c)) for c in owners], grads, amsgrad)
     _check_amp("grad_scale", grad_scale)
     _check_amp("found_inf", found_inf)
@@ -624,29 +600,19 @@ def fused_adam(
         owners[3] = [None] * n
     options = [(amsgrad, maximize, decoupled_weight_decay)] * n
     mode = "traced" if torch.compiler.is_compiling() else "call"
-    update = _Update(owners, groups, options, mode)
-    return update.run(grads, list(slots), grad_scale, found_inf)
+    return _Update(owners, [0] * n, options, mode).run(grads, [row], grad_scale, found_inf)
 
 
 # --------------------------------------------------------------------------------------------
 # The optimizers
 
 
-def _options(group: dict[str, Any]) -> tuple[Any, ...]:
-    """The options whose change rebuilds the step cache."""
-    return (
-        group["amsgrad"],
-        group["maximize"],
-        group["decoupled_weight_decay"],
-        group["differentiable"],
-        group["foreach"],
-        group["fused"],
-    )
-
-
-def _raw(group: dict[str, Any]) -> tuple[Any, ...]:
-    """The hyperparameters a step compares with the last step's."""
-    return group["lr"], group["betas"], group["eps"], group["weight_decay"]
+# The options whose change rebuilds the step cache, and the hyperparameters a step compares
+# with the last step's.
+_options = operator.itemgetter(
+    "amsgrad", "maximize", "decoupled_weight_decay", "differentiable", "foreach", "fused"
+)
+_raw = operator.itemgetter("lr", "betas", "eps", "weight_decay")
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -703,24 +669,21 @@ class _StepCache:
         self.state = opt.state
         self.dicts = list(opt.state.values())
         stepped = [opt.state[p] for p in self.params]
-        columns = {"exp_avg": owners[1], "exp_avg_sq": owners[2], "step": owners[4]}
-        self.entries = [(operator.itemgetter(k), c, stepped) for k, c in columns.items()]
-        amsgrad = [i for i, o in enumerate(options) if o[0]]
-        if amsgrad:
-            self.entries.append(
-                (
-                    operator.itemgetter("max_exp_avg_sq"),
-                    [owners[3][i] for i in amsgrad],
-                    [stepped[i] for i in amsgrad],
-                )
-            )
+        self.entries = []  # (key, its tensors, their state dicts)
+        for key, column in zip(_STATE, owners[1:], strict=True):
+            kept = [i for i, t in enumerate(column) if t is not None]  # AMSGrad's where it runs
+            if kept:
+                dicts = [stepped[i] for i in kept]
+                self.entries.append((operator.itemgetter(key), [column[i] for i in kept], dicts))
         self.local = any(type(p) not in _PLAIN for p in self.params)
         self.addresses = self._addresses()
 
     def _addresses(self) -> list[int]:
-        """The parameters' storage addresses (of their local shards)."""
-        params = map(_local, self.params) if self.local else self.params
-        return list(map(Tensor.data_ptr, params))
+        """The parameters' storage addresses (of their local shards; 0 for a wrapper subclass
+        without storage of its own, which only torch's kernel can update, through it)."""
+        if not self.local:
+            return list(map(Tensor.data_ptr, self.params))
+        return [_address(_local(p)) for p in self.params]
 
     def gradients(self, opt: FusedAdam) -> list[Tensor] | None:
         """The step's gradients (local, in the update's order) if the cache still describes
