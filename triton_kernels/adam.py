@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import array
 import functools
-from collections import OrderedDict
+import itertools
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -639,11 +639,11 @@ class AdamPlan:
         return self._state_aligned and self._grads_aligned
 
 
-# Plans of adam_multi_tensor by what their tables hold, the most recent last. Plans a CUDA graph
-# was captured with are never dropped: the graph replays their tables.
-_PLANS: OrderedDict[tuple[object, ...], AdamPlan] = OrderedDict()
+# Plans of adam_multi_tensor with what their tables were built from, the most recent first.
+# Plans a CUDA graph was captured with are never dropped: the graph replays their tables.
+_PLANS: list[tuple[tuple[object, ...], list[object], AdamPlan]] = []
 _PLANS_KEPT = 8
-_CAPTURED_PLANS: dict[tuple[object, ...], AdamPlan] = {}
+_CAPTURED_PLANS: list[tuple[tuple[object, ...], list[object], AdamPlan]] = []
 
 
 def _plan_for(
@@ -653,28 +653,35 @@ def _plan_for(
     tiling: AdamTiling | None,
 ) -> AdamPlan:
     """The plan for these tensors: a kept one when every address, element count, stride and
-    group is the same (the tables hold nothing else), else a new one."""
-    tensors = [t for column in columns for t in column]
-    key = (
-        tuple(map(torch.Tensor.data_ptr, tensors)),
-        tuple(map(torch.Tensor.numel, columns[0])),
-        tuple(map(torch.Tensor.stride, columns[0])),
-        tuple(groups or ()),
-        columns[0][0].dtype if columns[0] else None,
-        columns[0][0].device if columns[0] else None,
-        amsgrad,
-        tiling,
-    )
-    plan = _PLANS.get(key) or _CAPTURED_PLANS.get(key)
-    if plan is None:
+    group is the same (the tables hold nothing else), else a new one.
+
+    The lists are compared, not hashed: for 161 tensors hashing them cost about 80 µs a call,
+    the comparison a few (this runs at every compiled step)."""
+    params = columns[0]
+    addresses = list(map(torch.Tensor.data_ptr, itertools.chain.from_iterable(columns)))
+    head = (len(params), params[0].dtype, params[0].device, amsgrad, tiling) if params else ()
+    contents = [
+        addresses,
+        list(map(torch.Tensor.numel, params)),
+        list(map(torch.Tensor.stride, params)),
+        list(groups or ()),
+    ]
+    for kept in (_PLANS, _CAPTURED_PLANS):
+        for i, (kept_head, kept_contents, plan) in enumerate(kept):
+            if kept_head == head and kept_contents == contents:
+                if kept is _PLANS and i:
+                    kept.insert(0, kept.pop(i))
+                break
+        else:
+            continue
+        break
+    else:
         plan = AdamPlan(*columns, amsgrad=amsgrad, groups=groups, tiling=tiling)
-        _PLANS[key] = plan
-        if len(_PLANS) > _PLANS_KEPT:
-            _PLANS.popitem(last=False)
-    elif key in _PLANS:
-        _PLANS.move_to_end(key)
+        _PLANS.insert(0, (head, contents, plan))
+        del _PLANS[_PLANS_KEPT:]
     if plan.device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-        _CAPTURED_PLANS[key] = plan
+        if not any(entry[2] is plan for entry in _CAPTURED_PLANS):
+            _CAPTURED_PLANS.append((head, contents, plan))
     return plan
 
 

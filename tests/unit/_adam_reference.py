@@ -135,6 +135,6 @@ def plans_built(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         built.append(1)
         original(self, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(kernels, "_PLANS", type(kernels._PLANS)())
+    monkeypatch.setattr(kernels, "_PLANS", [])
     monkeypatch.setattr(kernels.AdamPlan, "__init__", counting)
     return built
