@@ -646,6 +646,19 @@ _PLANS_KEPT = 8
 _CAPTURED_PLANS: list[tuple[tuple[object, ...], list[object], AdamPlan]] = []
 
 
+def _kept_plan(head: tuple[object, ...], contents: list[object]) -> AdamPlan | None:
+    """The kept plan built from ``head`` and ``contents``, moved to the front of the recent
+    ones; ``None`` if there is none."""
+    for i, (kept_head, kept_contents, plan) in enumerate(_PLANS):
+        if kept_head == head and kept_contents == contents:
+            _PLANS.insert(0, _PLANS.pop(i))
+            return plan
+    for kept_head, kept_contents, plan in _CAPTURED_PLANS:
+        if kept_head == head and kept_contents == contents:
+            return plan
+    return None
+
+
 def _plan_for(
     columns: Sequence[Sequence[torch.Tensor]],
     amsgrad: bool,
@@ -666,22 +679,14 @@ def _plan_for(
         list(map(torch.Tensor.stride, params)),
         list(groups or ()),
     ]
-    for kept in (_PLANS, _CAPTURED_PLANS):
-        for i, (kept_head, kept_contents, plan) in enumerate(kept):
-            if kept_head == head and kept_contents == contents:
-                if kept is _PLANS and i:
-                    kept.insert(0, kept.pop(i))
-                break
-        else:
-            continue
-        break
-    else:
+    plan = _kept_plan(head, contents)
+    if plan is None:
         plan = AdamPlan(*columns, amsgrad=amsgrad, groups=groups, tiling=tiling)
         _PLANS.insert(0, (head, contents, plan))
         del _PLANS[_PLANS_KEPT:]
-    if plan.device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-        if not any(entry[2] is plan for entry in _CAPTURED_PLANS):
-            _CAPTURED_PLANS.append((head, contents, plan))
+    capturing = plan.device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+    if capturing and not any(entry[2] is plan for entry in _CAPTURED_PLANS):
+        _CAPTURED_PLANS.append((head, contents, plan))
     return plan
 
 

@@ -336,6 +336,39 @@ def test_adam_multi_tensor_keeps_its_tables_by_address(monkeypatch: pytest.Monke
         assert_tensors_close(p, q)
 
 
+def test_adam_multi_tensor_keeps_the_last_eight_sets_and_tells_tensors_at_one_address_apart(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The launcher keeps the tables of the last eight sets of tensors it was called with (the
+    least recently used one goes first), and a tensor at a kept address with another element
+    count (a view at the start of a kept parameter) gets tables of its own."""
+    built = plans_built(monkeypatch)
+
+    def call(tensors: dict) -> None:
+        lists = [tensors[k] for k in ("params", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs")]
+        grads = [torch.ones_like(p) for p in lists[0]]
+        adam_multi_tensor(lists[0], grads, *lists[1:], tensors["state_steps"], HYPER,
+                          amsgrad=False, **OPTIONS)  # fmt: skip
+
+    sets = [adam_tensors([(2,)]) for _ in range(9)]
+    for tensors in sets[:8]:
+        call(tensors)
+    call(sets[0])  # kept: now the most recent
+    assert len(built) == 8
+    call(sets[8])  # a ninth set drops the least recently used, sets[1]
+    call(sets[0])
+    assert len(built) == 9
+    call(sets[1])
+    assert len(built) == 10
+    whole = adam_tensors([(6,)])
+    call(whole)
+    start = {k: [t[:3] if t.dim() else t for t in v] for k, v in whole.items()}
+    assert start["params"][0].data_ptr() == whole["params"][0].data_ptr()
+    call(start)
+    assert len(built) == 12
+    assert torch.equal(whole["state_steps"][0], torch.tensor(2.0))
+
+
 def test_captured_uploads_keep_one_host_buffer_per_contents(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
