@@ -330,8 +330,8 @@ class AdamPlan:
     the plan, and builds another when one is replaced (a new ``exp_avg``, a parameter whose
     ``.data`` was swapped). The kernel writes through raw pointers and bumps no version
     counter: callers that need autograd to see the update call
-    ``torch.autograd.graph.increment_version`` on what it wrote (``FusedAdam`` does; the custom
-    op ``torchkit::adam_multi_tensor_`` has torch do it).
+    ``torch.autograd.graph.increment_version`` on what it wrote (``FusedAdam`` and the
+    operator ``torchkit::adam_multi_tensor_`` do).
 
     Args:
         params: parameters, all on one device (CUDA, or CPU for the interpreter) and of one

@@ -317,7 +317,7 @@ def test_aligned_variant_only_when_every_address_is_aligned(
 
 
 def test_adam_multi_tensor_keeps_its_tables_by_address(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Called at every step over the same tensors (``fused_adam``, or the custom op a compiled
+    """Called at every step over the same tensors (``fused_adam``, or the operator a compiled
     step calls), the launcher builds the tables once; a state tensor replaced by another
     (another address) gets new ones, and the results stay torch's."""
     built = plans_built(monkeypatch)

@@ -247,7 +247,7 @@ def test_compiled_step_gives_the_eager_results(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """``torch.compile`` of ``FusedAdam.step``, with a tensor lr: on the Triton path the whole
-    step is one graph (``fullgraph=True``), the launch the custom op
+    step is one graph (``fullgraph=True``), the launch the operator
     ``torchkit::adam_multi_tensor_`` whose tables are built once for all calls; on the stock
     path the step breaks the graph at one place and runs eagerly, as torch's own compiled
     ``Adam(fused=True)`` runs its fused kernel outside the graph. Either way the results are

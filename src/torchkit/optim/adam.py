@@ -15,11 +15,11 @@ which buckets them by device, dtype and options and runs each bucket's backend
 layer. ``FusedAdam.step`` keeps its :class:`_Update` (launch tables included) while the
 parameters, their state tensors and their gradients' presence stay the same
 (:class:`_StepCache`); under ``torch.compile`` nothing is kept and a Triton launch is the
-custom op ``torchkit::adam_multi_tensor_``, whose fake implementation tracing runs (its real
-one keeps its launch tables by the tensors' addresses, see
-:func:`torchkit.kernels.adam.adam_multi_tensor`). Param-group keys and state are torch's
-(``step``: float32 on the parameter's device, as with ``fused=True``), so state_dicts move
-between FusedAdam and ``torch.optim.Adam`` both ways.
+operator ``torchkit::adam_multi_tensor_`` (``torch.library``), whose fake implementation
+tracing runs (its real one keeps its launch tables by the tensors' addresses, see
+:func:`torchkit.kernels.adam.adam_multi_tensor`, and bumps the parameters' versions).
+Param-group keys and state are torch's (``step``: float32 on the parameter's device, as with
+``fused=True``), so state_dicts move between FusedAdam and ``torch.optim.Adam`` both ways.
 
 Private torch API used (tested with torch 2.13):
 
@@ -447,7 +447,8 @@ class _Update:
         options: each tensor's ``(amsgrad, maximize, decoupled_weight_decay)``.
         mode: how Triton buckets launch: ``"kept"`` (an :class:`AdamPlan` of their own,
             ``FusedAdam.step``), ``"call"`` (the plan kept for these addresses,
-            :func:`fused_adam`) or ``"traced"`` (the custom op, under ``torch.compile``).
+            :func:`fused_adam`) or ``"traced"`` (the operator ``torchkit::adam_multi_tensor_``,
+            under ``torch.compile``).
     """
 
     def __init__(
@@ -1076,7 +1077,8 @@ class FusedAdam(torch.optim.Adam):
 
     @torch.no_grad()
     def _traced_step(self, scale: Tensor | None, inf: Tensor | None) -> list[AdamLaunch]:
-        """A step as ``torch.compile`` traces it: nothing kept, the launches custom ops."""
+        """A step as ``torch.compile`` traces it: nothing kept, each launch the operator
+        ``torchkit::adam_multi_tensor_``."""
         owners, groups, options = _gather(self)
         rows = [(g["lr"], *g["betas"], g["eps"], g["weight_decay"]) for g in self.param_groups]
         grads = [_local(p.grad) for p in owners[0]]
