@@ -291,6 +291,26 @@ def test_the_custom_op_is_not_replayed_by_compiled_cuda_graphs() -> None:
     assert torch.Tag.cudagraph_unsafe in op.tags
 
 
+@pytest.mark.parametrize("scaled", [False, True], ids=["plain", "grad_scale"])
+def test_the_operator_bumps_what_autograd_may_have_saved(scaled: bool) -> None:
+    """``torchkit::adam_multi_tensor_`` (what a compiled step calls) bumps the parameters'
+    version counters, and the gradients' when it stores them unscaled, as the eager step does;
+    the state, which autograd never saves, keeps its versions."""
+    p, g = torch.ones(3), torch.full((3,), 4.0)
+    m, v, step = torch.zeros(3), torch.zeros(3), torch.zeros(())
+    before = [t._version for t in (p, g, m, v, step)]
+    scale = torch.tensor(2.0) if scaled else None
+    with torchkit.force_backend("triton-interpreter"):
+        torch.ops.torchkit.adam_multi_tensor_(
+            [p], [g], [m], [v], [], [step], [0.1, 0.9, 0.999, 1e-8, 0.0], [], [], [0], scale,
+            None, False, False, False,
+        )  # fmt: skip
+    after = [t._version for t in (p, g, m, v, step)]
+    assert [b - a for a, b in zip(before, after, strict=True)] == [1, int(scaled), 0, 0, 0]
+    assert step.item() == 1.0
+    assert torch.equal(g, torch.full((3,), 2.0 if scaled else 4.0))
+
+
 def change_step(opt: FusedAdam, p: torch.Tensor) -> None:
     opt.state[p]["step"] = torch.zeros_like(opt.state[p]["step"])
 
