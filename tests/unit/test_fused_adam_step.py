@@ -283,10 +283,10 @@ def test_compiled_step_gives_the_eager_results(
         assert len(built) == (2 if triton else 0)  # the reference's plan, one for the op
 
 
-def test_the_custom_op_is_not_replayed_by_compiled_cuda_graphs() -> None:
-    """A launch may copy new gradient addresses from pinned host memory: inside a CUDA graph
-    of ``torch.compile(mode="reduce-overhead")`` that copy would be replayed from a buffer
-    nobody keeps, so the op is tagged for cudagraph trees to leave it out."""
+def test_the_operator_is_left_out_of_compiled_cuda_graphs() -> None:
+    """A launch may build its tables or upload new gradient addresses from host memory, which
+    a CUDA graph recorded by ``torch.compile(mode="reduce-overhead")`` from inputs copied into
+    its own pool would replay stale: the operator is tagged for inductor to run it outside."""
     op = torch.ops.torchkit.adam_multi_tensor_.default
     assert torch.Tag.cudagraph_unsafe in op.tags
 
