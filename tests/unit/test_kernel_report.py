@@ -232,6 +232,46 @@ def test_source_scan_finds_jit_kernels():
     assert "_conv2d_relu_fwd_kernel" in _jit_kernels_in_source("torchkit.kernels.conv2d_relu")
 
 
+# Plain functions the test below wraps in triton's JITFunction itself: under the interpreter
+# this suite runs with, @triton.jit makes interpreted functions, which the report never sees.
+def _inner(x):  # type: ignore[no-untyped-def]
+    return x + 1
+
+
+def _outer(x):  # type: ignore[no-untyped-def]
+    return _inner(x) * 2
+
+
+def _kernel(ptr):  # type: ignore[no-untyped-def]
+    return _outer(ptr)
+
+
+def _orphan(ptr):  # type: ignore[no-untyped-def]
+    return ptr
+
+
+def test_a_kernel_without_a_variant_is_named_but_not_the_functions_kernels_call() -> None:
+    """Every ``@triton.jit`` function of a kernel module must be compiled by the report: as a
+    variant's kernel, or as a function such a kernel calls (directly or through another)."""
+    import types
+
+    from triton.runtime.jit import JITFunction
+
+    from torchkit.kernels._aot import KernelSpec
+
+    module = types.SimpleNamespace(__name__=__name__)
+    for fn in (_inner, _outer, _kernel, _orphan):
+        setattr(module, fn.__name__, JITFunction(fn))
+    spec = KernelSpec(name="v", kernel=module._kernel, signature={"ptr": "*fp32"}, constexprs={})
+    assert kernel_report._uncovered_kernels(module, [spec]) == ["_orphan"]
+    assert kernel_report._uncovered_kernels(module, []) == [
+        "_inner",
+        "_kernel",
+        "_orphan",
+        "_outer",
+    ]
+
+
 def test_compile_report_refuses_the_interpreter(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
@@ -328,43 +368,3 @@ def test_summary_reports_the_worst_ratio_to_the_yardstick():
     lines = kernel_report.format_summary(rows).splitlines()
     assert lines[2].split("|")[9:11] == [" 90-100 ", " 1.25x "]
     assert lines[3].split("|")[9:11] == [" 300 ", " - "]
-
-
-# Plain functions the test below wraps in triton's JITFunction itself: under the interpreter
-# this suite runs with, @triton.jit makes interpreted functions, which the report never sees.
-def _inner(x):  # type: ignore[no-untyped-def]
-    return x + 1
-
-
-def _outer(x):  # type: ignore[no-untyped-def]
-    return _inner(x) * 2
-
-
-def _kernel(ptr):  # type: ignore[no-untyped-def]
-    return _outer(ptr)
-
-
-def _orphan(ptr):  # type: ignore[no-untyped-def]
-    return ptr
-
-
-def test_a_kernel_without_a_variant_is_named_but_not_the_functions_kernels_call() -> None:
-    """Every ``@triton.jit`` function of a kernel module must be compiled by the report: as a
-    variant's kernel, or as a function such a kernel calls (directly or through another)."""
-    import types
-
-    from triton.runtime.jit import JITFunction
-
-    from torchkit.kernels._aot import KernelSpec
-
-    module = types.SimpleNamespace(__name__=__name__)
-    for fn in (_inner, _outer, _kernel, _orphan):
-        setattr(module, fn.__name__, JITFunction(fn))
-    spec = KernelSpec(name="v", kernel=module._kernel, signature={"ptr": "*fp32"}, constexprs={})
-    assert kernel_report._uncovered_kernels(module, [spec]) == ["_orphan"]
-    assert kernel_report._uncovered_kernels(module, []) == [
-        "_inner",
-        "_kernel",
-        "_orphan",
-        "_outer",
-    ]
