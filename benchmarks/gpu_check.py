@@ -158,11 +158,13 @@ def adam_tiled_step(
 ) -> tuple[Callable[[], object], Any]:
     """``(step, plan)``: ``step()`` runs one Adam update of ``tensors`` (``params``, ``grads``,
     ``exp_avgs``, ``exp_avg_sqs``) as one launch of ``plan``, an ``AdamPlan`` cut by ``tiling``
-    and built once, as ``FusedAdam`` keeps its own."""
+    and built once, as ``FusedAdam`` keeps its own. The step counters it creates are added to
+    ``tensors`` as ``state_steps``: a plan holds addresses, not tensors, so whoever launches it
+    keeps every tensor alive (a freed counter would be written after its memory was reused)."""
     from torchkit.kernels.adam import AdamPlan
 
     params = tensors["params"]
-    steps = [torch.zeros((), device=p.device) for p in params]
+    steps = tensors["state_steps"] = [torch.zeros((), device=p.device) for p in params]
     plan = AdamPlan(
         params, tensors["exp_avgs"], tensors["exp_avg_sqs"], [], steps, amsgrad=False, tiling=tiling
     )

@@ -15,17 +15,20 @@ them in small device tables and launches one flat grid over their chunks:
   ``CHUNK``-element slice of it.
 
 :class:`AdamPlan` builds these once for a fixed set of tensors and reuses them at every
-launch. The step count is read and advanced on the device (the last program of a tensor
-writes it back), the bias corrections are computed in the kernel, and ``found_inf`` /
-``grad_scale`` are read there: a launch never synchronises with the host, so it can be
-captured in a CUDA graph.
+launch; :func:`adam_multi_tensor` keeps the last plans it built, by the tensors' addresses.
+The step count is read and advanced on the device (the last program of a tensor writes it
+back), the bias corrections are computed in the kernel, and ``found_inf`` / ``grad_scale`` are
+read there: a launch never synchronises with the host, so it can be captured in a CUDA graph.
 
-The arithmetic follows torch's CUDA kernel (``aten/src/ATen/native/cuda/fused_adam_utils.cuh``)
-operation by operation, in its precision (float32, float64 for float64 tensors), with IEEE
-square roots and divisions and the same fused multiply-adds, so that a GPU run can match
-``torch.optim.Adam(fused=True)`` bit for bit. ``beta ** step`` is binary exponentiation in
-float64, rounded once (libdevice's ``pow`` would bring approximate reciprocals, and the
-interpreter has no libdevice). When every address is 16-byte aligned the *aligned* variant is
+The arithmetic is that of torch's CUDA kernel, ``FusedAdamMathFunctor`` in
+``aten/src/ATen/native/cuda/fused_adam_utils.cuh`` (torch 2.13, the header its wheels ship):
+the hyperparameters rounded to the compute type (float32; float64 for float64 tensors), the
+moments updated with its fused multiply-adds, square roots and divisions rounded to nearest.
+``beta ** step`` is binary exponentiation in float64, rounded once (torch calls ``powf``; the
+two agree wherever ``powf`` rounds correctly). One deliberate difference: where ``grad * grad``
+overflows (``|grad|`` above about 1.8e19 in float32), torch's kernel turns the second moment
+into NaN; this one computes ``(1 - beta2) * grad * grad`` in that order there, as torch's CPU
+kernel does, and stays finite. When every address is 16-byte aligned the *aligned* variant is
 launched, which moves 128 bits per global access.
 
 Triton's interpreter (CPU tensors, ``TRITON_INTERPRET=1``) truncates float32 to bfloat16 where a
@@ -39,11 +42,11 @@ from __future__ import annotations
 
 import array
 import functools
-import operator
-from collections import OrderedDict
+import itertools
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
+import numpy as np
 import torch
 import triton
 import triton.language as tl
@@ -66,7 +69,6 @@ _REAL_OF_COMPLEX = {
     torch.complex32: torch.float16,
     torch.complex128: torch.float64,
 }
-_TENSOR_COLUMNS = 7  # param, exp_avg, exp_avg_sq, max_exp_avg_sq, step addresses; numel; group
 _GROUP_COLUMNS = 5  # lr, beta1, beta2, eps, weight_decay
 _ALIGNMENT = 16  # bytes of one 128-bit access
 
@@ -109,6 +111,114 @@ def default_tiling(dtype: torch.dtype, device: torch.device) -> AdamTiling:
 
 
 @triton.jit
+def _bias_corrections(beta1, beta2, step, COMPUTE: tl.constexpr):
+    """``(1 - beta1 ** step, sqrt(1 - beta2 ** step))`` in ``COMPUTE``, the powers by binary
+    exponentiation in float64 (multiplications only, so each power rounds correctly to float32;
+    libdevice's ``pow`` would bring approximate reciprocals, and the interpreter has none)."""
+    n = step.to(tl.int32)
+    base1 = beta1.to(tl.float64)
+    base2 = beta2.to(tl.float64)
+    power1 = tl.full((), 1.0, tl.float64)
+    power2 = tl.full((), 1.0, tl.float64)
+    while n > 0:
+        if n % 2 == 1:
+            power1 *= base1
+            power2 *= base2
+        base1 *= base1
+        base2 *= base2
+        n = n // 2
+    correction1 = 1.0 - power1.to(COMPUTE)
+    if COMPUTE.is_fp64():  # float64 square roots are always rounded to nearest
+        correction2_sqrt = tl.sqrt(1.0 - power2)
+    else:
+        correction2_sqrt = tl.math.sqrt_rn(1.0 - power2.to(COMPUTE))
+    return correction1, correction2_sqrt
+
+
+@triton.jit
+def _load(ptr, mask, COMPUTE: tl.constexpr, MASKED: tl.constexpr):
+    """A tile read and converted to ``COMPUTE``; a whole tile unmasked, so that the aligned
+    variant moves 16 bytes per access."""
+    value = tl.load(ptr, mask=mask, other=0.0) if MASKED else tl.load(ptr)
+    return value.to(COMPUTE)
+
+
+@triton.jit
+def _store(ptr, value, mask, DTYPE: tl.constexpr, MASKED: tl.constexpr, INTERPRETER: tl.constexpr):
+    """A tile stored as ``DTYPE``, rounded to nearest even (the interpreter truncates to
+    bfloat16 unless told)."""
+    if INTERPRETER and DTYPE.is_bf16():
+        bits = value.to(tl.uint32, bitcast=True)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        value = tl.where(value != value, value, bits.to(tl.float32, bitcast=True))
+    if MASKED:
+        tl.store(ptr, value.to(DTYPE), mask=mask)
+    else:
+        tl.store(ptr, value.to(DTYPE))
+
+
+@triton.jit
+def _adam_tile(
+    offs,  # element offsets of the tile within its tensor
+    bound,  # elements at offsets >= bound are outside the tensor (read only if MASKED)
+    p_ptr,  # parameter
+    g_ptr,  # gradient (stored back unscaled with HAS_GRAD_SCALE)
+    m_ptr,  # exp_avg
+    v_ptr,  # exp_avg_sq
+    vmax_ptr,  # max_exp_avg_sq (read only with AMSGRAD)
+    lr,  # the group's hyperparameters, in COMPUTE
+    beta1,
+    beta2,
+    eps,
+    weight_decay,
+    step_size,  # lr / (1 - beta1 ** step)
+    correction2_sqrt,  # sqrt(1 - beta2 ** step)
+    grad_scale,  # GradScaler's scale (read only with HAS_GRAD_SCALE)
+    DTYPE: tl.constexpr,
+    COMPUTE: tl.constexpr,
+    AMSGRAD: tl.constexpr,
+    MAXIMIZE: tl.constexpr,
+    DECOUPLED: tl.constexpr,
+    HAS_GRAD_SCALE: tl.constexpr,
+    MASKED: tl.constexpr,
+    INTERPRETER: tl.constexpr,
+):
+    """One tile of the update, operation by operation as torch's ``adam_math``."""
+    FLOAT32: tl.constexpr = not COMPUTE.is_fp64()  # float32 divisions must ask for div.rn
+    mask = offs < bound
+    g = _load(g_ptr + offs, mask, COMPUTE, MASKED)
+    p = _load(p_ptr + offs, mask, COMPUTE, MASKED)
+    m = _load(m_ptr + offs, mask, COMPUTE, MASKED)
+    v = _load(v_ptr + offs, mask, COMPUTE, MASKED)
+    if HAS_GRAD_SCALE:
+        g = tl.math.fdiv(g, grad_scale, ieee_rounding=FLOAT32)
+        _store(g_ptr + offs, g, mask, DTYPE, MASKED, INTERPRETER)
+    if MAXIMIZE:
+        g = -g
+    if weight_decay != 0.0:
+        if DECOUPLED:
+            p = tl.fma(-(lr * weight_decay), p, p)
+        else:
+            g = tl.fma(p, weight_decay, g)
+    m = tl.fma(beta1, m, tl.fma(-beta1, g, g))
+    square = g * g
+    v_fused = tl.fma(beta2, v, tl.fma(-beta2, square, square))
+    # torch squares first, and an infinite square makes v NaN (|g| > ~1.8e19 in float32):
+    # there (1 - beta2) * g * g, in that order, keeps v finite (torch's CPU kernel's order).
+    v = tl.where(square - square != 0.0, tl.fma(beta2, v, ((1.0 - beta2) * g) * g), v_fused)
+    _store(m_ptr + offs, m, mask, DTYPE, MASKED, INTERPRETER)
+    _store(v_ptr + offs, v, mask, DTYPE, MASKED, INTERPRETER)
+    if AMSGRAD:
+        vmax = _load(vmax_ptr + offs, mask, COMPUTE, MASKED)
+        v = tl.where(vmax < v, v, vmax)  # std::max: keeps vmax when v is NaN
+        _store(vmax_ptr + offs, v, mask, DTYPE, MASKED, INTERPRETER)
+    root = tl.sqrt(v) if COMPUTE.is_fp64() else tl.math.sqrt_rn(v)
+    denom = tl.math.fdiv(root, correction2_sqrt, ieee_rounding=FLOAT32) + eps
+    p = p - tl.math.fdiv(step_size * m, denom, ieee_rounding=FLOAT32)
+    _store(p_ptr + offs, p, mask, DTYPE, MASKED, INTERPRETER)
+
+
+@triton.jit
 def _adam_kernel(
     tensors_ptr,  # *i64 [n_tensors, 7]: addresses of param, exp_avg, exp_avg_sq,
     #   max_exp_avg_sq (0 without AMSGRAD) and step; numel; param group
@@ -133,8 +243,6 @@ def _adam_kernel(
     """Program ``pid`` updates elements ``[c * CHUNK, (c + 1) * CHUNK)`` of tensor ``t``, where
     ``(t, c) = chunks[pid]``, in tiles of BLOCK elements, and the last program of tensor ``t``
     to finish counts its step."""
-    # Divisions rounded to nearest: float32 needs div.rn asked for (a plain float32 division
-    # is approximate), float64 divisions always are.
     FLOAT32: tl.constexpr = not COMPUTE.is_fp64()
     if HAS_FOUND_INF and tl.load(found_inf_ptr) != 0.0:
         return
@@ -149,33 +257,16 @@ def _adam_kernel(
     beta2 = tl.load(group + 2).to(COMPUTE)
     eps = tl.load(group + 3).to(COMPUTE)
     weight_decay = tl.load(group + 4).to(COMPUTE)
-
-    # The step this update makes (the counter holds the steps taken) and beta ** step by
-    # binary exponentiation in float64: multiplications only, each rounded once, so the powers
-    # round correctly to COMPUTE (libdevice's pow approximates its reciprocals).
-    step_ptr = tl.load(row + 4).to(tl.pointer_type(tl.float32))
-    step = tl.load(step_ptr) + 1.0
-    n = step.to(tl.int32)
-    base1 = beta1.to(tl.float64)
-    base2 = beta2.to(tl.float64)
-    beta1_pow = tl.full((), 1.0, tl.float64)
-    beta2_pow = tl.full((), 1.0, tl.float64)
-    while n > 0:
-        if n % 2 == 1:
-            beta1_pow *= base1
-            beta2_pow *= base2
-        base1 *= base1
-        base2 *= base2
-        n = n // 2
-    beta1_pow = beta1_pow.to(COMPUTE)
-    beta2_pow = beta2_pow.to(COMPUTE)
-    step_size = tl.math.fdiv(lr, 1.0 - beta1_pow, ieee_rounding=FLOAT32)
-    if COMPUTE.is_fp64():  # float64 square roots are always rounded to nearest
-        bias_correction2_sqrt = tl.sqrt(1.0 - beta2_pow)
-    else:
-        bias_correction2_sqrt = tl.math.sqrt_rn(1.0 - beta2_pow)
+    grad_scale = 1.0
     if HAS_GRAD_SCALE:
         grad_scale = tl.load(grad_scale_ptr).to(COMPUTE)
+
+    # The counter holds the steps taken; this update makes the next one.
+    step_ptr = tl.load(row + 4).to(tl.pointer_type(tl.float32))
+    correction1, correction2_sqrt = _bias_corrections(
+        beta1, beta2, tl.load(step_ptr) + 1.0, COMPUTE
+    )
+    step_size = tl.math.fdiv(lr, correction1, ieee_rounding=FLOAT32)
 
     p_ptr = tl.load(row).to(tl.pointer_type(DTYPE))
     g_ptr = tl.load(grads_ptr + t).to(tl.pointer_type(DTYPE))
@@ -189,66 +280,25 @@ def _adam_kernel(
         v_ptr = tl.multiple_of(v_ptr, 16)
         vmax_ptr = tl.multiple_of(vmax_ptr, 16)
 
-    # Whole tiles first, whose bound is a multiple of BLOCK (the mask is uniform over every
-    # vector), then the chunk's remainder as one masked tile.
+    # Whole tiles unmasked, then the chunk's remainder as one masked tile.
     start = chunk * CHUNK
     stop = tl.minimum(start + CHUNK, numel)
     whole = (stop - start) // BLOCK
-    for part in tl.static_range(2):
-        if part == 0:
-            first = start
-            tiles = whole
-            bound = start + whole * BLOCK
-        else:
-            first = start + whole * BLOCK
-            tiles = 1
-            bound = stop
-        for i in range(0, tiles):
-            if first < bound:  # false only for an empty remainder
-                offs = first + i * BLOCK + tl.arange(0, BLOCK)
-                if part == 0:
-                    offs = tl.max_contiguous(tl.multiple_of(offs, BLOCK), BLOCK)
-                mask = offs < bound
-                g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(COMPUTE)
-                p = tl.load(p_ptr + offs, mask=mask, other=0.0).to(COMPUTE)
-                m = tl.load(m_ptr + offs, mask=mask, other=0.0).to(COMPUTE)
-                v = tl.load(v_ptr + offs, mask=mask, other=0.0).to(COMPUTE)
-                if HAS_GRAD_SCALE:
-                    g = tl.math.fdiv(g, grad_scale, ieee_rounding=FLOAT32)
-                unscaled = g
-                if MAXIMIZE:
-                    g = -g
-                if weight_decay != 0.0:
-                    if DECOUPLED:
-                        p = tl.fma(-(lr * weight_decay), p, p)
-                    else:
-                        g = tl.fma(p, weight_decay, g)
-                m = tl.fma(beta1, m, tl.fma(-beta1, g, g))
-                g2 = g * g
-                v = tl.fma(beta2, v, tl.fma(-beta2, g2, g2))
-                values = (m, v)
-                ptrs = (m_ptr, v_ptr)
-                if AMSGRAD:
-                    vmax = tl.load(vmax_ptr + offs, mask=mask, other=0.0).to(COMPUTE)
-                    vmax = tl.where(vmax < v, v, vmax)  # std::max: keeps vmax when v is NaN
-                    values += (vmax,)
-                    ptrs += (vmax_ptr,)
-                    v = vmax
-                root = tl.sqrt(v) if COMPUTE.is_fp64() else tl.math.sqrt_rn(v)
-                denom = tl.math.fdiv(root, bias_correction2_sqrt, ieee_rounding=FLOAT32) + eps
-                p = p - tl.math.fdiv(step_size * m, denom, ieee_rounding=FLOAT32)
-                values += (p,)
-                ptrs += (p_ptr,)
-                if HAS_GRAD_SCALE:
-                    values += (unscaled,)
-                    ptrs += (g_ptr,)
-                for k in tl.static_range(len(values)):
-                    value = values[k]
-                    if INTERPRETER and DTYPE.is_bf16():  # round to nearest even, as a GPU
-                        bits = value.to(tl.uint32, bitcast=True)
-                        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
-                        value = tl.where(value != value, value, bits.to(tl.float32, bitcast=True))
-                    tl.store(ptrs[k] + offs, value.to(DTYPE), mask=mask)
+    for i in range(0, whole):
+        offs = start + i * BLOCK + tl.arange(0, BLOCK)
+        _adam_tile(
+            tl.max_contiguous(tl.multiple_of(offs, BLOCK), BLOCK), stop,
+            p_ptr, g_ptr, m_ptr, v_ptr, vmax_ptr,
+            lr, beta1, beta2, eps, weight_decay, step_size, correction2_sqrt, grad_scale,
+            DTYPE, COMPUTE, AMSGRAD, MAXIMIZE, DECOUPLED, HAS_GRAD_SCALE, False, INTERPRETER,
+        )  # fmt: skip
+    first = start + whole * BLOCK
+    if first < stop:
+        _adam_tile(
+            first + tl.arange(0, BLOCK), stop, p_ptr, g_ptr, m_ptr, v_ptr, vmax_ptr,
+            lr, beta1, beta2, eps, weight_decay, step_size, correction2_sqrt, grad_scale,
+            DTYPE, COMPUTE, AMSGRAD, MAXIMIZE, DECOUPLED, HAS_GRAD_SCALE, True, INTERPRETER,
+        )  # fmt: skip
 
     # Count the step once every program of the tensor has read the counter (reading it again
     # here rather than keeping it in a register across the loop).
@@ -269,33 +319,6 @@ def _to_device(host: torch.Tensor, device: torch.device) -> torch.Tensor:
     return host.pin_memory().to(device, non_blocking=True)
 
 
-# Chunk tables by (device, element counts, chunk size): they only change with the set of
-# tensors, so plans over the same parameters (a functional call per step) share one upload.
-_CHUNK_TABLES: OrderedDict[tuple[torch.device, tuple[int, ...], int], torch.Tensor] = OrderedDict()
-_CHUNK_TABLES_MAX = 16
-
-
-def _chunk_table(device: torch.device, numels: tuple[int, ...], chunk: int) -> torch.Tensor:
-    """``(tensor, chunk)`` per program; an empty tensor still gets one (to count its step)."""
-    key = (device, numels, chunk)
-    table = _CHUNK_TABLES.get(key)
-    if table is not None:
-        _CHUNK_TABLES.move_to_end(key)
-        return table
-    counts = torch.tensor([max(1, -(-n // chunk)) for n in numels], dtype=torch.int64)
-    tensors = torch.repeat_interleave(torch.arange(len(numels)), counts)
-    starts = torch.cumsum(counts, 0) - counts
-    within = torch.arange(int(counts.sum())) - torch.repeat_interleave(starts, counts)
-    table = _to_device(torch.stack([tensors, within], dim=1).to(torch.int32), device)
-    _CHUNK_TABLES[key] = table
-    if len(_CHUNK_TABLES) > _CHUNK_TABLES_MAX:
-        _CHUNK_TABLES.popitem(last=False)
-    return table
-
-
-Hyperparams = tuple[float | torch.Tensor, ...]  # lr, beta1, beta2, eps, weight_decay
-
-
 class AdamPlan:
     """The device tables of one multi-tensor Adam launch over a fixed set of tensors.
 
@@ -303,11 +326,12 @@ class AdamPlan:
     as often as needed: a launch rewrites the gradient addresses only when they changed and
     the group table only when a float hyperparameter did, so its host cost is a few passes
     over the gradient list. Tensor hyperparameters are copied on the device at every launch.
-    The plan keeps its tensors alive; it must be rebuilt when a tensor is replaced (a new
-    ``exp_avg``, a parameter whose ``.data`` was swapped). The kernel writes through raw
-    pointers and bumps no version counter: callers that need autograd to see the update call
-    ``torch.autograd.graph.increment_version`` on what it wrote (``FusedAdam`` does; the custom
-    op ``torchkit::adam_multi_tensor_`` has torch do it).
+    The plan holds addresses, not tensors: the caller keeps the tensors alive while it launches
+    the plan, and builds another when one is replaced (a new ``exp_avg``, a parameter whose
+    ``.data`` was swapped). The kernel writes through raw pointers and bumps no version
+    counter: callers that need autograd to see the update call
+    ``torch.autograd.graph.increment_version`` on what it wrote (``FusedAdam`` and the
+    operator ``torchkit::adam_multi_tensor_`` do).
 
     Args:
         params: parameters, all on one device (CUDA, or CPU for the interpreter) and of one
@@ -324,6 +348,8 @@ class AdamPlan:
 
     Raises:
         ValueError: lists of different lengths, or tensors that do not fit.
+        RuntimeError: built while a CUDA graph is being captured (its tables are copied from
+            the host).
 
     Example:
         Needs Triton's interpreter for these CPU tensors (``TRITON_INTERPRET=1`` set before
@@ -366,6 +392,11 @@ class AdamPlan:
         if n == 0:
             raise ValueError("params is empty: there is nothing to launch")
         self.device, dtype = params[0].device, params[0].dtype
+        if self.device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError(
+                "an AdamPlan copies its tables from the host, which a CUDA graph cannot "
+                "capture: build it (launch once) before capturing"
+            )
         self.dtype = _REAL_OF_COMPLEX.get(dtype, dtype)
         if self.dtype not in _KERNEL_DTYPES:
             raise ValueError(
@@ -385,7 +416,9 @@ class AdamPlan:
             )
 
         rows = []
-        columns = (exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else params)
+        columns = {"exp_avgs": exp_avgs, "exp_avg_sqs": exp_avg_sqs}
+        if amsgrad:
+            columns["max_exp_avg_sqs"] = max_exp_avg_sqs
         for i, p in enumerate(params):
             if p.dtype != dtype or p.device != self.device:
                 raise ValueError(
@@ -394,7 +427,8 @@ class AdamPlan:
                 )
             if not is_dense(p):
                 raise ValueError(f"params[{i}] is not dense (strides {p.stride()})")
-            for name, t in zip(_STATE_NAMES, (c[i] for c in columns), strict=False):
+            for name, column in columns.items():
+                t = column[i]
                 if (t.dtype, t.device, t.shape) != (dtype, self.device, p.shape) or not (
                     same_strides(t, p)
                 ):
@@ -409,19 +443,20 @@ class AdamPlan:
                     f"state_steps[{i}] must be a one-element float32 tensor on {self.device}, "
                     f"got {step.dtype} of shape {tuple(step.shape)} on {step.device}"
                 )
-            addresses = [p.data_ptr(), *(c[i].data_ptr() for c in columns), step.data_ptr()]
+            moments = [c[i].data_ptr() for c in columns.values()]
             if not amsgrad:
-                addresses[3] = 0
+                moments.append(0)
             numel = p.numel() * (2 if dtype.is_complex else 1)
-            rows.append([*addresses, numel, groups[i]])
+            rows.append([p.data_ptr(), *moments, step.data_ptr(), numel, groups[i]])
         self._tensors = _to_device(torch.tensor(rows, dtype=torch.int64), self.device)
-        self._keep_alive = (list(params), list(exp_avgs), list(exp_avg_sqs), list(state_steps))
-        self._keep_alive += (list(max_exp_avg_sqs),)
-        self._params = self._keep_alive[0]
         self._param_strides = list(map(torch.Tensor.stride, params))
         self._contiguous = all(map(torch.Tensor.is_contiguous, params))
-        numels = tuple(row[5] for row in rows)
-        self._chunks = _chunk_table(self.device, numels, chunk)
+        counts = torch.tensor([max(1, -(-row[5] // chunk)) for row in rows], dtype=torch.int64)
+        owners = torch.repeat_interleave(torch.arange(n), counts)
+        within = torch.arange(len(owners)) - torch.repeat_interleave(
+            counts.cumsum(0) - counts, counts
+        )
+        self._chunks = _to_device(torch.stack([owners, within], dim=1).to(torch.int32), self.device)
         self._done = torch.zeros(n, dtype=torch.int32, device=self.device)
         vector = _ALIGNMENT // self.dtype.itemsize
         self._state_aligned = block % vector == 0 and not any(
@@ -430,28 +465,35 @@ class AdamPlan:
         self._grads = torch.zeros(n, dtype=torch.int64, device=self.device)
         self._grad_addresses: list[int] = []
         self._grads_aligned = False
-        shape = (self.n_groups, _GROUP_COLUMNS)
-        self._groups = torch.zeros(shape, dtype=torch.float64, device=self.device)
-        self._hyperparams: Sequence[Hyperparams] | torch.Tensor | None = None
-        self._tensor_hyper: list[tuple[int, torch.Tensor]] = []
-        self._captured: list[torch.Tensor] = []  # staging buffers a CUDA graph copies from
+        size = self.n_groups * _GROUP_COLUMNS  # the group table, flat: row g at [5g, 5g + 5)
+        self._groups = torch.zeros(size, dtype=torch.float64, device=self.device)
+        self._slots = list(self._groups)  # one 0-dim view per hyperparameter
+        self._rows: Sequence[Sequence[float | torch.Tensor]] | None = None
+        self._floats: list[float] = []
+        self._tensor_slots: list[tuple[torch.Tensor, torch.Tensor]] = []
+        # Host buffers a captured CUDA graph copies from at each replay, by their contents.
+        self._captured: dict[tuple[torch.dtype, bytes], torch.Tensor] = {}
 
-    def _upload(self, target: torch.Tensor, values: list[int] | list[float]) -> None:
+    def _upload(self, target: torch.Tensor, values: array.array) -> None:
         """Write host ``values`` into the device table ``target`` without synchronising."""
-        typecode = "q" if target.dtype == torch.int64 else "d"
-        host = torch.frombuffer(array.array(typecode, values), dtype=target.dtype)
+        host = torch.frombuffer(values, dtype=target.dtype)
         if self.device.type == "cpu":
-            target.view(-1).copy_(host)
+            target.copy_(host)
             return
-        staging = host.pin_memory()
-        target.view(-1).copy_(staging, non_blocking=True)
-        if torch.cuda.is_current_stream_capturing():  # the graph copies from it at each replay
-            self._captured.append(staging)
+        if torch.cuda.is_current_stream_capturing():
+            # The graph copies from this buffer at every replay: keep it (one per contents).
+            key = (target.dtype, host.numpy().tobytes())
+            if key not in self._captured:
+                self._captured[key] = host.pin_memory()
+            staging = self._captured[key]
+        else:  # torch's pinned-memory cache keeps it until the copy is done
+            staging = host.pin_memory()
+        target.copy_(staging, non_blocking=True)
 
     def prepare(
         self,
         grads: Sequence[torch.Tensor],
-        hyperparams: Sequence[Hyperparams] | torch.Tensor,
+        hyperparams: Sequence[Sequence[float | torch.Tensor]],
         *,
         maximize: bool,
         decoupled_weight_decay: bool,
@@ -469,8 +511,8 @@ class AdamPlan:
                 copied into its parameter's for the launch (and copied back when
                 ``grad_scale`` unscales it).
             hyperparams: per param group, ``(lr, beta1, beta2, eps, weight_decay)``, each a
-                float or a one-element tensor (read on the device); or the group table itself,
-                a float64 tensor of shape ``(n_groups, 5)`` on the plan's device.
+                float or a one-element tensor (read on the device). The same sequence object
+                as at the last launch is taken as unchanged (its tensors are read again).
             maximize: maximise the objective (negate the gradients).
             decoupled_weight_decay: AdamW's decay ``p -= lr * wd * p`` instead of
                 ``g += wd * p``.
@@ -488,7 +530,7 @@ class AdamPlan:
                 are not one float32 element on the plan's device.
             RuntimeError: a sparse gradient.
         """
-        n = len(self._params)
+        n = len(self._param_strides)
         if len(grads) != n:
             raise ValueError(f"grads has {len(grads)} entries but params has {n}")
         for name, value in (("grad_scale", grad_scale), ("found_inf", found_inf)):
@@ -499,16 +541,20 @@ class AdamPlan:
                     f"{name} must be a one-element float32 tensor on {self.device}, got "
                     f"{value.dtype} of shape {tuple(value.shape)} on {value.device}"
                 )
-        grads, copies = fitted(grads, self._params, self._param_strides, self._contiguous)
+        if hyperparams is not self._rows:
+            self._check_rows(hyperparams)
+        grads, copies = fitted(grads, self._param_strides, self._contiguous)
         addresses = list(map(torch.Tensor.data_ptr, grads))
         if addresses != self._grad_addresses:
-            self._upload(self._grads, addresses)
+            host = array.array("q", addresses)
+            self._upload(self._grads, host)
             self._grad_addresses = addresses
-            self._grads_aligned = not functools.reduce(operator.or_, addresses) % _ALIGNMENT
-        groups = self._group_table(hyperparams)
-        launch = functools.partial(
+            self._grads_aligned = (
+                not np.bitwise_or.reduce(np.frombuffer(host, np.int64)) % _ALIGNMENT
+            )
+        self._write_hyperparams(hyperparams)
+        return functools.partial(
             self._launch,
-            groups,
             grads,  # alive until the launch is queued
             copies if grad_scale is not None else [],
             grad_scale,
@@ -516,42 +562,35 @@ class AdamPlan:
             maximize=maximize,
             decoupled=decoupled_weight_decay,
         )
-        return launch
 
-    def _group_table(self, hyperparams: Sequence[Hyperparams] | torch.Tensor) -> torch.Tensor:
-        if isinstance(hyperparams, torch.Tensor):
-            expected = (torch.float64, self.device, (self.n_groups, _GROUP_COLUMNS))
-            if (hyperparams.dtype, hyperparams.device, tuple(hyperparams.shape)) != expected:
-                raise ValueError(
-                    f"hyperparams as a tensor must be float64 of shape "
-                    f"{(self.n_groups, _GROUP_COLUMNS)} on {self.device}, got "
-                    f"{hyperparams.dtype} of shape {tuple(hyperparams.shape)} on "
-                    f"{hyperparams.device}"
-                )
-            return hyperparams
-        if len(hyperparams) != self.n_groups:
+    def _check_rows(self, rows: Sequence[Sequence[float | torch.Tensor]]) -> None:
+        if len(rows) != self.n_groups or any(len(row) != _GROUP_COLUMNS for row in rows):
             raise ValueError(
-                f"hyperparams has {len(hyperparams)} rows but the plan has {self.n_groups} groups"
+                f"hyperparams must be {self.n_groups} rows of (lr, beta1, beta2, eps, "
+                f"weight_decay), got {[len(row) for row in rows]}"
             )
-        if hyperparams is not self._hyperparams:  # a new sequence: write its floats
-            if any(len(row) != _GROUP_COLUMNS for row in hyperparams):
-                raise ValueError("hyperparams rows must be (lr, beta1, beta2, eps, weight_decay)")
-            values = [
-                v if isinstance(v, torch.Tensor) else float(v) for r in hyperparams for v in r
+
+    def _write_hyperparams(self, rows: Sequence[Sequence[float | torch.Tensor]]) -> None:
+        """The group table's writer: floats uploaded when they changed, tensors copied on the
+        device at every launch (so in-place changes of a tensor ``lr`` are followed)."""
+        if rows is not self._rows:
+            values = [v for row in rows for v in row]
+            floats = [0.0 if isinstance(v, torch.Tensor) else float(v) for v in values]
+            if floats != self._floats:
+                self._upload(self._groups, array.array("d", floats))
+                self._floats = floats
+            self._tensor_slots = [
+                (self._slots[k], v.reshape(()))
+                for k, v in enumerate(values)
+                if isinstance(v, torch.Tensor)
             ]
-            self._upload(self._groups, [0.0 if isinstance(v, torch.Tensor) else v for v in values])
-            self._hyperparams = hyperparams
-            self._tensor_hyper = [
-                (k, v) for k, v in enumerate(values) if isinstance(v, torch.Tensor)
-            ]
-        for k, value in self._tensor_hyper:  # read on the device, at every launch
-            self._groups.view(-1)[k].copy_(value.reshape(()), non_blocking=True)
-        return self._groups
+            self._rows = rows
+        for slot, value in self._tensor_slots:
+            slot.copy_(value, non_blocking=True)
 
     def _launch(
         self,
-        groups: torch.Tensor,
-        grads: list[torch.Tensor],
+        grads: Sequence[torch.Tensor],
         copies: list[tuple[torch.Tensor, torch.Tensor]],
         grad_scale: torch.Tensor | None,
         found_inf: torch.Tensor | None,
@@ -564,7 +603,7 @@ class AdamPlan:
             self._tensors,
             self._grads,
             self._chunks,
-            groups,
+            self._groups,
             self._done,
             self._tensors if grad_scale is None else grad_scale,  # unread without the flags
             self._tensors if found_inf is None else found_inf,
@@ -575,7 +614,7 @@ class AdamPlan:
             DECOUPLED=decoupled,
             HAS_GRAD_SCALE=grad_scale is not None,
             HAS_FOUND_INF=found_inf is not None,
-            ALIGNED=self._state_aligned and self._grads_aligned,
+            ALIGNED=self.aligned,
             INTERPRETER=self.interpreted,
             BLOCK=self.tiling.block,
             CHUNK=self.tiling.chunk,
@@ -585,9 +624,9 @@ class AdamPlan:
             grad.copy_(copy)
         return 1
 
-    def launch(self, *args: Any, **kwargs: Any) -> int:
+    def launch(self, *args: object, **kwargs: object) -> int:
         """:meth:`prepare` (same arguments) and launch: the number of kernel launches (1)."""
-        return self.prepare(*args, **kwargs)()
+        return self.prepare(*args, **kwargs)()  # type: ignore[arg-type]
 
     @property
     def interpreted(self) -> bool:
@@ -597,11 +636,61 @@ class AdamPlan:
 
     @property
     def aligned(self) -> bool:
-        """Whether the last prepared launch takes the 128-bit (16-byte aligned) variant."""
+        """Whether the last prepared launch takes the 128-bit variant: every address of the
+        launch 16-byte aligned (all or nothing: one misaligned tensor, a view starting inside
+        its storage, say, takes the whole launch to the element-wide variant)."""
         return self._state_aligned and self._grads_aligned
 
 
-_STATE_NAMES = ("exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs")
+# Plans of adam_multi_tensor with what their tables were built from, the most recent first.
+# Plans a CUDA graph was captured with are never dropped: the graph replays their tables.
+_PLANS: list[tuple[tuple[object, ...], list[object], AdamPlan]] = []
+_PLANS_KEPT = 8
+_CAPTURED_PLANS: list[tuple[tuple[object, ...], list[object], AdamPlan]] = []
+
+
+def _kept_plan(head: tuple[object, ...], contents: list[object]) -> AdamPlan | None:
+    """The kept plan built from ``head`` and ``contents``, moved to the front of the recent
+    ones; ``None`` if there is none."""
+    for i, (kept_head, kept_contents, plan) in enumerate(_PLANS):
+        if kept_head == head and kept_contents == contents:
+            _PLANS.insert(0, _PLANS.pop(i))
+            return plan
+    for kept_head, kept_contents, plan in _CAPTURED_PLANS:
+        if kept_head == head and kept_contents == contents:
+            return plan
+    return None
+
+
+def _plan_for(
+    columns: Sequence[Sequence[torch.Tensor]],
+    amsgrad: bool,
+    groups: Sequence[int] | None,
+    tiling: AdamTiling | None,
+) -> AdamPlan:
+    """The plan for these tensors: a kept one when every address, element count, stride and
+    group is the same (the tables hold nothing else), else a new one.
+
+    The lists are compared, not hashed: for 161 tensors hashing them cost about 80 µs a call,
+    the comparison a few (this runs at every compiled step)."""
+    params = columns[0]
+    addresses = list(map(torch.Tensor.data_ptr, itertools.chain.from_iterable(columns)))
+    head = (len(params), params[0].dtype, params[0].device, amsgrad, tiling) if params else ()
+    contents = [
+        addresses,
+        list(map(torch.Tensor.numel, params)),
+        list(map(torch.Tensor.stride, params)),
+        list(groups or ()),
+    ]
+    plan = _kept_plan(head, contents)
+    if plan is None:
+        plan = AdamPlan(*columns, amsgrad=amsgrad, groups=groups, tiling=tiling)
+        _PLANS.insert(0, (head, contents, plan))
+        del _PLANS[_PLANS_KEPT:]
+    capturing = plan.device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+    if capturing and not any(entry[2] is plan for entry in _CAPTURED_PLANS):
+        _CAPTURED_PLANS.append((head, contents, plan))
+    return plan
 
 
 def adam_multi_tensor(
@@ -611,7 +700,7 @@ def adam_multi_tensor(
     exp_avg_sqs: Sequence[torch.Tensor],
     max_exp_avg_sqs: Sequence[torch.Tensor],
     state_steps: Sequence[torch.Tensor],
-    hyperparams: Sequence[Hyperparams] | torch.Tensor,
+    hyperparams: Sequence[Sequence[float | torch.Tensor]],
     *,
     amsgrad: bool,
     maximize: bool,
@@ -623,8 +712,11 @@ def adam_multi_tensor(
 ) -> int:
     """One Adam step over all ``params`` (one dtype, one device) as a single kernel launch.
 
-    :class:`AdamPlan` built (cut by ``tiling``) and launched once: the other arguments are those
-    of both. Everything is checked before the launch, so an error leaves every tensor as it was.
+    The :class:`AdamPlan` of these tensors (cut by ``tiling``) launched once: the other
+    arguments are those of both. The last plans built are kept by the tensors' addresses,
+    element counts and strides, so calling this at every step over the same tensors builds
+    the tables once. Everything is checked before the launch, so an error leaves every tensor
+    as it was.
 
     Returns:
         The number of kernel launches (1).
@@ -641,16 +733,8 @@ def adam_multi_tensor(
         >>> p
         tensor([0.9000, 0.9000, 0.9000])
     """
-    plan = AdamPlan(
-        params,
-        exp_avgs,
-        exp_avg_sqs,
-        max_exp_avg_sqs,
-        state_steps,
-        amsgrad=amsgrad,
-        groups=groups,
-        tiling=tiling,
-    )
+    columns = (params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps)
+    plan = _plan_for(columns, amsgrad, groups, tiling)
     return plan.launch(
         grads,
         hyperparams,

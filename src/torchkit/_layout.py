@@ -34,9 +34,10 @@ def is_dense(t: torch.Tensor) -> bool:
     return True
 
 
-def same_strides(t: torch.Tensor, ref: torch.Tensor) -> bool:
-    """Whether ``t`` (of ``ref``'s shape) has ``ref``'s strides wherever a dimension has more
-    than one element (the strides of the others do not move any element).
+def same_strides(t: torch.Tensor, ref: torch.Tensor | tuple[int, ...]) -> bool:
+    """Whether ``t`` has the strides of ``ref`` (a tensor of ``t``'s shape, or its strides)
+    wherever a dimension has more than one element (the strides of the others do not move
+    any element).
 
     Example:
         >>> w = torch.zeros(3, 1, 4)
@@ -44,28 +45,23 @@ def same_strides(t: torch.Tensor, ref: torch.Tensor) -> bool:
         >>> same_strides(odd, w), same_strides(w.permute(2, 1, 0).contiguous().permute(2, 1, 0), w)
         (True, False)
     """
-    return all(
-        a == b for a, b, n in zip(t.stride(), ref.stride(), ref.shape, strict=False) if n > 1
-    )
+    strides = ref if isinstance(ref, tuple) else ref.stride()
+    return all(a == b for a, b, n in zip(t.stride(), strides, t.shape, strict=False) if n > 1)
 
 
 def fitted(
-    tensors: Sequence[torch.Tensor],
-    params: Sequence[torch.Tensor],
-    param_strides: list[tuple[int, ...]],
-    contiguous: bool,
+    tensors: Sequence[torch.Tensor], strides: list[tuple[int, ...]], contiguous: bool
 ) -> tuple[Sequence[torch.Tensor], list[tuple[torch.Tensor, torch.Tensor]]]:
     """``tensors`` (one per dense parameter, with its shape) in their parameters' layouts.
 
     The common case costs one pass over ``tensors``: ``is_contiguous`` when every parameter is
     contiguous, else one comparison of the stride lists. A tensor in another layout (a
     contiguous gradient of a channels_last parameter, an expanded one) is replaced by a copy
-    in its parameter's layout.
+    with its parameter's strides.
 
     Args:
         tensors: the tensors to fit, e.g. gradients.
-        params: their parameters, each dense.
-        param_strides: ``[p.stride() for p in params]``.
+        strides: their parameters' strides (``[p.stride() for p in params]``), each dense.
         contiguous: whether every parameter is contiguous.
 
     Returns:
@@ -76,25 +72,26 @@ def fitted(
 
     Example:
         >>> p = torch.zeros(2, 3).t()
-        >>> out, copies = fitted([torch.ones(3, 2)], [p], [p.stride()], contiguous=False)
+        >>> out, copies = fitted([torch.ones(3, 2)], [p.stride()], contiguous=False)
         >>> out[0].stride(), len(copies)
         ((1, 3), 1)
     """
     if contiguous:
         fits = all(map(torch.Tensor.is_contiguous, tensors))
     else:
-        fits = list(map(torch.Tensor.stride, tensors)) == param_strides
+        fits = list(map(torch.Tensor.stride, tensors)) == strides
     if fits:
         return tensors, []
     out = list(tensors)
     copies = []
-    for i, (t, p) in enumerate(zip(tensors, params, strict=True)):
+    for i, (t, stride) in enumerate(zip(tensors, strides, strict=True)):
         if t.layout != torch.strided:
             raise RuntimeError(
                 f"gradient {i} is {t.layout}: Adam does not support sparse gradients, "
                 "please consider SparseAdam"
             )
-        if not same_strides(t, p):
-            out[i] = torch.empty_like(p).copy_(t)
+        if not same_strides(t, stride):
+            out[i] = torch.empty_strided(t.shape, stride, dtype=t.dtype, device=t.device)
+            out[i].copy_(t)
             copies.append((t, out[i]))
     return out, copies

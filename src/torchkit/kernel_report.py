@@ -311,15 +311,24 @@ def config_label(config: Any) -> str:
 
 
 def _uncovered_kernels(module: Any, specs: list[Any]) -> list[str]:
-    """Names of ``@triton.jit`` functions defined in ``module`` that no spec compiles."""
+    """Names of ``@triton.jit`` functions defined in ``module`` that no spec compiles, either
+    as its kernel or as a function such a kernel calls (directly or through another)."""
     from triton.runtime.jit import JITFunction
 
     defined = {
-        value.__name__
+        value.__name__: value
         for value in vars(module).values()
         if isinstance(value, JITFunction) and value.__module__ == module.__name__
     }
-    return sorted(defined - {jit_function(spec.kernel).__name__ for spec in specs})
+    compiled = {jit_function(spec.kernel).__name__ for spec in specs}
+    pending = [name for name in compiled if name in defined]
+    while pending:
+        source = defined[pending.pop()].src
+        for name in defined.keys() - compiled:
+            if re.search(rf"\b{name}\s*\(", source):
+                compiled.add(name)
+                pending.append(name)
+    return sorted(defined.keys() - compiled)
 
 
 # One compile: (kernel module, spec index, config index, arch, whether the spec's yardstick).

@@ -623,8 +623,8 @@ CALLS: dict[str, BadCall] = {
     "fused_adam-list-lengths": BadCall(
         None, _fused_adam_call(grads=[]), ValueError, "grads has 0 entries but params has 1"
     ),
-    "fused_adam-lr-per-tensor-length": BadCall(
-        None, _fused_adam_call(lr=[0.1, 0.2]), ValueError, "lr has 2 values for 1 parameters"
+    "fused_adam-lr-list": BadCall(
+        None, _fused_adam_call(lr=[0.1]), TypeError, r"lr must be a float .* got \[0.1\]"
     ),
     "fused_adam-beta1-one": BadCall(
         None, _fused_adam_call(beta1=1.0), ValueError, r"beta1 must be in \[0, 1\), got 1.0"

@@ -22,6 +22,7 @@ import pytest
 import torch
 from _helpers import BACKENDS, assert_tensors_close
 from torch import nn
+from torch.optim.adam import adam as torch_adam
 
 import torchkit
 from torchkit.backend import Backend, interpreter_enabled
@@ -200,9 +201,11 @@ def test_one_launch_per_dtype_and_per_option_combination(kernel_launches: list[s
 
 
 def test_state_dict_has_torchs_structure() -> None:
+    """The groups and state of torch's ``Adam(fused=True)``: the state_dict says ``fused=True``
+    (FusedAdam ran a fused Adam), so torch resumes it fused."""
     model, ref_model = make_model(), make_model()
     opt = FusedAdam(two_groups(model), amsgrad=True)
-    ref = torch.optim.Adam(two_groups(ref_model), amsgrad=True)
+    ref = torch.optim.Adam(two_groups(ref_model), amsgrad=True, fused=True)
     xs = batches(1)
     with torchkit.force_backend("torch"):
         train(model, opt, xs)
@@ -241,8 +244,10 @@ def test_state_dict_round_trip_continues_training(
         moved.load_state_dict(opt.state_dict())
         train(model, moved, xs[6:])
     assert_same_training(model, moved, ref_model, ref)
-    # And back again: the torch optimizer sees exactly its own group keys.
-    assert moved.state_dict()["param_groups"] == ref.state_dict()["param_groups"]
+    # And back again: torch's own group keys, with fused=True wherever FusedAdam ran last (a
+    # torch Adam loading it resumes with its fused kernel).
+    expected = [{**group, "fused": True} for group in ref.state_dict()["param_groups"]]
+    assert moved.state_dict()["param_groups"] == expected
 
 
 def test_loads_a_fused_torch_checkpoint() -> None:
@@ -468,36 +473,33 @@ def test_non_dense_parameter_raises_and_changes_nothing(backend: Backend) -> Non
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_functional_takes_per_tensor_hyperparameters(
+def test_functional_is_torchs_functional_fused_adam(
     backend: Backend, kernel_launches: list[str]
 ) -> None:
-    params = [torch.ones(4), torch.ones(6)]
-    grads = [torch.full((4,), 0.5), torch.full((6,), -2.0)]
-    steps = [torch.tensor(0.0), torch.tensor(0.0)]
+    """``fused_adam`` takes torch's functional arguments (one value per hyperparameter, a
+    tensor lr read on the device) and steps as ``torch.optim.adam.adam(fused=True)``; several
+    dtypes are one launch each."""
+    gen = torch.Generator().manual_seed(0)
+    init = [torch.randn(4, generator=gen), torch.randn(6, generator=gen).double()]
+    grads = [torch.randn_like(p) for p in init]
+
+    def tensors() -> list[list[torch.Tensor]]:
+        moments = [[torch.zeros_like(p) for p in init] for _ in range(2)]
+        return [[p.clone() for p in init], *moments, [], [torch.tensor(0.0) for _ in init]]
+
+    ours, theirs = tensors(), tensors()
+    kwargs = {"beta1": 0.9, "beta2": 0.99, "eps": 1e-8, "weight_decay": 0.1, "amsgrad": False,
+              "maximize": False, "decoupled_weight_decay": False}  # fmt: skip
     with running_on(backend, kernel_launches):
-        launches = fused_adam(
-            params,
-            grads,
-            [torch.zeros(4), torch.zeros(6)],
-            [torch.zeros(4), torch.zeros(6)],
-            [],
-            steps,
-            lr=[0.1, 0.01],
-            beta1=0.9,
-            beta2=0.999,
-            eps=1e-8,
-            weight_decay=0.0,
-            amsgrad=False,
-            maximize=False,
-            decoupled_weight_decay=False,
-        )
-    # The first Adam step moves every element by lr against the sign of its gradient.
-    assert_tensors_close(params[0], torch.full((4,), 0.9))
-    assert_tensors_close(params[1], torch.full((6,), 1.01))
-    assert [s.item() for s in steps] == [1.0, 1.0]
-    # torch's kernel takes one lr per call; the Triton kernel takes them per tensor.
-    expected_launches = 2 if backend is Backend.TORCH else 1
-    assert [(a.backend, a.launches) for a in launches] == [(backend, expected_launches)]
+        launches = fused_adam(ours[0], grads, *ours[1:], lr=torch.tensor(0.1), **kwargs)
+    torch_adam(theirs[0], [g.clone() for g in grads], *theirs[1:], lr=0.1, fused=True, **kwargs)
+    for p, q in zip(ours[0], theirs[0], strict=True):
+        assert_tensors_close(p, q)
+    assert [s.item() for s in ours[4]] == [1.0, 1.0]
+    assert [(a.dtype, a.backend, a.launches) for a in launches] == [
+        (torch.float32, backend, 1),
+        (torch.float64, backend, 1),
+    ]
 
 
 @pytest.mark.distributed

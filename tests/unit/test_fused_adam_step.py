@@ -17,11 +17,12 @@ from typing import Any
 import _helpers
 import pytest
 import torch
+from _adam_reference import plans_built
 from _helpers import BACKENDS, assert_tensors_close
 from torch import nn
 
 import torchkit
-from torchkit.backend import Backend
+from torchkit.backend import Backend, interpreter_enabled
 from torchkit.optim import FusedAdam
 from torchkit.optim import adam as adam_module
 
@@ -106,13 +107,13 @@ def test_launch_tables_are_kept_and_rebuilt_exactly_when_needed(
     gradients, and after add_param_group or load_state_dict. Throughout, training matches
     torch's Adam step for step."""
     builds: list[int] = []
-    original = adam_module._Steps.__init__
+    original = adam_module._StepCache.__init__
 
     def counting(self: Any, *args: Any, **kwargs: Any) -> None:
         builds.append(1)
         original(self, *args, **kwargs)
 
-    monkeypatch.setattr(adam_module._Steps, "__init__", counting)
+    monkeypatch.setattr(adam_module._StepCache, "__init__", counting)
     model, ref_model = make_model(), make_model()
     opt = FusedAdam(model.parameters(), lr=1e-2)
     ref = torch.optim.Adam(ref_model.parameters(), lr=1e-2)
@@ -227,21 +228,38 @@ def test_a_parameter_stepped_after_it_was_saved_for_backward_fails_backward_as_i
     assert type(ours) is type(theirs)
 
 
+# (backend, compiler, lr): a tensor lr on every backend and compiler, a float one once.
+COMPILE_CASES = [
+    pytest.param(backend, compiler, "tensor", id=f"{backend.value}-{compiler}-tensor_lr")
+    for backend in (Backend.TRITON_INTERPRETER, Backend.TORCH)
+    for compiler in ("aot_eager", "inductor")
+] + [pytest.param(Backend.TRITON_INTERPRETER, "aot_eager", "float", id="triton-aot_eager-float_lr")]
+
+
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
-@pytest.mark.parametrize("compiler", ["aot_eager", "inductor"])
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(("backend", "compiler", "lr"), COMPILE_CASES)
 def test_compiled_step_gives_the_eager_results(
-    backend: Backend, compiler: str, kernel_launches: list[str]
+    backend: Backend,
+    compiler: str,
+    lr: str,
+    kernel_launches: list[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """``torch.compile`` of a function calling ``FusedAdam.step()``: the Triton launch is the
-    custom op ``torchkit::adam_multi_tensor_`` (tracing never reads ``data_ptr``), the stock
-    path is torch's fused Adam as torch's own compiled Adam(fused=True) runs it."""
+    """``torch.compile`` of ``FusedAdam.step``, with a tensor lr: on the Triton path the whole
+    step is one graph (``fullgraph=True``), the launch the operator
+    ``torchkit::adam_multi_tensor_`` whose tables are built once for all calls; on the stock
+    path the step breaks the graph at one place and runs eagerly, as torch's own compiled
+    ``Adam(fused=True)`` runs its fused kernel outside the graph. Either way the results are
+    the eager step's, bit for bit."""
     torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    built = plans_built(monkeypatch)
     model, ref_model = make_model(), make_model()
-    opt = FusedAdam(model.parameters(), lr=1e-2, weight_decay=0.1)
-    ref = FusedAdam(ref_model.parameters(), lr=1e-2, weight_decay=0.1)
-    compiled = torch.compile(opt.step, backend=compiler)
+    opt = FusedAdam(model.parameters(), lr=torch.tensor(1e-2) if lr == "tensor" else 1e-2)
+    ref = FusedAdam(ref_model.parameters(), lr=torch.tensor(1e-2) if lr == "tensor" else 1e-2)
+    triton = backend is not Backend.TORCH
+    compiled = torch.compile(opt.step, backend=compiler, fullgraph=triton)
     with running_on(backend, kernel_launches):
         for seed in range(3):
             for m, step in ((model, compiled), (ref_model, ref.step)):
@@ -255,6 +273,191 @@ def test_compiled_step_gives_the_eager_results(
     assert [s["step"].item() for s in opt.state.values()] == [3.0] * 4
     bumped = versions(stepped_params(opt))  # how often is torch's business (functionalization)
     assert all(b > a for a, b in zip(before, bumped, strict=True)), (before, bumped)
+    breaks = dict(torch._dynamo.utils.counters["graph_break"])
+    if triton:
+        assert breaks == {}
+    else:  # only at the eager step (once per compiled frame), never inside it
+        assert breaks
+        assert all("FusedAdam._kept_step" in reason for reason in breaks), breaks
+    if compiler == "inductor":  # it runs the op in place; aot_eager on new copies each call
+        assert len(built) == (2 if triton else 0)  # the reference's plan, one for the op
+
+
+def test_the_operator_is_left_out_of_compiled_cuda_graphs() -> None:
+    """A launch may build its tables or upload new gradient addresses from host memory, which
+    a CUDA graph recorded by ``torch.compile(mode="reduce-overhead")`` from inputs copied into
+    its own pool would replay stale: the operator is tagged for inductor to run it outside."""
+    op = torch.ops.torchkit.adam_multi_tensor_.default
+    assert torch.Tag.cudagraph_unsafe in op.tags
+
+
+@pytest.mark.parametrize("scaled", [False, True], ids=["plain", "grad_scale"])
+def test_the_operator_bumps_what_autograd_may_have_saved(scaled: bool) -> None:
+    """``torchkit::adam_multi_tensor_`` (what a compiled step calls) bumps the parameters'
+    version counters, and the gradients' when it stores them unscaled, as the eager step does;
+    the state, which autograd never saves, keeps its versions."""
+    p, g = torch.ones(3), torch.full((3,), 4.0)
+    m, v, step = torch.zeros(3), torch.zeros(3), torch.zeros(())
+    before = [t._version for t in (p, g, m, v, step)]
+    scale = torch.tensor(2.0) if scaled else None
+    with torchkit.force_backend("triton-interpreter"):
+        torch.ops.torchkit.adam_multi_tensor_(
+            [p], [g], [m], [v], [], [step], [0.1, 0.9, 0.999, 1e-8, 0.0], [], [], [0], scale,
+            None, False, False, False,
+        )  # fmt: skip
+    after = [t._version for t in (p, g, m, v, step)]
+    assert [b - a for a, b in zip(before, after, strict=True)] == [1, int(scaled), 0, 0, 0]
+    assert step.item() == 1.0
+    assert torch.equal(g, torch.full((3,), 2.0 if scaled else 4.0))
+
+
+def change_step(opt: FusedAdam, p: torch.Tensor) -> None:
+    opt.state[p]["step"] = torch.zeros_like(opt.state[p]["step"])
+
+
+def change_moment(key: str) -> Any:
+    def change(opt: FusedAdam, p: torch.Tensor) -> None:
+        opt.state[p][key] = torch.zeros_like(opt.state[p][key])
+
+    return change
+
+
+def offload_round_trip(opt: FusedAdam, p: torch.Tensor) -> None:
+    """What moving the state to another device and back leaves: new tensors, same values."""
+    state = opt.state[p]
+    for key, value in list(state.items()):
+        state[key] = value.clone()
+
+
+def forget(opt: FusedAdam, p: torch.Tensor) -> None:
+    opt.state[p] = {}
+
+
+# How a training loop may replace a parameter's state between two steps; ids name it.
+STATE_CHANGES = {
+    "step-reset": change_step,
+    "exp_avg-reset": change_moment("exp_avg"),
+    "exp_avg_sq-reset": change_moment("exp_avg_sq"),
+    "max_exp_avg_sq-reset": change_moment("max_exp_avg_sq"),
+    "offload-round-trip": offload_round_trip,
+    "state-forgotten": forget,
+}
+
+
+@pytest.mark.parametrize("change", STATE_CHANGES.values(), ids=STATE_CHANGES.keys())
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_state_tensors_replaced_between_steps_are_the_ones_updated(
+    backend: Backend, change: Any, kernel_launches: list[str]
+) -> None:
+    """A state tensor replaced in ``optimizer.state`` between two steps (a momentum or step
+    reset, an offload round trip, the whole entry dropped): the next step updates the new
+    tensors and trains on as torch's Adam does; the old ones are left alone."""
+    model, ref_model = make_model(), make_model()
+    opt = FusedAdam(model.parameters(), lr=1e-2, amsgrad=True)
+    ref = torch.optim.Adam(ref_model.parameters(), lr=1e-2, amsgrad=True, foreach=False)
+    with running_on(backend, kernel_launches):
+        for seed in range(4):
+            if seed == 2:
+                old = [dict(opt.state[p]) for p in model.parameters()]
+                saved = [{k: v.clone() for k, v in state.items()} for state in old]
+                for m, o in ((model, opt), (ref_model, ref)):
+                    for p in m.parameters():
+                        change(o, p)
+            for m, o in ((model, opt), (ref_model, ref)):
+                backward(m, seed)
+                o.step()
+    for p, state, before in zip(model.parameters(), old, saved, strict=True):
+        for key, value in state.items():
+            if opt.state[p][key] is not value:  # replaced: the old tensor kept its values
+                torch.testing.assert_close(value, before[key], rtol=0, atol=0)
+    for p, q in zip(model.parameters(), ref_model.parameters(), strict=True):
+        assert_tensors_close(p, q)
+        assert opt.state[p]["step"].item() == ref.state[q]["step"].item()
+        for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+            assert_tensors_close(opt.state[p][key], ref.state[q][key], name=key)
+
+
+class Tagged(torch.Tensor):
+    """A tensor subclass with storage of its own (what ``Tensor.as_subclass`` makes)."""
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_data_replaced_under_a_subclass_parameter_is_updated(
+    backend: Backend, kernel_launches: list[str]
+) -> None:
+    """``p.data = ...`` between steps gives a parameter new storage; for tensor-subclass
+    parameters too, the next step updates the new storage (and training goes on as torch's)."""
+    torch.manual_seed(0)
+    init = torch.randn(4, 3)
+    p, q = nn.Parameter(init.clone().as_subclass(Tagged)), nn.Parameter(init.clone())
+    assert type(p) is Tagged
+    opt, ref = FusedAdam([p], lr=1e-2), torch.optim.Adam([q], lr=1e-2, foreach=False)
+    with running_on(backend, kernel_launches):
+        for seed in range(3):
+            if seed == 1:
+                p.data, q.data = p.data.clone(), q.data.clone()
+            g = torch.randn(4, 3, generator=torch.Generator().manual_seed(seed))
+            p.grad, q.grad = g.clone(), g.clone()
+            opt.step()
+            ref.step()
+    assert_tensors_close(p.as_subclass(torch.Tensor).detach(), q.detach())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_step_that_raises_creates_and_changes_nothing(
+    backend: Backend, kernel_launches: list[str]
+) -> None:
+    """Everything is checked before the first write: a ``grad_scale`` that is not one element
+    raises before any state is created, and a float8 parameter (torch's fused kernel refuses
+    it) raises before the float32 parameter of another bucket is updated."""
+    if backend is Backend.TRITON_INTERPRETER and not interpreter_enabled():
+        pytest.skip("TRITON_INTERPRET=1 is not set")
+    model = make_model()
+    opt = FusedAdam(model.parameters(), lr=1e-2)
+    backward(model, 0)
+    opt.grad_scale = torch.ones(2)
+    with torchkit.force_backend(backend), pytest.raises(ValueError, match="grad_scale must be"):
+        opt.step()
+    assert len(opt.state) == 0
+    full = nn.Parameter(torch.ones(4))
+    low = nn.Parameter(torch.ones(4).to(torch.float8_e4m3fn))
+    full.grad, low.grad = torch.ones(4), torch.ones(4).to(torch.float8_e4m3fn)
+    opt = FusedAdam([full, low])
+    with torchkit.force_backend(backend), pytest.raises(TypeError, match="float8_e4m3fn"):
+        opt.step()
+    assert len(opt.state) == 0
+    torch.testing.assert_close(full.detach(), torch.ones(4), rtol=0, atol=0)
+
+
+def test_torch_resumes_a_fusedadam_checkpoint_with_its_fused_kernel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """FusedAdam's state_dict says ``fused=True`` where torch's fused Adam can run the group,
+    so a ``torch.optim.Adam()`` that loads it continues with torch's fused kernel, as
+    FusedAdam ran; a complex group keeps ``fused=None`` (torch's fused Adam refuses complex
+    parameters), and a group that names torch's foreach implementation keeps it."""
+    real = nn.Parameter(torch.randn(3))
+    cplx = nn.Parameter(torch.randn(3, dtype=torch.complex64))
+    opt = FusedAdam([{"params": [real]}, {"params": [cplx]}], lr=1e-2)
+    real.grad, cplx.grad = torch.ones(3), torch.ones(3, dtype=torch.complex64)
+    with torchkit.force_backend("torch"):
+        opt.step()
+    saved = opt.state_dict()
+    assert [g["fused"] for g in saved["param_groups"]] == [True, None]
+    assert opt.param_groups[0]["fused"] is None  # the optimizer's own groups are unchanged
+    calls: list[int] = []
+    original = torch._fused_adam_
+    monkeypatch.setattr(
+        torch, "_fused_adam_", lambda *a, **k: (calls.append(len(a[0])), original(*a, **k))[1]
+    )
+    back = torch.optim.Adam([{"params": [real]}, {"params": [cplx]}], lr=1e-2)
+    back.load_state_dict(saved)
+    back.step()
+    assert calls == [1]  # the real group, fused; the complex one on torch's default path
+    foreach = torch.optim.Adam([real], lr=1e-2, foreach=True)
+    fused = FusedAdam([real], lr=1e-2)
+    fused.load_state_dict(foreach.state_dict())
+    assert fused.state_dict()["param_groups"][0]["fused"] is None
 
 
 def test_capturable_is_accepted_and_kept_for_the_state_dict() -> None:

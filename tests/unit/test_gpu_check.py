@@ -410,3 +410,24 @@ def test_docstring_examples_of_the_benchmark_scripts():
         result = doctest.testmod(module)
         assert result.attempted > 0, module.__name__
         assert result.failed == 0, module.__name__
+
+
+def test_adam_tiled_step_keeps_the_step_counters_its_plan_writes_alive():
+    """An ``AdamPlan`` holds addresses, not tensors: the tiling sweep's step counters live in
+    the caller's dict for as long as it launches the plan (freed ones were written after their
+    memory was reused, which crashed the dry run's interpreted launches now and then)."""
+    import gc
+
+    from torchkit.kernels.adam import AdamTiling
+
+    tensors = {
+        "params": [torch.ones(8), torch.ones(3)],
+        "grads": [torch.ones(8), torch.ones(3)],
+        "exp_avgs": [torch.zeros(8), torch.zeros(3)],
+        "exp_avg_sqs": [torch.zeros(8), torch.zeros(3)],
+    }
+    step, _ = gpu_check.adam_tiled_step(tensors, AdamTiling(block=4, chunk=4, num_warps=1))
+    gc.collect()
+    step()
+    step()
+    assert [s.item() for s in tensors["state_steps"]] == [2.0, 2.0]

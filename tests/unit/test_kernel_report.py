@@ -51,20 +51,27 @@ ARCHS = ("sm_80", "sm_90")
 
 
 def _jit_kernels_in_source(module_name: str) -> set[str]:
-    """Names of the functions a module's source decorates with ``@triton.jit`` (read, not run)."""
+    """Names of the functions a module's source decorates with ``@triton.jit`` (read, not run),
+    less those another of them calls: device functions, compiled inside their callers."""
     spec = importlib.util.find_spec(module_name)
     assert spec is not None, f"{module_name} not found"
     assert spec.origin is not None, f"{module_name} has no source file"
     tree = ast.parse(Path(spec.origin).read_text())
-    names = set()
+    jitted = {}
     for node in ast.walk(tree):
         if not isinstance(node, ast.FunctionDef):
             continue
         for decorator in node.decorator_list:
             target = decorator.func if isinstance(decorator, ast.Call) else decorator
             if ast.unparse(target) in ("triton.jit", "jit"):
-                names.add(node.name)
-    return names
+                jitted[node.name] = node
+    called = {
+        call.func.id
+        for node in jitted.values()
+        for call in ast.walk(node)
+        if isinstance(call, ast.Call) and isinstance(call.func, ast.Name)
+    }
+    return jitted.keys() - called
 
 
 @pytest.fixture(scope="module")
@@ -265,6 +272,46 @@ def test_flat_k_variant_is_reported_without_a_yardstick(report):
 def test_source_scan_finds_jit_kernels():
     # The scan the coverage test relies on, checked against a kernel known to exist.
     assert "_conv2d_relu_fwd_kernel" in _jit_kernels_in_source("torchkit.kernels.conv2d_relu")
+
+
+# Plain functions the test below wraps in triton's JITFunction itself: under the interpreter
+# this suite runs with, @triton.jit makes interpreted functions, which the report never sees.
+def _inner(x):  # type: ignore[no-untyped-def]
+    return x + 1
+
+
+def _outer(x):  # type: ignore[no-untyped-def]
+    return _inner(x) * 2
+
+
+def _kernel(ptr):  # type: ignore[no-untyped-def]
+    return _outer(ptr)
+
+
+def _orphan(ptr):  # type: ignore[no-untyped-def]
+    return ptr
+
+
+def test_a_kernel_without_a_variant_is_named_but_not_the_functions_kernels_call() -> None:
+    """Every ``@triton.jit`` function of a kernel module must be compiled by the report: as a
+    variant's kernel, or as a function such a kernel calls (directly or through another)."""
+    import types
+
+    from triton.runtime.jit import JITFunction
+
+    from torchkit.kernels._aot import KernelSpec
+
+    module = types.SimpleNamespace(__name__=__name__)
+    for fn in (_inner, _outer, _kernel, _orphan):
+        setattr(module, fn.__name__, JITFunction(fn))
+    spec = KernelSpec(name="v", kernel=module._kernel, signature={"ptr": "*fp32"}, constexprs={})
+    assert kernel_report._uncovered_kernels(module, [spec]) == ["_orphan"]
+    assert kernel_report._uncovered_kernels(module, []) == [
+        "_inner",
+        "_kernel",
+        "_orphan",
+        "_outer",
+    ]
 
 
 def test_compile_report_refuses_the_interpreter(monkeypatch):

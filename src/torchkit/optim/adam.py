@@ -2,25 +2,36 @@
 every parameter of one device and dtype with a single multi-tensor kernel launch.
 
 The layering is torch's: ``__init__`` and ``add_param_group`` validate; ``step`` gathers each
-group's tensors with ``_init_group`` and hands them to the functional layer, which buckets them
-by device, dtype and options and runs each bucket's backend (:func:`select_backend`):
+group's tensors with ``_init_group`` and hands them to the functional layer (:class:`_Update`),
+which buckets them by device, dtype and options and runs each bucket's backend
+(:func:`select_backend`):
 
 * ``Backend.TRITON`` (CUDA) and ``Backend.TRITON_INTERPRETER`` (CPU, ``TRITON_INTERPRET=1``):
   one launch of :mod:`torchkit.kernels.adam` for all the bucket's groups, which reads
   ``found_inf``, ``grad_scale``, tensor hyperparameters and step counters on the device;
 * ``Backend.TORCH``: torch's public functional Adam with ``fused=True``, once per group.
 
-:func:`fused_adam` is that layer's public entry point. ``FusedAdam.step`` keeps its buckets and
-their launch tables while the parameters stay the same (:class:`_Steps`). Under
-``torch.compile`` nothing is kept and a Triton launch is the custom op
-``torchkit::adam_multi_tensor_``, whose fake implementation tracing runs. Param-group keys and
-state are torch's (``step``: float32 on the parameter's device, as with ``fused=True``), so
-state_dicts move between FusedAdam and ``torch.optim.Adam`` both ways.
+:func:`fused_adam`, the public functional form, validates its tensor lists and runs the same
+layer. ``FusedAdam.step`` keeps its :class:`_Update` (launch tables included) while the
+parameters, their state tensors and their gradients' presence stay the same
+(:class:`_StepCache`); under ``torch.compile`` nothing is kept and a Triton launch is the
+operator ``torchkit::adam_multi_tensor_`` (``torch.library``), whose fake implementation
+tracing runs (its real one keeps its launch tables by the tensors' addresses, see
+:func:`torchkit.kernels.adam.adam_multi_tensor`, and bumps the parameters' versions).
+Param-group keys and state are torch's (``step``: float32 on the parameter's device, as with
+``fused=True``), so state_dicts move between FusedAdam and ``torch.optim.Adam`` both ways.
 
 Private torch API used (tested with torch 2.13):
-``torch.optim.optimizer._get_fused_kernels_supported_devices``, the devices torch's fused Adam
-runs on, checked before the stock backend runs (torch's ``Adam(fused=True)`` makes the same
-check). ``_init_group`` keeps torch's signature: ``torch.compile`` calls it by name.
+
+* ``torch.optim.optimizer._get_fused_kernels_supported_devices``: the devices torch's fused
+  Adam runs on, checked before the stock backend runs and before a state_dict says
+  ``fused=True`` (torch's ``Adam(fused=True)`` makes the same check);
+* ``torch.optim.optimizer._global_optimizer_pre_hooks`` / ``_post_hooks`` and
+  ``torch.autograd._profiler_enabled``: whether a global step hook is registered or a profiler
+  runs. ``step`` runs torch's own step wrapper (``Optimizer.profile_hook_step``: a profiler
+  range and the hooks) only then, which saves about 10 µs of host time per step.
+
+``_init_group`` keeps torch's signature: ``torch.compile`` calls it by name.
 """
 
 from __future__ import annotations
@@ -31,29 +42,29 @@ import math
 import numbers
 import operator
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 from torch.autograd.graph import increment_version
 from torch.optim.adam import adam as torch_adam
+from torch.optim.optimizer import Optimizer
 
 from torchkit._layout import fitted, is_dense, same_strides
 from torchkit.backend import Backend, select_backend
 
-if TYPE_CHECKING:  # importing the kernels imports triton
-    from torchkit.kernels.adam import AdamPlan
-
 __all__ = ["AdamLaunch", "FusedAdam", "FusedAdamW", "fused_adam", "fused_adam_from"]
 
+_FLOATING = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 _COMPLEX = (torch.complex64, torch.complex128, torch.complex32)
 _MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+_STATE = (*_MOMENTS, "step")  # owners[1:] of _Update, in order
 _PLAIN = frozenset({Tensor, torch.nn.Parameter})
+_NUMBERS = frozenset({float, int})  # not bool
 _NONE = itertools.repeat(None)
 _grad = operator.attrgetter("grad")
 
-PerTensor = float | Tensor | Sequence[float | Tensor]
-Hyper = tuple[float | Tensor, ...]  # lr, beta1, beta2, eps, weight_decay
+Row = tuple[float | Tensor, ...]  # lr, beta1, beta2, eps, weight_decay
 Options = tuple[bool, bool, bool]  # amsgrad, maximize, decoupled_weight_decay
 
 
@@ -75,7 +86,7 @@ class AdamLaunch(NamedTuple):
 
 
 # --------------------------------------------------------------------------------------------
-# Validation, where values enter
+# Validation, where values enter: the layers below trust what passed it.
 
 
 def _real(name: str, value: Any) -> float | Tensor:
@@ -96,11 +107,17 @@ def _real(name: str, value: Any) -> float | Tensor:
     return float(value)
 
 
-def _checked(values: Sequence[Any], names: Sequence[str], where: str, read: bool) -> Hyper:
+def _row(values: Sequence[Any], names: Sequence[str], where: str, read: bool) -> Row:
     """``values`` (lr, beta1, beta2, eps, weight_decay) converted and range-checked, naming the
     first bad one. Tensors are read only when ``read`` (at construction, never at a step)."""
-    hyper = tuple(_real(name, v) for name, v in zip(names, values, strict=True))
-    for name, value in zip(names, hyper, strict=True):
+    if _NUMBERS.issuperset(map(type, values)):  # floats (a scheduler's lr at every step)
+        lr, beta1, beta2, eps, weight_decay = row = tuple(map(float, values))
+        inf = math.inf
+        finite = 0.0 <= lr < inf and 0.0 <= eps < inf and 0.0 <= weight_decay < inf
+        if finite and 0.0 <= beta1 < 1.0 and 0.0 <= beta2 < 1.0:
+            return row  # NaN fails every comparison: the slow path below names it
+    row = tuple(_real(name, v) for name, v in zip(names, values, strict=True))
+    for name, value in zip(names, row, strict=True):
         if isinstance(value, Tensor):
             if not read:
                 continue
@@ -111,16 +128,15 @@ def _checked(values: Sequence[Any], names: Sequence[str], where: str, read: bool
             raise ValueError(f"{name}{where} must be >= 0, got {value}")
         if value == math.inf:
             raise ValueError(f"{name}{where} must be finite, got {value}")
-    return hyper
+    return row
 
 
-def _group_hyper(group: dict[str, Any], where: str = "", read: bool = False) -> Hyper:
+def _group_row(group: dict[str, Any], where: str = "", read: bool = False) -> Row:
     betas = group["betas"]
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise ValueError(f"betas{where} must be a pair (beta1, beta2), got {betas!r}")
     values = (group["lr"], *betas, group["eps"], group["weight_decay"])
-    names = ("lr", "betas[0]", "betas[1]", "eps", "weight_decay")
-    return _checked(values, names, where, read)
+    return _row(values, ("lr", "betas[0]", "betas[1]", "eps", "weight_decay"), where, read)
 
 
 def _check_options(group: dict[str, Any], where: str) -> None:
@@ -136,7 +152,37 @@ def _check_options(group: dict[str, Any], where: str) -> None:
         raise ValueError(f"fused=False{where} contradicts FusedAdam (pass fused=None)")
 
 
-def _check_device(device: torch.device, name: str) -> Backend:
+def _check_amp(name: str, value: Any) -> Tensor | None:
+    """``GradScaler``'s ``grad_scale``/``found_inf``: ``None`` or a one-element real tensor."""
+    if value is not None and (
+        not isinstance(value, Tensor) or value.numel() != 1 or not value.is_floating_point()
+    ):
+        raise ValueError(f"{name} must be a one-element floating-point tensor, got {value!r}")
+    return value
+
+
+def _check_param(p: Tensor, grad: Tensor, name: str) -> None:
+    """Everything a backend would refuse about a parameter with a gradient, before any write."""
+    if grad.is_sparse:
+        raise RuntimeError(
+            f"{name} has a sparse gradient: FusedAdam does not support sparse gradients, "
+            "please consider SparseAdam"
+        )
+    if p.dtype not in _FLOATING and p.dtype not in _COMPLEX:
+        raise TypeError(
+            f"{name} has dtype {p.dtype}; Adam updates float32, float16, bfloat16, float64 "
+            "and complex parameters"
+        )
+    local = _local(p)
+    _backend(local.device, name)
+    if not is_dense(local):
+        raise ValueError(
+            f"{name} is not dense (shape {tuple(p.shape)}, strides {local.stride()}); "
+            "FusedAdam updates dense parameters only"
+        )
+
+
+def _backend(device: torch.device, name: str) -> Backend:
     """The backend for ``device``; ``RuntimeError`` when none can run there."""
     from torch.optim.optimizer import _get_fused_kernels_supported_devices
 
@@ -158,14 +204,39 @@ def _local(t: Tensor) -> Tensor:
     return t.to_local() if isinstance(t, DTensor) else t
 
 
+def _address(t: Tensor) -> int:
+    try:
+        return t.data_ptr()
+    except RuntimeError:  # a wrapper subclass (torch.Tensor._make_wrapper_subclass)
+        return 0
+
+
+def _real_views(tensors: Sequence[Tensor]) -> list[Tensor]:
+    return [torch.view_as_real(t) if t.is_complex() else t for t in tensors]
+
+
 # --------------------------------------------------------------------------------------------
 # The functional layer
 
 
-@torch.library.custom_op(
-    "torchkit::adam_multi_tensor_",
-    mutates_args=("params", "grads", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs", "state_steps"),
+# The Triton launch as torch.compile sees it: an operator defined with torch.library's low-level
+# API rather than torch.library.custom_op, whose version bumps of the mutated arguments run in
+# Python one tensor at a time (about 0.6 ms of a compiled step's host time for 161 tensors);
+# the implementation bumps what it writes with one call instead, as the eager step does.
+# Tagged cudagraph_unsafe: cudagraph trees (mode="reduce-overhead") run it outside their CUDA
+# graphs, because a launch may build its tables or upload new gradient addresses from the
+# host, which a graph recorded from inputs copied into its own pool would replay stale.
+_LIBRARY = torch.library.Library("torchkit", "FRAGMENT")
+_LIBRARY.define(
+    "adam_multi_tensor_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] exp_avgs, "
+    "Tensor(d!)[] exp_avg_sqs, Tensor(e!)[] max_exp_avg_sqs, Tensor(f!)[] state_steps, "
+    "float[] hyper_floats, Tensor[] hyper_tensors, int[] hyper_slots, int[] groups, "
+    "Tensor? grad_scale, Tensor? found_inf, bool amsgrad, bool maximize, "
+    "bool decoupled_weight_decay) -> ()",
+    tags=(torch.Tag.cudagraph_unsafe,) if hasattr(torch.Tag, "cudagraph_unsafe") else (),
 )
+
+
 def _adam_multi_tensor(
     params: list[Tensor],
     grads: list[Tensor],
@@ -173,7 +244,9 @@ def _adam_multi_tensor(
     exp_avg_sqs: list[Tensor],
     max_exp_avg_sqs: list[Tensor],
     state_steps: list[Tensor],
-    hyperparams: Tensor,
+    hyper_floats: list[float],
+    hyper_tensors: list[Tensor],
+    hyper_slots: list[int],
     groups: list[int],
     grad_scale: Tensor | None,
     found_inf: Tensor | None,
@@ -181,52 +254,51 @@ def _adam_multi_tensor(
     maximize: bool,
     decoupled_weight_decay: bool,
 ) -> None:
-    """The Triton launch as ``torch.compile`` sees it; tracing runs the fake below."""
+    """``torchkit::adam_multi_tensor_``: the group rows come flattened (``hyper_floats``), with
+    ``hyper_tensors[k]`` in place ``hyper_slots[k]``. Bumps the version counters of the
+    parameters (and of the gradients it unscales), as :class:`_Bucket` does."""
     from torchkit.kernels.adam import adam_multi_tensor
 
+    values: list[float | Tensor] = list(hyper_floats)
+    for slot, tensor in zip(hyper_slots, hyper_tensors, strict=True):
+        values[slot] = tensor
+    rows = [values[k : k + 5] for k in range(0, len(values), 5)]
     lists = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps)
-    options = {"amsgrad": amsgrad, "maximize": maximize, "groups": groups, "found_inf": found_inf}
-    options.update(decoupled_weight_decay=decoupled_weight_decay, grad_scale=grad_scale)
-    adam_multi_tensor(*lists, hyperparams, **options)
+    adam_multi_tensor(
+        *lists,
+        rows,
+        amsgrad=amsgrad,
+        maximize=maximize,
+        decoupled_weight_decay=decoupled_weight_decay,
+        groups=groups,
+        grad_scale=grad_scale,
+        found_inf=found_inf,
+    )
+    increment_version(params if grad_scale is None else [*params, *grads])
 
 
-@_adam_multi_tensor.register_fake
+_LIBRARY.impl("adam_multi_tensor_", _adam_multi_tensor, "CompositeExplicitAutograd")
+
+
+@torch.library.register_fake("torchkit::adam_multi_tensor_", lib=_LIBRARY)
 def _(*args: Any, **kwargs: Any) -> None:
     return None  # updates in place: no output to describe
 
 
-def _real_views(tensors: Sequence[Tensor]) -> list[Tensor]:
-    return [torch.view_as_real(t) if t.is_complex() else t for t in tensors]
-
-
-def _on(name: str, value: Tensor | None, device: torch.device) -> Tensor | None:
-    """``GradScaler``'s ``grad_scale``/``found_inf`` as a float32 tensor on ``device``."""
-    if value is None:
-        return None
-    if not isinstance(value, Tensor) or value.numel() != 1:
-        raise ValueError(f"{name} must be a one-element tensor, got {value!r}")
+def _on(value: Tensor | None, device: torch.device) -> Tensor | None:
+    """A checked ``grad_scale``/``found_inf`` as the float32 tensor on ``device`` kernels read."""
+    if value is None or (value.dtype == torch.float32 and value.device == device):
+        return value
     return value.to(device, torch.float32, non_blocking=True)
 
 
-def _hyper_table(rows: Sequence[Hyper], device: torch.device) -> Tensor:
-    """``rows`` as the kernel's float64 group table on ``device``; a tensor hyperparameter is
-    copied there on the device, never read on the host."""
-    floats = [[0.0 if isinstance(v, Tensor) else v for v in row] for row in rows]
-    table = torch.tensor(floats, dtype=torch.float64, device=device)
-    for g, row in enumerate(rows):
-        for k, v in enumerate(row):
-            if isinstance(v, Tensor):
-                table[g, k] = v.to(device, torch.float64).reshape(())
-    return table
-
-
 class _Bucket:
-    """Tensors of one device, dtype and option combination, and the backend that updates them.
+    """Tensors of one device, dtype and option combination, and what updates them.
 
-    ``columns``: params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs (empty without AMSGrad),
-    state_steps (local tensors); ``groups``: each tensor's row of hyperparameters. A Triton
-    bucket builds its ``AdamPlan`` once (``trace``d: calls the custom op at each step); a stock
-    bucket calls torch's functional fused Adam once per group.
+    ``columns``: params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs (empty without AMSGrad) and
+    state_steps, as local tensors (kept as real views for complex ones); ``groups``: each
+    tensor's param group. The bucket takes the rows of the groups it has (:meth:`rows`); a
+    subclass turns a step into its launches.
 
     A step bumps the version counters of the parameters (and of the gradients it unscales),
     as torch's single-tensor and foreach Adam do, so that autograd rejects a parameter changed
@@ -235,8 +307,7 @@ class _Bucket:
     shard), bumped with one ``increment_version`` call. The Triton kernel writes through raw
     pointers, which autograd does not see, and torch's fused Adam bumps only its step counters
     (torch 2.13). The optimizer state is not bumped: nothing saves it for backward, and each
-    bumped tensor costs about 45 ns of host time per step. Traced buckets call the custom op,
-    whose ``ADInplaceOrView`` kernel bumps its arguments.
+    bumped tensor costs about 45 ns of host time per step.
     """
 
     def __init__(
@@ -245,139 +316,190 @@ class _Bucket:
         columns: list[list[Tensor]],
         groups: list[int],
         options: Options,
-        trace: bool,
         written: list[Tensor],
     ) -> None:
-        device, dtype = columns[0][0].device, columns[0][0].dtype
-        self.columns, self.options = columns, options
+        self.complex = columns[0][0].is_complex()
+        self.columns = [_real_views(c) for c in columns[:4]] + [columns[4]]
+        self.options, self.written = options, written
         self.groups = list(dict.fromkeys(groups))  # the rows used, in order
-        self.rows = [self.groups.index(g) for g in groups]
-        self.complex = dtype in _COMPLEX
-        self.plan: AdamPlan | None = None
-        self.runs: list[tuple[int, list[list[Tensor]], list[int]]] = []
-        if backend is Backend.TORCH:
-            real = [_real_views(c) for c in columns[:4]] + [columns[4]]
-            for k in range(len(self.groups)):
-                pos = [i for i, row in enumerate(self.rows) if row == k]
-                self.runs.append((k, [[c[i] for i in pos] if c else [] for c in real], pos))
-        elif not trace:
-            from torchkit.kernels.adam import AdamPlan
+        self.index = [self.groups.index(g) for g in groups]  # each tensor's row
+        p = self.columns[0][0]
+        self.report = AdamLaunch(p.device, p.dtype, backend, 1)
+        self._rows: tuple[Sequence[Row] | None, list[Row]] = (None, [])
 
-            self.plan = AdamPlan(*columns, amsgrad=options[0], groups=self.rows)
-        self.written = written
-        self.bump = functools.partial(increment_version, written)
-        real_dtype = torch.view_as_real(columns[0][0]).dtype if self.complex else dtype
-        launches = len(self.runs) if backend is Backend.TORCH else 1
-        self.report = AdamLaunch(device, real_dtype, backend, launches)
-        self._hyper: tuple[Sequence[Hyper] | None, list[Hyper]] = (None, [])
+    def rows(self, rows: Sequence[Row]) -> list[Row]:
+        """The rows of this bucket's groups (the same list while ``rows`` is the same)."""
+        if self._rows[0] is not rows:
+            self._rows = rows, [rows[g] for g in self.groups]
+        return self._rows[1]
 
     def prepare(
-        self,
-        grads: list[Tensor],
-        hyper: Sequence[Hyper],
-        grad_scale: Tensor | None,
-        found_inf: Tensor | None,
+        self, grads: list[Tensor], rows: list[Row], scale: Tensor | None, inf: Tensor | None
     ) -> list[Callable[[], Any]]:
-        """Check a step (``hyper``: a row per group, a new sequence when one changed) and
-        return its launches."""
-        device = self.report.device
-        scale, inf = _on("grad_scale", grad_scale, device), _on("found_inf", found_inf, device)
-        if self._hyper[0] is not hyper:
-            self._hyper = hyper, [hyper[g] for g in self.groups]
-        rows = self._hyper[1]
-        _, maximize, decoupled = self.options
-        if self.plan is not None:
-            options = {"maximize": maximize, "decoupled_weight_decay": decoupled}
-            launches = [self.plan.prepare(grads, rows, **options, grad_scale=scale, found_inf=inf)]
-        elif not self.runs:  # traced Triton bucket
-            table = _hyper_table(rows, device)
-            args = (self.columns[0], grads, *self.columns[1:], table, self.rows, scale, inf)
-            return [functools.partial(_adam_multi_tensor, *args, *self.options)]
-        else:
-            real = _real_views(grads) if self.complex else grads
-            launches = [
-                _torch_fused_adam(cols, [real[i] for i in pos], rows[k], self.options, scale, inf)
-                for k, cols, pos in self.runs
-            ]
+        raise NotImplementedError  # every bucket is one of the subclasses below
+
+    def bump(self, grads: list[Tensor], scale: Tensor | None) -> Callable[[], None]:
         # Bumped whether or not found_inf skips the update on the device, as torch's in-place
         # ops would; the gradients are written only when they are unscaled.
-        if scale is None:
-            return [*launches, self.bump]
-        return [*launches, functools.partial(increment_version, self.written + grads)]
-
-
-def _torch_fused_adam(
-    columns: list[list[Tensor]],
-    grads: list[Tensor],
-    hyper: Hyper,
-    options: Options,
-    grad_scale: Tensor | None,
-    found_inf: Tensor | None,
-) -> Callable[[], None]:
-    """torch's functional fused Adam over real local tensors, checked now, run by the call."""
-    params = columns[0]
-    grads, copies = fitted(grads, params, [p.stride() for p in params], contiguous=False)
-    lr, beta1, beta2, eps, weight_decay = hyper
-    amsgrad, maximize, decoupled = options
-    kwargs = {"lr": lr, "beta1": beta1, "beta2": beta2, "eps": eps, "weight_decay": weight_decay}
-
-    def run() -> None:
-        torch_adam(
-            params,
-            list(grads),
-            *columns[1:],
-            fused=True,
-            grad_scale=grad_scale,
-            found_inf=found_inf,
-            amsgrad=amsgrad,
-            maximize=maximize,
-            decoupled_weight_decay=decoupled,
-            **kwargs,
+        return functools.partial(
+            increment_version, self.written if scale is None else self.written + grads
         )
-        for grad, copy in copies if grad_scale is not None else ():
-            grad.copy_(copy)  # unscaled in the copy: hand the values back
-
-    return run
 
 
-def _buckets(
-    columns: list[list[Any]],
-    groups: list[int],
-    options: list[Options],
-    trace: bool,
-    owners: list[list[Any]],
-) -> list[tuple[_Bucket, list[int] | None]]:
-    """Local tensors bucketed by device, dtype and options, each with the positions of its
-    tensors (``None``: all of them). Every backend is chosen (and may refuse) first.
-    ``owners``: ``columns`` as their owner holds them (DTensors, not their local shards)."""
-    keys: dict[tuple[Any, ...], list[int]] = {}
-    for i, p in enumerate(columns[0]):
-        keys.setdefault((p.device, p.dtype, options[i]), []).append(i)
-    backends = [_check_device(device, f"params[{i[0]}]") for (device, *_), i in keys.items()]
-    buckets = []
-    for ((_, _, opts), index), backend in zip(keys.items(), backends, strict=True):
-        sub = [[c[i] for i in index] if k != 3 or opts[0] else [] for k, c in enumerate(columns)]
-        written = [owners[0][i] for i in index]
-        bucket = _Bucket(backend, sub, [groups[i] for i in index], opts, trace, written)
-        buckets.append((bucket, None if len(index) == len(columns[0]) else index))
-    return buckets
+class _PlanBucket(_Bucket):
+    """An eager Triton bucket: its :class:`AdamPlan` built once and launched at every step
+    (``FusedAdam.step``), or found among the plans kept by address (:func:`fused_adam`)."""
+
+    def __init__(self, *args: Any, kept: bool) -> None:
+        super().__init__(*args)
+        from torchkit.kernels.adam import AdamPlan, _plan_for
+
+        if kept:
+            self.plan = AdamPlan(*self.columns, amsgrad=self.options[0], groups=self.index)
+        else:
+            self.plan = _plan_for(self.columns, self.options[0], self.index, None)
+
+    def prepare(
+        self, grads: list[Tensor], rows: list[Row], scale: Tensor | None, inf: Tensor | None
+    ) -> list[Callable[[], Any]]:
+        _, maximize, decoupled = self.options
+        real = _real_views(grads) if self.complex else grads
+        launch = self.plan.prepare(
+            real, rows, maximize=maximize, decoupled_weight_decay=decoupled, grad_scale=scale,
+            found_inf=inf,
+        )  # fmt: skip
+        return [launch, self.bump(grads, scale)]
 
 
-def _step(
-    buckets: list[tuple[_Bucket, list[int] | None]],
-    grads: list[Tensor],
-    hyper: Sequence[Hyper],
-    grad_scale: Tensor | None,
-    found_inf: Tensor | None,
-) -> list[AdamLaunch]:
-    """Check every bucket's launches, then launch them all."""
-    launches = []
-    for bucket, index in buckets:
-        part = grads if index is None else list(map(grads.__getitem__, index))
-        launches += bucket.prepare(part, hyper, grad_scale, found_inf)
-    for launch in launches:
-        launch()
-    return [bucket.report for bucket, _ in buckets]
+class _OpBucket(_Bucket):
+    """A Triton bucket that calls ``torchkit::adam_multi_tensor_``: steps traced by
+    ``torch.compile`` (the op bumps the versions of what it writes)."""
+
+    def prepare(
+        self, grads: list[Tensor], rows: list[Row], scale: Tensor | None, inf: Tensor | None
+    ) -> list[Callable[[], Any]]:
+        values = [v for row in rows for v in row]
+        slots = [k for k, v in enumerate(values) if isinstance(v, Tensor)]
+        tensors = [values[k] for k in slots]
+        floats = [0.0 if isinstance(v, Tensor) else v for v in values]
+        args = (self.columns[0], _real_views(grads), *self.columns[1:], floats, tensors, slots)
+        op = torch.ops.torchkit.adam_multi_tensor_.default
+        return [functools.partial(op, *args, self.index, scale, inf, *self.options)]
+
+
+class _TorchBucket(_Bucket):
+    """A stock bucket: torch's functional fused Adam, once per group (one set of
+    hyperparameters a call)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.parts: list[tuple[int, list[list[Tensor]], list[int]]] = []
+        for k in range(len(self.groups)):
+            pos = [i for i, row in enumerate(self.index) if row == k]
+            self.parts.append((k, [[c[i] for i in pos] if c else [] for c in self.columns], pos))
+        self.report = self.report._replace(launches=len(self.parts))
+
+    def prepare(
+        self, grads: list[Tensor], rows: list[Row], scale: Tensor | None, inf: Tensor | None
+    ) -> list[Callable[[], Any]]:
+        real = _real_views(grads) if self.complex else grads
+        runs = [
+            self._call(columns, [real[i] for i in pos], rows[k], scale, inf)
+            for k, columns, pos in self.parts
+        ]
+        return [*runs, self.bump(grads, scale)]
+
+    def _call(
+        self,
+        columns: list[list[Tensor]],
+        grads: list[Tensor],
+        row: Row,
+        scale: Tensor | None,
+        inf: Tensor | None,
+    ) -> Callable[[], None]:
+        """One call of torch's functional fused Adam, checked now, run by the call."""
+        params = columns[0]
+        strides = list(map(Tensor.stride, params))
+        grads, copies = fitted(grads, strides, all(map(Tensor.is_contiguous, params)))
+        hyper = dict(zip(("lr", "beta1", "beta2", "eps", "weight_decay"), row, strict=True))
+        amsgrad, maximize, decoupled = self.options
+
+        def run() -> None:
+            torch_adam(
+                params, list(grads), *columns[1:], fused=True, grad_scale=scale, found_inf=inf,
+                amsgrad=amsgrad, maximize=maximize, decoupled_weight_decay=decoupled, **hyper,
+            )  # fmt: skip
+            if scale is not None:  # torch unscaled the copies: hand the values back
+                for grad, copy in copies:
+                    grad.copy_(copy)
+
+        return run
+
+
+class _Update:
+    """The functional layer: tensor lists bucketed by device, dtype and options, each bucket on
+    its device's backend. :meth:`run` checks every bucket's launches, then launches them all.
+
+    Args:
+        owners: params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs (``None`` where a group has no
+            AMSGrad) and state_steps, as their owner holds them (DTensors, not local shards).
+        groups: each tensor's param group (its row of hyperparameters).
+        options: each tensor's ``(amsgrad, maximize, decoupled_weight_decay)``.
+        mode: how Triton buckets launch: ``"kept"`` (an :class:`AdamPlan` of their own,
+            ``FusedAdam.step``), ``"call"`` (the plan kept for these addresses,
+            :func:`fused_adam`) or ``"traced"`` (the operator ``torchkit::adam_multi_tensor_``,
+            under ``torch.compile``).
+    """
+
+    def __init__(
+        self, owners: list[list[Any]], groups: list[int], options: list[Options], mode: str
+    ) -> None:
+        columns = [list(map(_local, c)) if k < 4 else c for k, c in enumerate(owners)]
+        keys: dict[tuple[Any, ...], list[int]] = {}
+        for i, p in enumerate(columns[0]):
+            keys.setdefault((p.device, p.dtype, options[i]), []).append(i)
+        self.buckets: list[tuple[_Bucket, list[int] | None]] = []
+        for (device, _, opts), index in keys.items():
+            sub = [
+                [c[i] for i in index] if k != 3 or opts[0] else [] for k, c in enumerate(columns)
+            ]
+            backend = select_backend(device)
+            if backend is Backend.TORCH:
+                kind: Callable[..., _Bucket] = _TorchBucket
+            else:
+                kind = (
+                    _OpBucket
+                    if mode == "traced"
+                    else functools.partial(_PlanBucket, kept=mode == "kept")
+                )
+            bucket = kind(
+                backend,
+                sub,
+                [groups[i] for i in index],
+                opts,
+                [owners[0][i] for i in index],
+            )
+            self.buckets.append((bucket, None if len(index) == len(columns[0]) else index))
+
+    def run(
+        self,
+        grads: list[Tensor],
+        rows: Sequence[Row],
+        grad_scale: Tensor | None,
+        found_inf: Tensor | None,
+    ) -> list[AdamLaunch]:
+        """One step: ``grads`` local, one per tensor; ``rows`` per param group."""
+        launches = []
+        amp = grad_scale is not None or found_inf is not None
+        for bucket, index in self.buckets:
+            part = grads if index is None else list(map(grads.__getitem__, index))
+            scale, inf = grad_scale, found_inf
+            if amp:
+                scale, inf = _on(scale, bucket.report.device), _on(inf, bucket.report.device)
+            launches += bucket.prepare(part, bucket.rows(rows), scale, inf)
+        for launch in launches:
+            launch()
+        return [bucket.report for bucket, _ in self.buckets]
 
 
 def _check_tensors(columns: list[list[Tensor]], grads: list[Tensor], amsgrad: bool) -> None:
@@ -390,13 +512,7 @@ def _check_tensors(columns: list[list[Tensor]], grads: list[Tensor], amsgrad: bo
         if len(column) != n and name != "max_exp_avg_sqs":
             raise ValueError(f"{name} has {len(column)} entries but params has {n}")
     for i, p in enumerate(columns[0]):
-        if not (p.is_floating_point() or p.is_complex()):
-            raise TypeError(
-                f"params[{i}] has dtype {p.dtype}; Adam updates floating point "
-                "and complex parameters"
-            )
-        if grads[i].is_sparse:
-            raise RuntimeError("FusedAdam does not support sparse gradients, use SparseAdam")
+        _check_param(p, grads[i], f"params[{i}]")
         for name, t in zip(names, (grads[i], *(c[i] for c in columns[1:4] if c)), strict=False):
             if (t.shape, t.dtype, t.device) != (p.shape, p.dtype, p.device):
                 raise ValueError(
@@ -416,13 +532,9 @@ def _check_tensors(columns: list[list[Tensor]], grads: list[Tensor], amsgrad: bo
                 f"state_steps[{i}] must be a one-element float32 tensor on {p.device}, got "
                 f"{step.dtype} of shape {tuple(step.shape)} on {step.device}"
             )
-        if not is_dense(p):
-            raise ValueError(
-                f"params[{i}] is not dense (shape {tuple(p.shape)}, strides "
-                f"{p.stride()}); fused_adam updates dense parameters only"
-            )
 
 
+@torch.no_grad()
 def fused_adam(
     params: Sequence[Tensor],
     grads: Sequence[Tensor],
@@ -431,11 +543,11 @@ def fused_adam(
     max_exp_avg_sqs: Sequence[Tensor],
     state_steps: Sequence[Tensor],
     *,
-    lr: PerTensor,
-    beta1: PerTensor,
-    beta2: PerTensor,
-    eps: PerTensor,
-    weight_decay: PerTensor,
+    lr: float | Tensor,
+    beta1: float | Tensor,
+    beta2: float | Tensor,
+    eps: float | Tensor,
+    weight_decay: float | Tensor,
     amsgrad: bool,
     maximize: bool,
     decoupled_weight_decay: bool,
@@ -444,13 +556,11 @@ def fused_adam(
 ) -> list[AdamLaunch]:
     """One Adam step over lists of tensors, on the backend :func:`select_backend` picks per device.
 
-    :func:`torch.optim.adam.adam` with ``fused=True``, except that ``lr``, ``beta1``, ``beta2``,
-    ``eps`` and ``weight_decay`` may each be one value or a sequence with one value per tensor,
-    so that several param groups share a Triton launch (one per device and dtype; torch's
-    fused Adam is called once per distinct set of hyperparameters). DTensors update through
-    their local shards, complex tensors as their real and imaginary parts. Everything is
-    checked before anything is written, so an error changes nothing (``torch.compile`` skips
-    the checks, as torch's optimizers do).
+    :func:`torch.optim.adam.adam` with ``fused=True`` (one launch per device and dtype), on
+    FusedAdam's functional layer. DTensors update through their local shards, complex tensors
+    as their real and imaginary parts. Everything is checked before anything is written, so
+    an error changes nothing. The Triton launch keeps its tables by the tensors' addresses:
+    calling this at every step over the same tensors builds them once.
 
     Args:
         params: dense parameters (floating point or complex), any memory format.
@@ -461,11 +571,11 @@ def fused_adam(
         max_exp_avg_sqs: running maxima of the second moments (``amsgrad``), else empty.
         state_steps: one-element float32 tensors on the parameters' devices, the steps taken;
             incremented on the device unless ``found_inf`` is set.
-        lr: learning rate(s): floats, or one-element tensors read on the device.
-        beta1: first-moment decay(s).
-        beta2: second-moment decay(s).
-        eps: denominator term(s).
-        weight_decay: L2 penalty (Adam) or decoupled decay (AdamW) coefficient(s).
+        lr: learning rate: a float, or a one-element tensor read on the device.
+        beta1: first-moment decay (float or one-element tensor, as the others).
+        beta2: second-moment decay.
+        eps: denominator term.
+        weight_decay: L2 penalty (Adam) or decoupled decay (AdamW) coefficient.
         amsgrad: use the running maximum of the second moment.
         maximize: maximise the objective.
         decoupled_weight_decay: AdamW's decay ``p -= lr * weight_decay * p``.
@@ -496,126 +606,31 @@ def fused_adam(
         >>> p, step
         (tensor([0.9000, 0.9000, 0.9000]), tensor(1.))
     """
+    names = ("lr", "beta1", "beta2", "eps", "weight_decay")
+    row = _row((lr, beta1, beta2, eps, weight_decay), names, "", read=False)
     n = len(params)
     owners = [list(c) for c in (params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps)]
-    columns = [list(map(_local, c)) for c in owners[:4]] + [owners[4]]
     grads = list(map(_local, grads))
-    names = ("lr", "beta1", "beta2", "eps", "weight_decay")
-    per_tensor = []
-    for name, value in zip(names, (lr, beta1, beta2, eps, weight_decay), strict=True):
-        if isinstance(value, (Tensor, numbers.Real)):
-            value = [value] * n
-        per_tensor.append([_real(f"{name}[{i}]", v) for i, v in enumerate(value)])
-        if len(per_tensor[-1]) != n:
-            raise ValueError(f"{name} has {len(per_tensor[-1])} values for {n} parameters")
-    slots: dict[Hyper, int] = {}  # distinct hyperparameters: tensors hash by identity
-    groups = [slots.setdefault(row, len(slots)) for row in zip(*per_tensor, strict=True)]
-    trace = torch.compiler.is_compiling()
-    if not trace:
-        _check_tensors(columns, grads, amsgrad)
-        for row in slots:
-            _checked(row, names, "", read=False)
+    _check_tensors([list(map(_local, c)) for c in owners], grads, amsgrad)
+    _check_amp("grad_scale", grad_scale)
+    _check_amp("found_inf", found_inf)
+    if not amsgrad:
+        owners[3] = [None] * n
     options = [(amsgrad, maximize, decoupled_weight_decay)] * n
-    buckets = _buckets(columns, groups, options, trace, owners)
-    return _step(buckets, grads, list(slots), grad_scale, found_inf)
+    mode = "traced" if torch.compiler.is_compiling() else "call"
+    return _Update(owners, [0] * n, options, mode).run(grads, [row], grad_scale, found_inf)
 
 
 # --------------------------------------------------------------------------------------------
 # The optimizers
 
 
-class _Steps:
-    """``FusedAdam.step``'s buckets, kept while the groups have the same parameters, the same of
-    them have gradients, and no parameter's storage, option or backend changed and no state was
-    loaded. A step then reads the gradients and the parameters' addresses; the backends check
-    the gradients' layouts and write what changed."""
-
-    def __init__(self, opt: FusedAdam, grads: list[list[Tensor | None]], trace: bool) -> None:
-        if not trace and torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
-            raise RuntimeError(
-                "FusedAdam builds its launch tables at the first step and when the parameters "
-                "change: take a step before capturing a CUDA graph"
-            )
-        self.hyper = _check_groups(opt, grads)  # before any state is created
-        self.raw = list(map(_raw, opt.param_groups))
-        columns: list[list[Any]] = [[], [], [], [], []]
-        owners: list[list[Any]] = [[], [], [], [], []]
-        groups, options, self.keys = [], [], []
-        for g, group in enumerate(opt.param_groups):
-            found: tuple[list[Tensor], ...] = ([], [], [], [], [], [])
-            opt._init_group(group, *found)
-            n = len(found[0])
-            found[4][:] = found[4] if group["amsgrad"] else [None] * n
-            for column, owned, values in zip(columns, owners, (found[0], *found[2:]), strict=True):
-                column += map(_local, values)
-                owned += values
-            groups += [g] * n
-            options += [(group["amsgrad"], group["maximize"], group["decoupled_weight_decay"])] * n
-            kept = [i for i, grad in enumerate(grads[g]) if grad is not None]
-            every = len(kept) == len(group["params"])
-            self.keys.append((group["params"], len(group["params"]), None if every else kept))
-        self.options = list(map(_options, opt.param_groups))
-        self.state, self.n_state = opt.state, len(opt.state)
-        self.plain = [p for p in owners[0] if type(p) in _PLAIN]
-        self.addresses = list(map(Tensor.data_ptr, self.plain))
-        self.local = len(self.plain) != len(owners[0])
-        self.buckets = _buckets(columns, groups, options, trace, owners)
-
-    def gradients(self, opt: FusedAdam, grads: list[list[Tensor | None]]) -> list[Tensor] | None:
-        """The step's gradients in bucket order if the buckets still describe ``opt``."""
-        if opt.state is not self.state or len(opt.state) != self.n_state:
-            return None
-        if len(grads) != len(self.keys) or list(map(_options, opt.param_groups)) != self.options:
-            return None
-        flat: list[Tensor] = []
-        for group, group_grads, (params, n, kept) in zip(
-            opt.param_groups, grads, self.keys, strict=True
-        ):
-            if group["params"] is not params or len(params) != n:
-                return None
-            if any(map(operator.is_, group_grads, _NONE)):
-                if kept != [i for i, grad in enumerate(group_grads) if grad is not None]:
-                    return None
-                group_grads = [group_grads[i] for i in kept]
-            elif kept is not None:
-                return None
-            flat += group_grads
-        if list(map(Tensor.data_ptr, self.plain)) != self.addresses:
-            return None  # a parameter's .data was replaced (model.to(memory_format=...), say)
-        for bucket, _ in self.buckets:
-            if select_backend(bucket.report.device) is not bucket.report.backend:
-                return None
-        return list(map(_local, flat)) if self.local else flat
-
-    def run(self, opt: FusedAdam, grads: list[Tensor]) -> list[AdamLaunch]:
-        """One step; hyperparameters a scheduler changed are checked and taken over first."""
-        raw = list(map(_raw, opt.param_groups))
-        if not all(map(_same, raw, self.raw)):
-            where = " (param group {})".format
-            hyper = [
-                self.hyper[g] if _same(r, self.raw[g]) else _group_hyper(group, where(g))
-                for g, (group, r) in enumerate(zip(opt.param_groups, raw, strict=True))
-            ]
-            self.hyper, self.raw = hyper, raw  # a new list: the buckets see the change
-        scale, inf = getattr(opt, "grad_scale", None), getattr(opt, "found_inf", None)
-        return _step(self.buckets, grads, self.hyper, scale, inf)
-
-
-def _raw(group: dict[str, Any]) -> tuple[Any, ...]:
-    """The hyperparameters a step compares with the last step's."""
-    return group["lr"], group["betas"], group["eps"], group["weight_decay"]
-
-
-def _options(group: dict[str, Any]) -> tuple[Any, ...]:
-    """The options whose change rebuilds the buckets."""
-    return (
-        group["amsgrad"],
-        group["maximize"],
-        group["decoupled_weight_decay"],
-        group["differentiable"],
-        group["foreach"],
-        group["fused"],
-    )
+# The options whose change rebuilds the step cache, and the hyperparameters a step compares
+# with the last step's.
+_options = operator.itemgetter(
+    "amsgrad", "maximize", "decoupled_weight_decay", "differentiable", "foreach", "fused"
+)
+_raw = operator.itemgetter("lr", "betas", "eps", "weight_decay")
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -625,29 +640,151 @@ def _same(a: Any, b: Any) -> bool:
     return type(a) is tuple and type(b) is tuple and len(a) == len(b) and all(map(_same, a, b))
 
 
-def _check_groups(opt: FusedAdam, grads: list[list[Tensor | None]]) -> list[Hyper]:
-    """Every check a step can fail, made before it changes anything; each group's hyperparams."""
-    hyper = []
+def _gather(opt: FusedAdam) -> tuple[list[list[Any]], list[int], list[Options]]:
+    """Every group's tensors with gradients and their state (created on first use), as
+    ``_Update`` takes them."""
+    owners: list[list[Any]] = [[], [], [], [], []]
+    groups: list[int] = []
+    options: list[Options] = []
+    for g, group in enumerate(opt.param_groups):
+        found: tuple[list[Tensor], ...] = ([], [], [], [], [], [])
+        opt._init_group(group, *found)
+        n = len(found[0])
+        if not group["amsgrad"]:
+            found[4][:] = [None] * n
+        for owned, values in zip(owners, (found[0], *found[2:]), strict=True):
+            owned += values
+        groups += [g] * n
+        options += [(group["amsgrad"], group["maximize"], group["decoupled_weight_decay"])] * n
+    return owners, groups, options
+
+
+class _StepCache:
+    """What ``FusedAdam.step`` keeps between steps: the :class:`_Update` (its launch tables) and
+    what it was built from. :meth:`gradients` checks at each step, by identity and address,
+    that the optimizer still holds the same parameters (and storages), the same of them have
+    gradients, the same state dicts and state tensors, options and backends; any change builds
+    a new cache (after every check a step can fail, before any state is created)."""
+
+    def __init__(self, opt: FusedAdam) -> None:
+        if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError(
+                "FusedAdam builds its launch tables at the first step and when the parameters "
+                "change: take a step before capturing a CUDA graph"
+            )
+        grads = [list(map(_grad, group["params"])) for group in opt.param_groups]
+        self.rows = _check_groups(opt, grads)  # every check a step can fail, before any write
+        self.raw = list(map(_raw, opt.param_groups))
+        owners, groups, options = _gather(opt)
+        self.update = _Update(owners, groups, options, "kept")
+        self.groups = [(group["params"], len(group["params"])) for group in opt.param_groups]
+        self.options = list(map(_options, opt.param_groups))
+        self.params = owners[0]  # those with gradients, in the update's order
+        everything = [p for group in opt.param_groups for p in group["params"]]
+        self.idle = [
+            p for p, g in zip(everything, itertools.chain(*grads), strict=True) if g is None
+        ]
+        self.state = opt.state
+        self.dicts = list(opt.state.values())
+        stepped = [opt.state[p] for p in self.params]
+        self.entries = []  # (key, its tensors, their state dicts)
+        for key, column in zip(_STATE, owners[1:], strict=True):
+            kept = [i for i, t in enumerate(column) if t is not None]  # AMSGrad's where it runs
+            if kept:
+                dicts = [stepped[i] for i in kept]
+                self.entries.append((operator.itemgetter(key), [column[i] for i in kept], dicts))
+        self.local = any(type(p) not in _PLAIN for p in self.params)
+        self.addresses = self._addresses()
+
+    def _addresses(self) -> list[int]:
+        """The parameters' storage addresses (of their local shards; 0 for a wrapper subclass
+        without storage of its own, which only torch's kernel can update, through it)."""
+        if not self.local:
+            return list(map(Tensor.data_ptr, self.params))
+        return [_address(_local(p)) for p in self.params]
+
+    def gradients(self, opt: FusedAdam) -> list[Tensor] | None:
+        """The step's gradients (local, in the update's order) if the cache still describes
+        ``opt``, else ``None``."""
+        groups = opt.param_groups
+        if len(groups) != len(self.groups) or list(map(_options, groups)) != self.options:
+            return None
+        for group, (params, n) in zip(groups, self.groups, strict=True):
+            if group["params"] is not params or len(params) != n:
+                return None
+        grads = list(map(_grad, self.params))
+        if any(map(operator.is_, grads, _NONE)) or not all(
+            map(operator.is_, map(_grad, self.idle), _NONE)
+        ):
+            return None  # another set of parameters has gradients
+        state = opt.state
+        if state is not self.state or len(state) != len(self.dicts):
+            return None
+        if not all(map(operator.is_, state.values(), self.dicts)):
+            return None  # opt.state[p] = {...}
+        try:  # state[p]["exp_avg"] = ..., an offload round trip, a step counter reset
+            for get, column, dicts in self.entries:
+                if not all(map(operator.is_, map(get, dicts), column)):
+                    return None
+        except KeyError:
+            return None
+        if self._addresses() != self.addresses:
+            return None  # a parameter's .data was replaced (model.to(memory_format=...), say)
+        for bucket, _ in self.update.buckets:
+            if select_backend(bucket.report.device) is not bucket.report.backend:
+                return None
+        return list(map(_local, grads)) if self.local else grads
+
+    def run(
+        self, opt: FusedAdam, grads: list[Tensor], scale: Tensor | None, inf: Tensor | None
+    ) -> list[AdamLaunch]:
+        """One step; hyperparameters a scheduler changed are checked and taken over first."""
+        raw = list(map(_raw, opt.param_groups))
+        if not all(map(_same, raw, self.raw)):
+            where = " (param group {})".format
+            rows = [
+                self.rows[g] if _same(r, self.raw[g]) else _group_row(group, where(g))
+                for g, (group, r) in enumerate(zip(opt.param_groups, raw, strict=True))
+            ]
+            self.rows, self.raw = rows, raw  # a new list: the buckets see the change
+        return self.update.run(grads, self.rows, scale, inf)
+
+
+def _check_groups(opt: FusedAdam, grads: list[list[Tensor | None]]) -> list[Row]:
+    """Every check a step can fail, made before it changes anything; each group's row."""
+    rows = []
     for g, (group, group_grads) in enumerate(zip(opt.param_groups, grads, strict=True)):
         # foreach/fused in a group loaded from torch name its implementation: kept, not run.
         _check_options({"differentiable": group["differentiable"]}, f" (param group {g})")
-        hyper.append(_group_hyper(group, f" (param group {g})"))
+        rows.append(_group_row(group, f" (param group {g})"))
         for i, (p, grad) in enumerate(zip(group["params"], group_grads, strict=True)):
-            name = f"param_groups[{g}]['params'][{i}]"
-            if grad is not None and grad.is_sparse:
-                raise RuntimeError(
-                    f"{name} has a sparse gradient: FusedAdam does not support sparse "
-                    "gradients, please consider SparseAdam"
-                )
             if grad is not None:
-                local = _local(p)
-                _check_device(local.device, name)
-                if not is_dense(local):
-                    raise ValueError(
-                        f"{name} is not dense (shape {tuple(p.shape)}, strides "
-                        f"{local.stride()}); FusedAdam updates dense parameters only"
-                    )
-    return hyper
+                _check_param(p, grad, f"param_groups[{g}]['params'][{i}]")
+    return rows
+
+
+def _with_step_hooks(step: Callable[..., Any]) -> Callable[..., Any]:
+    """``step`` behind torch's step wrapper (profiler range, pre- and post-hooks) when a hook,
+    the profiler or ``torch.compile`` needs it, else called directly."""
+    from torch.optim import optimizer
+
+    hooked = Optimizer.profile_hook_step(step)
+
+    @functools.wraps(step)
+    def wrapper(self: FusedAdam, *args: Any, **kwargs: Any) -> Any:
+        if (
+            torch.compiler.is_compiling()  # first: dynamo cannot trace the profiler's flag
+            or self._optimizer_step_pre_hooks
+            or self._optimizer_step_post_hooks
+            or optimizer._global_optimizer_pre_hooks
+            or optimizer._global_optimizer_post_hooks
+            or torch.autograd._profiler_enabled()
+        ):
+            return hooked(self, *args, **kwargs)
+        return step(self, *args, **kwargs)
+
+    wrapper.hooked = True  # type: ignore[attr-defined]  # Optimizer.__init__ wraps no further
+    return wrapper
 
 
 class FusedAdam(torch.optim.Adam):
@@ -665,6 +802,14 @@ class FusedAdam(torch.optim.Adam):
     graph, whatever ``capturable`` says (kept for the state_dict); ``torch.compile`` traces it.
     Any dense parameter layout works: gradients and moments in another layout are copied into
     the parameter's.
+
+    ``load_state_dict`` loads a ``torch.optim.Adam`` or FusedAdam ``state_dict``, all of it or
+    nothing: in addition to torch's checks every moment must have its parameter's shape, dtype
+    and device and every ``step`` one element (else a ``ValueError`` names the parameter and
+    nothing is loaded); moments saved in another layout are copied into their parameter's,
+    and ``step`` counters move to their parameter's device as float32. ``state_dict`` says
+    ``fused=True`` for the groups torch's fused Adam can run (floating-point parameters on its
+    devices, no implementation named), so that torch resumes a FusedAdam checkpoint fused.
 
     Args:
         params: iterable of parameters or of param-group dicts.
@@ -694,6 +839,17 @@ class FusedAdam(torch.optim.Adam):
         >>> opt.step()
         >>> sorted(opt.state[model.weight])
         ['exp_avg', 'exp_avg_sq', 'step']
+        >>> saved = FusedAdam([torch.nn.Parameter(torch.ones(2, 3))]).state_dict()
+        >>> saved["state"] = {0: {"step": torch.tensor(1.0), "exp_avg": torch.zeros(3, 2),
+        ...                       "exp_avg_sq": torch.zeros(3, 2)}}
+        >>> opt = FusedAdam([torch.nn.Parameter(torch.ones(2, 3))])
+        >>> try:
+        ...     opt.load_state_dict(saved)
+        ... except ValueError as error:
+        ...     print(error)
+        state of parameter 0 (param group 0): 'exp_avg' has shape (3, 2), the parameter (2, 3)
+        >>> len(opt.state)
+        0
     """
 
     # GradScaler hands grad_scale/found_inf to step() instead of unscaling and checking itself.
@@ -716,11 +872,9 @@ class FusedAdam(torch.optim.Adam):
         fused: bool | None = None,
     ) -> None:
         _check_options({"foreach": foreach, "fused": fused, "differentiable": differentiable}, "")
-        _group_hyper(
-            {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay}, read=True
-        )
+        _group_row({"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay}, read=True)
         self.last_launches: list[AdamLaunch] = []
-        self._steps: _Steps | None = None
+        self._cache: _StepCache | None = None
         # torch.optim.Adam.__init__ by name: FusedAdamW's MRO must not reach torch's AdamW.
         torch.optim.Adam.__init__(
             self,
@@ -756,37 +910,14 @@ class FusedAdam(torch.optim.Adam):
         backends = {launch.backend for launch in self.last_launches}
         return backends.pop() if len(backends) == 1 else None
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a ``torch.optim.Adam`` or FusedAdam ``state_dict``, all of it or nothing.
-
-        As :meth:`torch.optim.Optimizer.load_state_dict`; in addition every moment must have its
-        parameter's shape and every ``step`` one element (else a ``ValueError`` names the
-        parameter and nothing is loaded), moments saved in another layout are copied into their
-        parameter's, and ``step`` counters move to their parameter's device as float32.
-
-        Args:
-            state_dict: the optimizer state, as returned by ``state_dict()``.
-
-        Raises:
-            ValueError: the param groups or their sizes differ (as in torch), or a state
-                tensor does not fit its parameter.
-
-        Example:
-            >>> saved = FusedAdam([torch.nn.Parameter(torch.ones(2, 3))]).state_dict()
-            >>> saved["state"] = {0: {"step": torch.tensor(1.0), "exp_avg": torch.zeros(3, 2),
-            ...                       "exp_avg_sq": torch.zeros(3, 2)}}
-            >>> opt = FusedAdam([torch.nn.Parameter(torch.ones(2, 3))])
-            >>> try:
-            ...     opt.load_state_dict(saved)
-            ... except ValueError as error:
-            ...     print(error)
-            state of parameter 0 (param group 0): 'exp_avg' has shape (3, 2), the parameter (2, 3)
-            >>> len(opt.state)
-            0
-        """
-        # The checks run in __setstate__, where torch's load_state_dict hands over the new
-        # state after its pre-hooks and casts and before anything of it is installed.
-        super().load_state_dict(state_dict)
+    def state_dict(self) -> dict[str, Any]:
+        """torch's ``state_dict``, with ``fused=True`` in the groups torch's fused Adam can run
+        (see the class docstring)."""
+        saved = super().state_dict()
+        for packed, group in zip(saved["param_groups"], self.param_groups, strict=True):
+            if packed["fused"] is None and not packed["foreach"] and _torch_fuses(group):
+                packed["fused"] = True  # torch resumes with its fused Adam, as this ran
+        return saved
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Optimizer.load_state_dict, copy.deepcopy and unpickling install the state through
@@ -833,7 +964,7 @@ class FusedAdam(torch.optim.Adam):
                     torch.float32,
                 ):
                     entries["step"] = step.to(device, torch.float32)
-        self._steps = None
+        self._cache = None
         self.__dict__.setdefault("last_launches", [])
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -852,9 +983,8 @@ class FusedAdam(torch.optim.Adam):
             group = {**self.defaults, **param_group}
             where = f" (param group {len(self.param_groups)})"
             _check_options(group, where)
-            _group_hyper(group, where, read=True)
+            _group_row(group, where, read=True)
         super().add_param_group(param_group)
-        self._steps = None
 
     def _init_group(
         self,
@@ -899,7 +1029,7 @@ class FusedAdam(torch.optim.Adam):
             state_steps.append(state["step"])
         return has_complex
 
-    @torch.no_grad()
+    @_with_step_hooks
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """One optimization step over all param groups; a step that raises changes nothing.
 
@@ -910,8 +1040,10 @@ class FusedAdam(torch.optim.Adam):
             The closure's loss, or ``None``.
 
         Raises:
-            ValueError: a group with an unsupported option or invalid hyperparameter, or a
-                parameter that is not dense.
+            ValueError: a group with an unsupported option or invalid hyperparameter, a
+                parameter that is not dense, or a ``grad_scale``/``found_inf`` that is not a
+                one-element tensor.
+            TypeError: a parameter of a dtype Adam does not update (integer, float8).
             RuntimeError: sparse gradients, a device no backend runs on, or a backend pinned
                 with :func:`torchkit.force_backend` that cannot run on the parameters' device.
         """
@@ -919,23 +1051,55 @@ class FusedAdam(torch.optim.Adam):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        if torch.compiler.is_compiling():  # nothing kept from one call to the next
-            grads = [[p.grad for p in group["params"]] for group in self.param_groups]
-            steps = _Steps(self, grads, trace=True)
-            flat = [grad for group_grads in grads for grad in group_grads if grad is not None]
-            # In place: torch.compile drops attribute assignments on optimizers (torch 2.13).
-            self.last_launches[:] = steps.run(self, flat)
-            return loss
-        grads = [list(map(_grad, group["params"])) for group in self.param_groups]
-        steps = self._steps
-        flat = None if steps is None else steps.gradients(self, grads)
-        if flat is None:  # (re)build: every check first, then the state and the tables
-            self._steps = None
-            steps = self._steps = _Steps(self, grads, trace=False)
-            flat = steps.gradients(self, grads)
-            assert flat is not None, "new buckets must describe the optimizer"
-        self.last_launches[:] = steps.run(self, flat)
+        scale = _check_amp("grad_scale", getattr(self, "grad_scale", None))
+        inf = _check_amp("found_inf", getattr(self, "found_inf", None))
+        if not torch.compiler.is_compiling():
+            launches = self._kept_step(scale, inf)
+        elif all(select_backend(_local(p).device) is not Backend.TORCH for p in _stepped(self)):
+            launches = self._traced_step(scale, inf)
+        else:  # torch's fused Adam runs outside the graph, as in torch's own Adam(fused=True)
+            launches = _kept_step_eagerly(self, scale, inf)
+        # In place: torch.compile drops attribute assignments on optimizers (torch 2.13).
+        self.last_launches[:] = launches
         return loss
+
+    @torch.no_grad()
+    def _kept_step(self, scale: Tensor | None, inf: Tensor | None) -> list[AdamLaunch]:
+        """A step through the kept :class:`_StepCache`, rebuilt when it no longer applies."""
+        cache = self._cache
+        grads = None if cache is None else cache.gradients(self)
+        if grads is None:  # (re)build: every check first, then the state and the tables
+            self._cache = None
+            cache = self._cache = _StepCache(self)
+            grads = cache.gradients(self)
+            assert grads is not None, "a new step cache must describe the optimizer"
+        return cache.run(self, grads, scale, inf)
+
+    @torch.no_grad()
+    def _traced_step(self, scale: Tensor | None, inf: Tensor | None) -> list[AdamLaunch]:
+        """A step as ``torch.compile`` traces it: nothing kept, each launch the operator
+        ``torchkit::adam_multi_tensor_``."""
+        owners, groups, options = _gather(self)
+        rows = [(g["lr"], *g["betas"], g["eps"], g["weight_decay"]) for g in self.param_groups]
+        grads = [_local(p.grad) for p in owners[0]]
+        return _Update(owners, groups, options, "traced").run(grads, rows, scale, inf)
+
+
+def _stepped(opt: FusedAdam) -> list[Tensor]:
+    """The parameters a step updates: those with gradients."""
+    return [p for group in opt.param_groups for p in group["params"] if p.grad is not None]
+
+
+# The step run eagerly from a torch.compile'd caller: one graph break, then the kept step.
+_kept_step_eagerly = torch.compiler.disable(FusedAdam._kept_step)
+
+
+def _torch_fuses(group: dict[str, Any]) -> bool:
+    """Whether torch's ``Adam(fused=True)`` can run ``group``'s parameters."""
+    from torch.optim.optimizer import _get_fused_kernels_supported_devices
+
+    devices = _get_fused_kernels_supported_devices()
+    return all(p.is_floating_point() and _local(p).device.type in devices for p in group["params"])
 
 
 class FusedAdamW(FusedAdam):
