@@ -15,7 +15,9 @@ into ``ChainedScheduler``, ``SequentialLR`` and any training loop written for to
   but chainable;
 * :class:`NoamLR` - the inverse-square-root schedule of "Attention Is All You Need";
 * :class:`ReduceLROnPlateau` - torch's, checked and resumable, whose cuts multiply what the
-  schedulers above set; :class:`ChainedScheduler` - torch's, passing the metric to it;
+  schedulers above set; :class:`GreedyLR` - transformers', which also raises the lr while
+  the metric improves, composing the same way; :class:`ChainedScheduler` - torch's, passing
+  the metric to them;
 * :func:`get_scheduler` - transformers' factory, by name, returning the classes above;
 * :func:`preview` and :func:`plot_schedule` - the lrs (and momenta) a scheduler will
   produce, without touching its optimizer.
@@ -99,6 +101,7 @@ __all__ = [
     "SCHEDULER_NAMES",
     "ChainedScheduler",
     "CosineRestartsLR",
+    "GreedyLR",
     "NoamLR",
     "OneCycleLR",
     "ReduceLROnPlateau",
@@ -1404,9 +1407,217 @@ class ReduceLROnPlateau(_CheckedState, _TorchReduceLROnPlateau):
         )
 
 
+def _improves(
+    current: float, best: float, mode: str, threshold_mode: str, threshold: float
+) -> bool:
+    """Is ``current`` better than ``best`` by more than ``threshold`` (torch's plateau rule)?"""
+    if mode == "min":
+        bar = best * (1.0 - threshold) if threshold_mode == "rel" else best - threshold
+        return current < bar
+    bar = best * (1.0 + threshold) if threshold_mode == "rel" else best + threshold
+    return current > bar
+
+
+class GreedyLR(_CheckedState, LRScheduler):
+    """transformers' ``GreedyLR``: raises the lr while the metric improves, lowers it on a plateau.
+
+    Each ``step(metrics)`` compares the metric (or its running mean over the last
+    ``window_size`` values, with ``smooth=True``) with the best one so far, as
+    :class:`ReduceLROnPlateau` does. After ``patience + 1`` improvements in a row every group's
+    lr becomes ``min(lr / factor, max_lr)``, and the next ``warmup`` steps are not counted;
+    after ``patience + 1`` steps in a row without improvement it becomes
+    ``max(lr * factor, min_lr)``, and the next ``cooldown`` steps are not counted. A change
+    of no more than ``eps`` is skipped. When a decrease finds every group at its ``min_lr``
+    for the ``reset_start``-th time (an increase restarts that count), the scheduler resets:
+    it undoes its own changes to the lr and forgets the best metric, the counters and the
+    window. The decisions, lrs and reset are transformers' for any metric sequence.
+
+    Like :class:`ReduceLROnPlateau`, a change multiplies whatever lr the group holds, so
+    stepped after a torchkit scheduler (``warmup.step(); greedy.step(loss)``, or both in a
+    :class:`ChainedScheduler`) it acts as a factor on that schedule; ``min_lr`` and
+    ``max_lr`` bound the changes, not the schedule. Its reset divides out the changes it
+    made: alone, that is the lr it found when built (transformers' reset, to rounding).
+
+    Where it differs from transformers, on purpose: arguments are checked (``ValueError``
+    naming the argument), including a base lr outside ``[min_lr, max_lr]`` (transformers
+    accepts it, and its decreases, or increases, then do nothing: its default
+    ``min_lr=1e-3`` is above most fine-tuning lrs); ``step()`` takes no ``epoch`` and there
+    is no ``verbose`` (torch dropped both from its schedulers); the ``state_dict`` is
+    torchkit's (plain data, class name, exact resume).
+
+    Args:
+        optimizer: Wrapped optimizer.
+        mode: ``"min"`` (default; a loss) or ``"max"`` (an accuracy).
+        factor: The change: ``lr * factor`` down, ``lr / factor`` up, in ``(0, 1)``.
+            Default: 0.95.
+        patience: Steps in a row tolerated before a change, an integer >= 0 (the change
+            comes on the ``patience + 1``-th). Default: 10.
+        threshold: What counts as an improvement over the best value, >= 0. Default: 1e-6.
+        threshold_mode: ``"abs"`` (default) or ``"rel"``.
+        cooldown: Steps after a decrease that are not counted, an integer >= 0. Default: 0.
+        warmup: Steps after an increase that are not counted, an integer >= 0 (it does not
+            warm the lr up: chain a :class:`WarmupDecayLR` for that). Default: 0.
+        min_lr: Lower bound of the decreases, one value or one per param group, >= 0.
+            Default: 1e-3.
+        max_lr: Upper bound of the increases, one value or one per param group, at least
+            the group's base lr. Default: 1.0.
+        eps: A change of no more than ``eps`` is skipped, >= 0. Default: 1e-8.
+        smooth: Compare the running mean of the last ``window_size`` metrics instead of the
+            metric. Default: False.
+        window_size: Length of that window, an integer >= 1. Default: 50.
+        reset_start: Decreases that find every group at ``min_lr`` before the reset, an
+            integer >= 1 (they are decisions, ``patience + 1 + cooldown`` steps apart at
+            least, not steps). Default: 500.
+
+    Example:
+        >>> import torch
+        >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+        >>> greedy = GreedyLR(opt, factor=0.5, patience=1, min_lr=0.05, max_lr=0.4)
+        >>> lrs = []
+        >>> for loss in [4.0, 3.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0]:
+        ...     greedy.step(loss)
+        ...     lrs.append(opt.param_groups[0]["lr"])
+        >>> lrs  # up after 2 improvements in a row (to max_lr), down after 2 steps without
+        [0.1, 0.2, 0.2, 0.4, 0.4, 0.2, 0.2, 0.1]
+    """
+
+    _per_group_state = ("_last_lr", "min_lrs", "max_lrs", "_scales")
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        mode: str = "min",
+        factor: float = 0.95,
+        patience: int = 10,
+        threshold: float = 1e-6,
+        threshold_mode: str = "abs",
+        cooldown: int = 0,
+        warmup: int = 0,
+        min_lr: float | Sequence[float] = 1e-3,
+        max_lr: float | Sequence[float] = 1.0,
+        eps: float = 1e-8,
+        smooth: bool = False,
+        window_size: int = 50,
+        reset_start: int = 500,
+    ) -> None:
+        _check_optimizer(optimizer)
+        self.mode = _choice("mode", mode, ("min", "max"))
+        self.threshold_mode = _choice("threshold_mode", threshold_mode, ("abs", "rel"))
+        self.factor = _check_rate("factor", factor)
+        self.patience = _check_int("patience", patience, 0)
+        self.cooldown = _check_int("cooldown", cooldown, 0)
+        self.warmup = _check_int("warmup", warmup, 0)
+        self.window_size = _check_count("window_size", window_size)
+        self.reset_start = _check_count("reset_start", reset_start)
+        if not isinstance(smooth, bool):
+            raise TypeError(f"smooth must be a bool, got {type(smooth).__name__}")
+        self.smooth = smooth
+        for name, value in (("threshold", threshold), ("eps", eps)):
+            if _as_float(name, value) < 0.0:
+                raise ValueError(f"{name} must be >= 0, got {value!r}")
+        self.threshold, self.eps = float(threshold), float(eps)
+        self.min_lrs = _per_group("min_lr", min_lr, optimizer)
+        self.max_lrs = _per_group("max_lr", max_lr, optimizer)
+        for i, group in enumerate(optimizer.param_groups):
+            base = float(group.get("initial_lr", group["lr"]))
+            low, high = self.min_lrs[i], self.max_lrs[i]
+            if not 0.0 <= low <= base <= high:
+                raise ValueError(
+                    f"param group {i} needs 0 <= min_lr <= its base lr <= max_lr, got "
+                    f"min_lr={low!r}, base lr {base!r}, max_lr={high!r} (pass min_lr and "
+                    "max_lr around the optimizer's lr)"
+                )
+        self.optimizer = optimizer
+        self.last_epoch = 0
+        self._last_lr = _group_lrs(optimizer)
+        # What the changes made so far multiplied each group's lr by (the reset divides it out).
+        self._scales = [1.0] * len(optimizer.param_groups)
+        self._restart()
+
+    def _restart(self) -> None:
+        """Forget the best metric, the counters and the smoothing window."""
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.num_bad_epochs = 0
+        self.num_good_epochs = 0
+        self.cooldown_counter = 0
+        self.warmup_counter = 0
+        self.resets_in = self.reset_start
+        self._window: list[float] = []
+        self._window_sum = 0.0
+
+    def step(self, metrics: float | torch.Tensor) -> None:  # type: ignore[override]
+        """Take the metric of this step (a number or a one-element tensor) and adjust the lr.
+
+        Args:
+            metrics: The monitored value (validation loss, accuracy, ...).
+        """
+        current = float(metrics.item() if isinstance(metrics, torch.Tensor) else metrics)
+        if self.smooth:  # transformers' running sum, for its floats
+            self._window.append(current)
+            self._window_sum += current
+            if len(self._window) > self.window_size:
+                self._window_sum -= self._window.pop(0)
+            current = self._window_sum / len(self._window)
+        self.last_epoch += 1
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.num_bad_epochs = self.num_good_epochs = 0
+        elif self.warmup_counter > 0:
+            self.warmup_counter -= 1
+            self.num_bad_epochs = self.num_good_epochs = 0
+        else:
+            if _improves(current, self.best, self.mode, self.threshold_mode, self.threshold):
+                self.best = current
+                self.num_bad_epochs = 0
+                self.num_good_epochs += 1
+            else:
+                self.num_bad_epochs += 1
+                self.num_good_epochs = 0
+            if self.num_good_epochs > self.patience:
+                self._change(self.max_lrs, up=True)
+                self.resets_in = self.reset_start
+                self.warmup_counter = self.warmup
+                self.num_good_epochs = 0
+            elif self.num_bad_epochs > self.patience:
+                at_floor = self._change(self.min_lrs, up=False)
+                if at_floor:
+                    self.resets_in -= 1
+                    if self.resets_in <= 0:
+                        self._reset()
+                # After a reset too, as transformers does.
+                self.cooldown_counter = self.cooldown
+                self.num_bad_epochs = 0
+        self._last_lr = _group_lrs(self.optimizer)
+
+    def _change(self, bounds: list[float], up: bool) -> bool:
+        """Move every group's lr one factor up or down within ``bounds``; are all groups then
+        at their bound?"""
+        at_bound = True
+        for i, group in enumerate(self.optimizer.param_groups):
+            old = float(group["lr"])
+            if up:
+                new = min(old / self.factor, bounds[i])
+                moves = new - old > self.eps
+            else:
+                new = max(old * self.factor, bounds[i])
+                moves = old - new > self.eps
+            if moves:
+                _set_group_value(group, "lr", new)
+                self._scales[i] *= new / old
+            now = float(group["lr"])
+            at_bound = at_bound and (now >= bounds[i] if up else now <= bounds[i])
+        return at_bound
+
+    def _reset(self) -> None:
+        for i, group in enumerate(self.optimizer.param_groups):
+            _set_group_value(group, "lr", float(group["lr"]) / self._scales[i])
+            self._scales[i] = 1.0
+        self._restart()
+
+
 def _takes_metrics(scheduler: object) -> bool:
-    """Does ``scheduler.step`` want a metric (a plateau, or a chain holding one)?"""
-    if isinstance(scheduler, _TorchReduceLROnPlateau):
+    """Does ``scheduler.step`` want a metric (a plateau, a GreedyLR, or a chain holding one)?"""
+    if isinstance(scheduler, (_TorchReduceLROnPlateau, GreedyLR)):
         return True
     if isinstance(scheduler, ChainedScheduler):
         return True in scheduler._takes_metrics
@@ -1417,7 +1628,8 @@ class ChainedScheduler(_CheckedState, _TorchChainedScheduler):
     """torch's ``ChainedScheduler`` that also chains ``ReduceLROnPlateau`` and passes it the metric.
 
     ``step(metrics)`` steps every member in order, giving ``metrics`` to those that take
-    one (a ``ReduceLROnPlateau``, torch's or torchkit's, or a nested chain holding one) and
+    one (a ``ReduceLROnPlateau``, torch's or torchkit's, a :class:`GreedyLR`, or a nested
+    chain holding one) and
     calling the others' ``step()``. ``ChainedScheduler([warmup, plateau])`` is then
     warmup-then-plateau in one object, stepped once per epoch with the validation loss,
     saved and resumed as one. Without a member that takes a metric it is torch's class.
@@ -1497,7 +1709,7 @@ class ChainedScheduler(_CheckedState, _TorchChainedScheduler):
                 )
             raise ValueError(
                 "step() got metrics but no scheduler of this chain takes one (only "
-                "ReduceLROnPlateau does)"
+                "ReduceLROnPlateau and GreedyLR do)"
             )
         # Equal lengths by construction; zip(strict=) would cost a keyword call per step.
         for scheduler, wants in zip(self._schedulers, takes):  # noqa: B905
@@ -1565,6 +1777,7 @@ SCHEDULER_NAMES: tuple[str, ...] = (
     "cosine_with_min_lr",
     "cosine_warmup_with_min_lr",
     "warmup_stable_decay",
+    "greedy",
 )
 
 # The scheduler_specific_kwargs of each name (transformers' keyword arguments of the
@@ -1601,6 +1814,21 @@ _FACTORY_OPTIONS: dict[str, dict[str, Any]] = {
         "min_lr_rate": None,
         "warmup_lr_rate": None,
         "last_epoch": -1,
+    },
+    "greedy": {
+        "mode": "min",
+        "factor": 0.95,
+        "patience": 10,
+        "threshold": 1e-6,
+        "threshold_mode": "abs",
+        "cooldown": 0,
+        "warmup": 0,
+        "min_lr": 1e-3,
+        "max_lr": 1.0,
+        "eps": 1e-8,
+        "smooth": False,
+        "window_size": 50,
+        "reset_start": 500,
     },
     "warmup_stable_decay": {
         "num_decay_steps": _REQUIRED,
@@ -1711,6 +1939,7 @@ def get_scheduler(
     ``warmup_stable_decay``                 :class:`WarmupDecayLR` with ``stable_steps``
     ``cosine_with_restarts``                :class:`CosineRestartsLR` with ``num_cycles``
     ``reduce_lr_on_plateau``                :class:`ReduceLROnPlateau`
+    ``greedy``                              :class:`GreedyLR`
     ======================================  =====================================================
 
     Like transformers' schedules, they start from each group's ``initial_lr`` whatever lr a
@@ -1747,8 +1976,8 @@ def get_scheduler(
     Args:
         name: One of :data:`SCHEDULER_NAMES` (or transformers' ``SchedulerType``).
         optimizer: The optimizer to schedule.
-        num_warmup_steps: Warmup steps; required by every name but ``constant`` and
-            ``reduce_lr_on_plateau``.
+        num_warmup_steps: Warmup steps; required by every name but ``constant``,
+            ``reduce_lr_on_plateau`` and ``greedy`` (which ignore it, as transformers does).
         num_training_steps: Total steps, at least ``num_warmup_steps``; required by
             ``linear``, ``cosine``, ``cosine_with_restarts``, ``polynomial`` and the two
             ``*_with_min_lr``, and by ``warmup_stable_decay`` unless ``num_stable_steps`` is
@@ -1757,7 +1986,7 @@ def get_scheduler(
             name (``num_cycles``, ``lr_end``, ``power``, ``timescale``, ``min_lr``,
             ``min_lr_rate``, ``warmup_lr_rate``, ``num_decay_steps``, ``num_stable_steps``,
             ``warmup_type``, ``decay_type``, ``min_lr_ratio``, ``last_epoch``, or
-            ``ReduceLROnPlateau``'s).
+            ``ReduceLROnPlateau``'s, or ``GreedyLR``'s).
 
     Returns:
         The scheduler, built on ``optimizer`` (which it has stepped to its step 0).
@@ -1780,6 +2009,8 @@ def get_scheduler(
     options = _factory_options(name, scheduler_specific_kwargs or {})
     if name == "reduce_lr_on_plateau":
         return ReduceLROnPlateau(optimizer, **options)
+    if name == "greedy":
+        return GreedyLR(optimizer, **options)
     if name == "constant":
         return WarmupDecayLR(optimizer, 0, None, decay="constant", start_from="initial_lr")
 
