@@ -6,13 +6,15 @@ the same operations in the same order, so that a float-for-float reproduction is
 to 1e-12 without transformers installed. :func:`timm_cosine_lrs` is
 ``timm.scheduler.CosineLRScheduler``'s lr at ``t`` (its ``_get_lr``, no noise), and
 :func:`exact_cycle` the cycle that timm's floored logarithm means to find, in exact rational
-arithmetic. Nothing here calls torchkit. The helpers at the end run a scheduler and compare
-lrs for the test modules.
+arithmetic. :func:`hf_greedy_lrs` is ``transformers.optimization.GreedyLR`` stepped through a
+metric sequence, from its definition. Nothing here calls torchkit. The helpers at the end run a
+scheduler and compare lrs for the test modules.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from fractions import Fraction
 
 import torch
@@ -227,3 +229,82 @@ def assert_lrs(actual, expected, what: str = "lr", rtol: float = 1e-12) -> None:
 def hyperparameters(optimizer) -> list[dict]:
     """Every param group's entries but its params (what a scheduler reads and writes)."""
     return [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
+
+
+def hf_greedy_lrs(
+    base_lrs: list[float],
+    metrics: list[float],
+    mode: str = "min",
+    factor: float = 0.95,
+    patience: int = 10,
+    threshold: float = 1e-6,
+    threshold_mode: str = "abs",
+    cooldown: int = 0,
+    warmup: int = 0,
+    min_lr: float | list[float] = 1e-3,
+    max_lr: float | list[float] = 1.0,
+    eps: float = 1e-8,
+    smooth: bool = False,
+    window_size: int = 50,
+    reset_start: int = 500,
+) -> tuple[list[list[float]], Counter]:
+    """transformers' ``GreedyLR`` alone, stepped with ``metrics``: the lrs of every group at
+    steps 0..len(metrics), and how often each event (``"up"``, ``"down"``, ``"reset"``,
+    ``"floor"`` for a decrease that left every group at ``min_lr``) happened."""
+    groups = len(base_lrs)
+    lows = list(min_lr) if isinstance(min_lr, list) else [min_lr] * groups
+    highs = list(max_lr) if isinstance(max_lr, list) else [max_lr] * groups
+    lrs = list(base_lrs)
+    worst = math.inf if mode == "min" else -math.inf
+    best, bad, good, cooling, warming, resets_left = worst, 0, 0, 0, 0, reset_start
+    window: list[float] = []
+    window_total = 0.0
+    events: Counter = Counter()
+    history = [list(lrs)]
+    for metric in metrics:
+        value = float(metric)
+        if smooth:
+            window.append(value)
+            window_total += value
+            if len(window) > window_size:
+                window_total -= window[0]
+                del window[0]
+            value = window_total / len(window)
+        if cooling > 0:
+            cooling, bad, good = cooling - 1, 0, 0
+        elif warming > 0:
+            warming, bad, good = warming - 1, 0, 0
+        else:
+            if threshold_mode == "rel":
+                scale = 1.0 - threshold if mode == "min" else 1.0 + threshold
+                better = value < best * scale if mode == "min" else value > best * scale
+            else:
+                better = value < best - threshold if mode == "min" else value > best + threshold
+            if better:
+                best, bad, good = value, 0, good + 1
+            else:
+                bad, good = bad + 1, 0
+            if good > patience:
+                for g in range(groups):
+                    raised = min(lrs[g] / factor, highs[g])
+                    if raised - lrs[g] > eps:
+                        lrs[g] = raised
+                events["up"] += 1
+                resets_left, warming, good = reset_start, warmup, 0
+            elif bad > patience:
+                for g in range(groups):
+                    lowered = max(lrs[g] * factor, lows[g])
+                    if lrs[g] - lowered > eps:
+                        lrs[g] = lowered
+                events["down"] += 1
+                if all(lrs[g] <= lows[g] for g in range(groups)):
+                    events["floor"] += 1
+                    resets_left -= 1
+                    if resets_left <= 0:  # back to the start, counters and window forgotten
+                        events["reset"] += 1
+                        lrs = list(base_lrs)
+                        best, good, warming, resets_left = worst, 0, 0, reset_start
+                        window, window_total = [], 0.0
+                cooling, bad = cooldown, 0
+        history.append(list(lrs))
+    return history, events

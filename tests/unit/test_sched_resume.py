@@ -22,6 +22,7 @@ from torchkit.optim.lr_scheduler import (
     SCHEDULER_NAMES,
     ChainedScheduler,
     CosineRestartsLR,
+    GreedyLR,
     NoamLR,
     OneCycleLR,
     ReduceLROnPlateau,
@@ -61,6 +62,7 @@ FACTORY_OPTIONS = {
     "warmup_stable_decay": {"num_decay_steps": 10},
     "cosine_with_restarts": {"num_cycles": 2},
     "reduce_lr_on_plateau": {"factor": 0.5, "patience": 1},
+    "greedy": {"factor": 0.5, "patience": 1, "smooth": True, "window_size": 3},
 }
 
 # Each kind: a factory ``optimizer -> scheduler`` (what a training script rebuilds).
@@ -85,6 +87,12 @@ KINDS = {
         [torch_sched.ExponentialLR(o, 0.95), WarmupDecayLR(o, 5, 40)]
     ),
     "chain-then-plateau": lambda o: ChainedScheduler([warmup(o), plateau(o)]),
+    "greedy-resets": lambda o: GreedyLR(
+        o, factor=0.5, patience=0, cooldown=1, min_lr=[0.02, 0.01], reset_start=2
+    ),
+    "chain-then-greedy": lambda o: ChainedScheduler(
+        [warmup(o, warmup_start_factor=0.0), GreedyLR(o, factor=0.7, patience=1, warmup=1)]
+    ),
     "chain-then-torch-plateau": lambda o: ChainedScheduler(
         [warmup(o), plateau(o, torch_sched.ReduceLROnPlateau)]
     ),
@@ -110,7 +118,7 @@ KINDS = {
 
 
 def takes_metrics(scheduler):
-    return isinstance(scheduler, torch_sched.ReduceLROnPlateau) or (
+    return isinstance(scheduler, (torch_sched.ReduceLROnPlateau, GreedyLR)) or (
         isinstance(scheduler, ChainedScheduler) and True in scheduler._takes_metrics
     )
 
