@@ -226,6 +226,21 @@ def assert_lrs(actual, expected, what: str = "lr", rtol: float = 1e-12) -> None:
     )
 
 
+def step_with_metrics(optimizer, schedulers, metrics) -> list[list[float]]:
+    """Every group's lr at step 0 and after each metric: ``schedulers`` is one scheduler
+    stepped with the metric (a chain) or a ``(schedule, metric-driven)`` pair stepped in turn."""
+    lrs = [[group["lr"] for group in optimizer.param_groups]]
+    for metric in metrics:
+        optimizer.step()
+        if isinstance(schedulers, tuple):
+            schedulers[0].step()
+            schedulers[1].step(metric)
+        else:
+            schedulers.step(metric)
+        lrs.append([group["lr"] for group in optimizer.param_groups])
+    return lrs
+
+
 def hyperparameters(optimizer) -> list[dict]:
     """Every param group's entries but its params (what a scheduler reads and writes)."""
     return [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]

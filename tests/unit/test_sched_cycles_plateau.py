@@ -18,6 +18,7 @@ from _sched_reference import (
     exact_cycle,
     hyperparameters,
     lrs_of,
+    step_with_metrics,
     timm_cosine_lrs,
 )
 from torch.optim import lr_scheduler as torch_sched
@@ -213,24 +214,11 @@ def warmup_then_plateau(optimizer, chained, **options):
     return ChainedScheduler([warmup, plateau]) if chained else (warmup, plateau)
 
 
-def step_both(optimizer, schedulers, metrics):
-    lrs = [[g["lr"] for g in optimizer.param_groups]]
-    for metric in metrics:
-        optimizer.step()
-        if isinstance(schedulers, ChainedScheduler):
-            schedulers.step(metric)
-        else:
-            schedulers[0].step()
-            schedulers[1].step(metric)
-        lrs.append([g["lr"] for g in optimizer.param_groups])
-    return lrs
-
-
 @pytest.mark.parametrize("chained", [False, True], ids=["two-step-calls", "ChainedScheduler"])
 def test_plateau_cuts_multiply_the_warmup(chained):
     metrics = metric_walk(3, 40)
     optimizer, reference = make_sgd(), make_sgd()
-    lrs = step_both(optimizer, warmup_then_plateau(optimizer, chained), metrics)
+    lrs = step_with_metrics(optimizer, warmup_then_plateau(optimizer, chained), metrics)
     alone = lrs_of(reference, WarmupDecayLR(reference, 10, None, decay="constant"), 41)
     factors = plateau_factors(metrics, factor=0.5, patience=1)
     assert factors[9] < 1.0  # cuts land inside the warmup, and after
@@ -242,7 +230,9 @@ def test_plateau_cuts_never_go_below_min_lr():
     metrics = [1.0] * 30  # no progress at all: a cut every second epoch
     optimizer = make_sgd()
     floors = [0.01, 0.004]
-    lrs = step_both(optimizer, warmup_then_plateau(optimizer, False, min_lr=floors), metrics)
+    lrs = step_with_metrics(
+        optimizer, warmup_then_plateau(optimizer, False, min_lr=floors), metrics
+    )
     assert all(lr >= floor for row in lrs[1:] for lr, floor in zip(row, floors, strict=True))
     assert lrs[-1] == floors
 
@@ -285,11 +275,11 @@ def test_warmup_then_plateau_resumes_exactly(stop, chained, warmup_first, order)
     state: the interrupted step's, after the plateau's cut."""
     metrics = metric_walk(3, 40)
     optimizer = make_sgd()
-    uninterrupted = step_both(optimizer, warmup_then_plateau(optimizer, chained), metrics)
+    uninterrupted = step_with_metrics(optimizer, warmup_then_plateau(optimizer, chained), metrics)
 
     optimizer = make_sgd()
     schedulers = warmup_then_plateau(optimizer, chained)
-    first = step_both(optimizer, schedulers, metrics[:stop])
+    first = step_with_metrics(optimizer, schedulers, metrics[:stop])
     checkpoint = checkpoint_of(optimizer, schedulers)
 
     optimizer = make_sgd()
@@ -300,7 +290,7 @@ def test_warmup_then_plateau_resumes_exactly(stop, chained, warmup_first, order)
         schedulers = warmup_then_plateau(optimizer, chained)
         optimizer.load_state_dict(checkpoint["optimizer"])
     load(schedulers, checkpoint["schedulers"], warmup_first)
-    second = step_both(optimizer, schedulers, metrics[stop:])
+    second = step_with_metrics(optimizer, schedulers, metrics[stop:])
     assert second[0] == first[-1]
     assert first + second[1:] == uninterrupted
 
@@ -415,7 +405,7 @@ def test_preview_drives_a_plateau_with_metrics_and_leaves_it_alone():
     metrics = metric_walk(3, 20)
     previewed = preview(chain, 21, metrics=metrics)["lr"]
     assert [g["lr"] for g in optimizer.param_groups] == [lr[0] for lr in previewed]
-    lrs = step_both(optimizer, chain, metrics)
+    lrs = step_with_metrics(optimizer, chain, metrics)
     assert previewed == [list(col) for col in zip(*lrs, strict=True)]
     with pytest.raises(ValueError, match="needs a metric"):
         preview(chain, 5)

@@ -15,7 +15,7 @@ from collections import Counter
 
 import pytest
 import torch
-from _sched_reference import assert_lrs, hf_greedy_lrs, hyperparameters, lrs_of
+from _sched_reference import assert_lrs, hf_greedy_lrs, hyperparameters, lrs_of, step_with_metrics
 
 from torchkit.optim.lr_scheduler import (
     ChainedScheduler,
@@ -188,19 +188,6 @@ def warmup_then_greedy(optimizer, chained, **options):
     return ChainedScheduler([warmup, greedy]) if chained else (warmup, greedy)
 
 
-def step_pair(optimizer, schedulers, metrics):
-    lrs = [[group["lr"] for group in optimizer.param_groups]]
-    for metric in metrics:
-        optimizer.step()
-        if isinstance(schedulers, ChainedScheduler):
-            schedulers.step(metric)
-        else:
-            schedulers[0].step()
-            schedulers[1].step(metric)
-        lrs.append([group["lr"] for group in optimizer.param_groups])
-    return lrs
-
-
 @pytest.mark.parametrize("chained", [False, True], ids=["two-step-calls", "ChainedScheduler"])
 def test_greedy_changes_multiply_a_warmup_from_zero(chained):
     """With bounds that never bind and eps=0, the lr is the warmup times GreedyLR's factors
@@ -208,7 +195,7 @@ def test_greedy_changes_multiply_a_warmup_from_zero(chained):
     options = {"factor": 0.8, "patience": 1, "min_lr": 0.0, "max_lr": 100.0, "eps": 0.0}
     metrics = loss_walk(4, 40)
     optimizer, reference = make_sgd(), make_sgd()
-    lrs = step_pair(optimizer, warmup_then_greedy(optimizer, chained, **options), metrics)
+    lrs = step_with_metrics(optimizer, warmup_then_greedy(optimizer, chained, **options), metrics)
     warmup = WarmupDecayLR(reference, 10, None, decay="constant", warmup_start_factor=0.0)
     alone = lrs_of(reference, warmup, 41)
     factors = [row[0] for row in hf_greedy_lrs([1.0], metrics, **options)[0]]
@@ -227,9 +214,9 @@ def test_a_reset_in_a_chain_undoes_only_greedys_changes():
     optimizer, reference = make_sgd(), make_sgd()
     options = {"factor": 0.5, "patience": 1, "min_lr": 0.004, "reset_start": 1}
     warmup, greedy = warmup_then_greedy(optimizer, False, **options)
-    lrs, resets = step_pair(optimizer, (warmup, greedy), []), []
+    lrs, resets = step_with_metrics(optimizer, (warmup, greedy), []), []
     for t in range(1, 31):
-        lrs += step_pair(optimizer, (warmup, greedy), [1.0])[1:]
+        lrs += step_with_metrics(optimizer, (warmup, greedy), [1.0])[1:]
         if greedy.best == math.inf:  # forgotten: the reset happened at this step
             resets.append(t)
     alone = lrs_of(
