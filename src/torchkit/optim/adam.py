@@ -921,8 +921,10 @@ class FusedAdam(torch.optim.Adam):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Optimizer.load_state_dict, copy.deepcopy and unpickling install the state through
-        # here: check it and bring it into the parameters' layout before anything is replaced.
-        # Entries that are not a parameter's state (torch's hook tests add some) are left alone.
+        # here: check it, copy moments into their parameter's layout and move ``step`` to its
+        # parameter's device as float32 (torch's Adam.__setstate__ then finds a tensor and
+        # leaves it), before anything is replaced. Entries that are not a parameter's state
+        # (torch's hook tests add some) are left alone.
         loaded = state.get("state", {})
         index = 0  # as in state_dict(): parameters numbered across the groups, in order
         for g, group in enumerate(state.get("param_groups", [])):
@@ -953,17 +955,10 @@ class FusedAdam(torch.optim.Adam):
                         )
                     if not same_strides(_local(value), _local(p)):
                         entries[key] = torch.empty_like(p).copy_(value)  # the kernel's layout
+                if step is not None:  # a number in checkpoints older than torch 1.12
+                    step = step if isinstance(step, Tensor) else torch.tensor(float(step))
+                    entries["step"] = step.to(_local(p).device, torch.float32)
         super().__setstate__(state)
-        for group in self.param_groups:
-            for p in group["params"]:
-                entries = self.state.get(p)
-                step = entries.get("step") if isinstance(entries, dict) else None
-                device = _local(p).device
-                if isinstance(step, Tensor) and (step.device, step.dtype) != (
-                    device,
-                    torch.float32,
-                ):
-                    entries["step"] = step.to(device, torch.float32)
         self._cache = None
         self.__dict__.setdefault("last_launches", [])
 
