@@ -64,6 +64,7 @@ _NUMBERS = frozenset({float, int})  # not bool
 _NONE = itertools.repeat(None)
 _grad = operator.attrgetter("grad")
 
+_HYPER = ("lr", "beta1", "beta2", "eps", "weight_decay")  # a Row's, as functional Adam names them
 Row = tuple[float | Tensor, ...]  # lr, beta1, beta2, eps, weight_decay
 Options = tuple[bool, bool, bool]  # amsgrad, maximize, decoupled_weight_decay
 
@@ -403,37 +404,22 @@ class _TorchBucket(_Bucket):
         self, grads: list[Tensor], rows: list[Row], scale: Tensor | None, inf: Tensor | None
     ) -> list[Callable[[], Any]]:
         real = _real_views(grads) if self.complex else grads
-        runs = [
-            self._call(columns, [real[i] for i in pos], rows[k], scale, inf)
-            for k, columns, pos in self.parts
-        ]
-        return [*runs, self.bump(grads, scale)]
-
-    def _call(
-        self,
-        columns: list[list[Tensor]],
-        grads: list[Tensor],
-        row: Row,
-        scale: Tensor | None,
-        inf: Tensor | None,
-    ) -> Callable[[], None]:
-        """One call of torch's functional fused Adam, checked now, run by the call."""
-        params = columns[0]
-        strides = list(map(Tensor.stride, params))
-        grads, copies = fitted(grads, strides, all(map(Tensor.is_contiguous, params)))
-        hyper = dict(zip(("lr", "beta1", "beta2", "eps", "weight_decay"), row, strict=True))
         amsgrad, maximize, decoupled = self.options
-
-        def run() -> None:
-            torch_adam(
-                params, list(grads), *columns[1:], fused=True, grad_scale=scale, found_inf=inf,
-                amsgrad=amsgrad, maximize=maximize, decoupled_weight_decay=decoupled, **hyper,
-            )  # fmt: skip
-            if scale is not None:  # torch unscaled the copies: hand the values back
-                for grad, copy in copies:
-                    grad.copy_(copy)
-
-        return run
+        runs: list[Callable[[], Any]] = []
+        for k, columns, pos in self.parts:
+            params = columns[0]
+            strides = list(map(Tensor.stride, params))
+            fits, copies = fitted(
+                [real[i] for i in pos], strides, all(map(Tensor.is_contiguous, params))
+            )
+            runs.append(functools.partial(
+                torch_adam, params, list(fits), *columns[1:], fused=True, grad_scale=scale,
+                found_inf=inf, amsgrad=amsgrad, maximize=maximize,
+                decoupled_weight_decay=decoupled, **dict(zip(_HYPER, rows[k], strict=True)),
+            ))  # fmt: skip
+            if scale is not None:  # torch unscales the copies: hand the values back after it
+                runs += [functools.partial(grad.copy_, copy) for grad, copy in copies]
+        return [*runs, self.bump(grads, scale)]
 
 
 class _Update:
@@ -464,21 +450,13 @@ class _Update:
                 [c[i] for i in index] if k != 3 or opts[0] else [] for k, c in enumerate(columns)
             ]
             backend = select_backend(device)
+            args = (backend, sub, [groups[i] for i in index], opts, [owners[0][i] for i in index])
             if backend is Backend.TORCH:
-                kind: Callable[..., _Bucket] = _TorchBucket
+                bucket: _Bucket = _TorchBucket(*args)
+            elif mode == "traced":
+                bucket = _OpBucket(*args)
             else:
-                kind = (
-                    _OpBucket
-                    if mode == "traced"
-                    else functools.partial(_PlanBucket, kept=mode == "kept")
-                )
-            bucket = kind(
-                backend,
-                sub,
-                [groups[i] for i in index],
-                opts,
-                [owners[0][i] for i in index],
-            )
+                bucket = _PlanBucket(*args, kept=mode == "kept")
             self.buckets.append((bucket, None if len(index) == len(columns[0]) else index))
 
     def run(
@@ -606,8 +584,7 @@ def fused_adam(
         >>> p, step
         (tensor([0.9000, 0.9000, 0.9000]), tensor(1.))
     """
-    names = ("lr", "beta1", "beta2", "eps", "weight_decay")
-    row = _row((lr, beta1, beta2, eps, weight_decay), names, "", read=False)
+    row = _row((lr, beta1, beta2, eps, weight_decay), _HYPER, "", read=False)
     n = len(params)
     owners = [list(c) for c in (params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps)]
     grads = list(map(_local, grads))
