@@ -48,7 +48,7 @@ import torch
 from torch import Tensor
 from torch.autograd.graph import increment_version
 from torch.optim.adam import adam as torch_adam
-from torch.optim.optimizer import Optimizer
+from torch.optim.optimizer import Optimizer, _get_fused_kernels_supported_devices
 
 from torchkit._layout import fitted, is_dense, same_strides
 from torchkit.backend import Backend, select_backend
@@ -175,25 +175,17 @@ def _check_param(p: Tensor, grad: Tensor, name: str) -> None:
             "and complex parameters"
         )
     local = _local(p)
-    _backend(local.device, name)
+    supported = _get_fused_kernels_supported_devices()
+    if select_backend(local.device) is Backend.TORCH and local.device.type not in supported:
+        raise RuntimeError(
+            f"{name} is on {local.device}: torch's fused Adam, the stock backend, runs on "
+            f"{supported}"
+        )
     if not is_dense(local):
         raise ValueError(
             f"{name} is not dense (shape {tuple(p.shape)}, strides {local.stride()}); "
             "FusedAdam updates dense parameters only"
         )
-
-
-def _backend(device: torch.device, name: str) -> Backend:
-    """The backend for ``device``; ``RuntimeError`` when none can run there."""
-    from torch.optim.optimizer import _get_fused_kernels_supported_devices
-
-    backend = select_backend(device)
-    if backend is Backend.TORCH and device.type not in _get_fused_kernels_supported_devices():
-        raise RuntimeError(
-            f"{name} is on {device}: torch's fused Adam, the stock backend, runs on "
-            f"{_get_fused_kernels_supported_devices()}"
-        )
-    return backend
 
 
 def _local(t: Tensor) -> Tensor:
@@ -649,18 +641,14 @@ class _StepCache:
                 "FusedAdam builds its launch tables at the first step and when the parameters "
                 "change: take a step before capturing a CUDA graph"
             )
-        grads = [list(map(_grad, group["params"])) for group in opt.param_groups]
-        self.rows = _check_groups(opt, grads)  # every check a step can fail, before any write
+        self.rows = _check_groups(opt)  # every check a step can fail, before any write
         self.raw = list(map(_raw, opt.param_groups))
         owners, groups, options = _gather(opt)
         self.update = _Update(owners, groups, options, "kept")
         self.groups = [(group["params"], len(group["params"])) for group in opt.param_groups]
         self.options = list(map(_options, opt.param_groups))
         self.params = owners[0]  # those with gradients, in the update's order
-        everything = [p for group in opt.param_groups for p in group["params"]]
-        self.idle = [
-            p for p, g in zip(everything, itertools.chain(*grads), strict=True) if g is None
-        ]
+        self.idle = [p for group in opt.param_groups for p in group["params"] if p.grad is None]
         self.state = opt.state
         self.dicts = list(opt.state.values())
         stepped = [opt.state[p] for p in self.params]
@@ -727,16 +715,16 @@ class _StepCache:
         return self.update.run(grads, self.rows, scale, inf)
 
 
-def _check_groups(opt: FusedAdam, grads: list[list[Tensor | None]]) -> list[Row]:
+def _check_groups(opt: FusedAdam) -> list[Row]:
     """Every check a step can fail, made before it changes anything; each group's row."""
     rows = []
-    for g, (group, group_grads) in enumerate(zip(opt.param_groups, grads, strict=True)):
+    for g, group in enumerate(opt.param_groups):
         # foreach/fused in a group loaded from torch name its implementation: kept, not run.
         _check_options({"differentiable": group["differentiable"]}, f" (param group {g})")
         rows.append(_group_row(group, f" (param group {g})"))
-        for i, (p, grad) in enumerate(zip(group["params"], group_grads, strict=True)):
-            if grad is not None:
-                _check_param(p, grad, f"param_groups[{g}]['params'][{i}]")
+        for i, p in enumerate(group["params"]):
+            if p.grad is not None:
+                _check_param(p, p.grad, f"param_groups[{g}]['params'][{i}]")
     return rows
 
 
@@ -1068,8 +1056,6 @@ _kept_step_eagerly = torch.compiler.disable(FusedAdam._kept_step)
 
 def _torch_fuses(group: dict[str, Any]) -> bool:
     """Whether torch's ``Adam(fused=True)`` can run ``group``'s parameters."""
-    from torch.optim.optimizer import _get_fused_kernels_supported_devices
-
     devices = _get_fused_kernels_supported_devices()
     return all(p.is_floating_point() and _local(p).device.type in devices for p in group["params"])
 
