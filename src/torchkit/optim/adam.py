@@ -26,10 +26,14 @@ Private torch API used (tested with torch 2.13):
 * ``torch.optim.optimizer._get_fused_kernels_supported_devices``: the devices torch's fused
   Adam runs on, checked before the stock backend runs and before a state_dict says
   ``fused=True`` (torch's ``Adam(fused=True)`` makes the same check);
-* ``torch.optim.optimizer._global_optimizer_pre_hooks`` / ``_post_hooks`` and
-  ``torch.autograd._profiler_enabled``: whether a global step hook is registered or a profiler
-  runs. ``step`` runs torch's own step wrapper (``Optimizer.profile_hook_step``: a profiler
-  range and the hooks) only then, which saves about 10 µs of host time per step.
+* ``torch.optim.optimizer._global_optimizer_pre_hooks`` / ``_post_hooks``, the optimizer's
+  ``_optimizer_step_pre_hooks`` / ``_optimizer_step_post_hooks`` and
+  ``torch.autograd._profiler_enabled``: whether a step hook is registered or a profiler runs.
+  ``step`` runs torch's own step wrapper (``Optimizer.profile_hook_step``: a profiler range
+  and the hooks) only then, which saves about 10 µs of host time per step; it carries the
+  ``hooked`` mark that ``Optimizer._patch_step_function`` checks, so it is not wrapped again;
+* ``_step_supports_amp_scaling``: ``GradScaler`` then hands ``grad_scale``/``found_inf`` to
+  ``step`` instead of unscaling and checking the gradients itself (as for torch's fused Adam).
 
 ``_init_group`` keeps torch's signature: ``torch.compile`` calls it by name.
 """
