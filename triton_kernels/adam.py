@@ -541,8 +541,14 @@ class AdamPlan:
                     f"{name} must be a one-element float32 tensor on {self.device}, got "
                     f"{value.dtype} of shape {tuple(value.shape)} on {value.device}"
                 )
-        if hyperparams is not self._rows:
-            self._check_rows(hyperparams)
+        if hyperparams is not self._rows and (
+            len(hyperparams) != self.n_groups
+            or any(len(row) != _GROUP_COLUMNS for row in hyperparams)
+        ):
+            raise ValueError(
+                f"hyperparams must be {self.n_groups} rows of (lr, beta1, beta2, eps, "
+                f"weight_decay), got {[len(row) for row in hyperparams]}"
+            )
         grads, copies = fitted(grads, self._param_strides, self._contiguous)
         addresses = list(map(torch.Tensor.data_ptr, grads))
         if addresses != self._grad_addresses:
@@ -562,13 +568,6 @@ class AdamPlan:
             maximize=maximize,
             decoupled=decoupled_weight_decay,
         )
-
-    def _check_rows(self, rows: Sequence[Sequence[float | torch.Tensor]]) -> None:
-        if len(rows) != self.n_groups or any(len(row) != _GROUP_COLUMNS for row in rows):
-            raise ValueError(
-                f"hyperparams must be {self.n_groups} rows of (lr, beta1, beta2, eps, "
-                f"weight_decay), got {[len(row) for row in rows]}"
-            )
 
     def _write_hyperparams(self, rows: Sequence[Sequence[float | torch.Tensor]]) -> None:
         """The group table's writer: floats uploaded when they changed, tensors copied on the
@@ -765,36 +764,32 @@ def aot_specs() -> list[KernelSpec]:
         "grad_scale_ptr": "*fp32",
         "found_inf_ptr": "*fp32",
     }
-    names = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
-    names[torch.float64] = "fp64"
     specs = []
-    for dtype, name in names.items():
+    variants = itertools.product(_KERNEL_DTYPES.items(), (False, True), (False, True))
+    for (dtype, (storage, compute)), amsgrad_amp, aligned in variants:
         tiling = default_tiling(dtype, torch.device("cuda"))
-        storage, compute = _KERNEL_DTYPES[dtype]
-        for amsgrad_amp in (False, True):
-            for aligned in (False, True):
-                constexprs = {
-                    "DTYPE": storage,
-                    "COMPUTE": compute,
-                    "AMSGRAD": amsgrad_amp,
-                    "MAXIMIZE": False,
-                    "DECOUPLED": True,
-                    "HAS_GRAD_SCALE": amsgrad_amp,
-                    "HAS_FOUND_INF": amsgrad_amp,
-                    "ALIGNED": aligned,
-                    "INTERPRETER": False,
-                    "BLOCK": tiling.block,
-                    "CHUNK": tiling.chunk,
-                }
-                label = [name, *(["amsgrad", "grad_scale"] if amsgrad_amp else [])]
-                label += ["aligned"] if aligned else []
-                specs.append(
-                    KernelSpec(
-                        name=",".join(label),
-                        kernel=_adam_kernel,
-                        signature=signature,
-                        constexprs=constexprs,
-                        configs=(triton.Config({}, num_warps=tiling.num_warps),),
-                    )
-                )
+        constexprs = {
+            "DTYPE": storage,
+            "COMPUTE": compute,
+            "AMSGRAD": amsgrad_amp,
+            "MAXIMIZE": False,
+            "DECOUPLED": True,
+            "HAS_GRAD_SCALE": amsgrad_amp,
+            "HAS_FOUND_INF": amsgrad_amp,
+            "ALIGNED": aligned,
+            "INTERPRETER": False,
+            "BLOCK": tiling.block,
+            "CHUNK": tiling.chunk,
+        }
+        label = [str(storage), *(["amsgrad", "grad_scale"] if amsgrad_amp else [])]
+        label += ["aligned"] if aligned else []
+        specs.append(
+            KernelSpec(
+                name=",".join(label),  # fp32, bf16, ...: Triton's names of the storage dtypes
+                kernel=_adam_kernel,
+                signature=signature,
+                constexprs=constexprs,
+                configs=(triton.Config({}, num_warps=tiling.num_warps),),
+            )
+        )
     return specs

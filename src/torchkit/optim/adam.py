@@ -26,10 +26,14 @@ Private torch API used (tested with torch 2.13):
 * ``torch.optim.optimizer._get_fused_kernels_supported_devices``: the devices torch's fused
   Adam runs on, checked before the stock backend runs and before a state_dict says
   ``fused=True`` (torch's ``Adam(fused=True)`` makes the same check);
-* ``torch.optim.optimizer._global_optimizer_pre_hooks`` / ``_post_hooks`` and
-  ``torch.autograd._profiler_enabled``: whether a global step hook is registered or a profiler
-  runs. ``step`` runs torch's own step wrapper (``Optimizer.profile_hook_step``: a profiler
-  range and the hooks) only then, which saves about 10 µs of host time per step.
+* ``torch.optim.optimizer._global_optimizer_pre_hooks`` / ``_post_hooks``, the optimizer's
+  ``_optimizer_step_pre_hooks`` / ``_optimizer_step_post_hooks`` and
+  ``torch.autograd._profiler_enabled``: whether a step hook is registered or a profiler runs.
+  ``step`` runs torch's own step wrapper (``Optimizer.profile_hook_step``: a profiler range
+  and the hooks) only then, which saves about 10 µs of host time per step; it carries the
+  ``hooked`` mark that ``Optimizer._patch_step_function`` checks, so it is not wrapped again;
+* ``_step_supports_amp_scaling``: ``GradScaler`` then hands ``grad_scale``/``found_inf`` to
+  ``step`` instead of unscaling and checking the gradients itself (as for torch's fused Adam).
 
 ``_init_group`` keeps torch's signature: ``torch.compile`` calls it by name.
 """
@@ -48,7 +52,7 @@ import torch
 from torch import Tensor
 from torch.autograd.graph import increment_version
 from torch.optim.adam import adam as torch_adam
-from torch.optim.optimizer import Optimizer
+from torch.optim.optimizer import Optimizer, _get_fused_kernels_supported_devices
 
 from torchkit._layout import fitted, is_dense, same_strides
 from torchkit.backend import Backend, select_backend
@@ -64,6 +68,7 @@ _NUMBERS = frozenset({float, int})  # not bool
 _NONE = itertools.repeat(None)
 _grad = operator.attrgetter("grad")
 
+_HYPER = ("lr", "beta1", "beta2", "eps", "weight_decay")  # a Row's, as functional Adam names them
 Row = tuple[float | Tensor, ...]  # lr, beta1, beta2, eps, weight_decay
 Options = tuple[bool, bool, bool]  # amsgrad, maximize, decoupled_weight_decay
 
@@ -174,25 +179,17 @@ def _check_param(p: Tensor, grad: Tensor, name: str) -> None:
             "and complex parameters"
         )
     local = _local(p)
-    _backend(local.device, name)
+    supported = _get_fused_kernels_supported_devices()
+    if select_backend(local.device) is Backend.TORCH and local.device.type not in supported:
+        raise RuntimeError(
+            f"{name} is on {local.device}: torch's fused Adam, the stock backend, runs on "
+            f"{supported}"
+        )
     if not is_dense(local):
         raise ValueError(
             f"{name} is not dense (shape {tuple(p.shape)}, strides {local.stride()}); "
             "FusedAdam updates dense parameters only"
         )
-
-
-def _backend(device: torch.device, name: str) -> Backend:
-    """The backend for ``device``; ``RuntimeError`` when none can run there."""
-    from torch.optim.optimizer import _get_fused_kernels_supported_devices
-
-    backend = select_backend(device)
-    if backend is Backend.TORCH and device.type not in _get_fused_kernels_supported_devices():
-        raise RuntimeError(
-            f"{name} is on {device}: torch's fused Adam, the stock backend, runs on "
-            f"{_get_fused_kernels_supported_devices()}"
-        )
-    return backend
 
 
 def _local(t: Tensor) -> Tensor:
@@ -403,37 +400,22 @@ class _TorchBucket(_Bucket):
         self, grads: list[Tensor], rows: list[Row], scale: Tensor | None, inf: Tensor | None
     ) -> list[Callable[[], Any]]:
         real = _real_views(grads) if self.complex else grads
-        runs = [
-            self._call(columns, [real[i] for i in pos], rows[k], scale, inf)
-            for k, columns, pos in self.parts
-        ]
-        return [*runs, self.bump(grads, scale)]
-
-    def _call(
-        self,
-        columns: list[list[Tensor]],
-        grads: list[Tensor],
-        row: Row,
-        scale: Tensor | None,
-        inf: Tensor | None,
-    ) -> Callable[[], None]:
-        """One call of torch's functional fused Adam, checked now, run by the call."""
-        params = columns[0]
-        strides = list(map(Tensor.stride, params))
-        grads, copies = fitted(grads, strides, all(map(Tensor.is_contiguous, params)))
-        hyper = dict(zip(("lr", "beta1", "beta2", "eps", "weight_decay"), row, strict=True))
         amsgrad, maximize, decoupled = self.options
-
-        def run() -> None:
-            torch_adam(
-                params, list(grads), *columns[1:], fused=True, grad_scale=scale, found_inf=inf,
-                amsgrad=amsgrad, maximize=maximize, decoupled_weight_decay=decoupled, **hyper,
-            )  # fmt: skip
-            if scale is not None:  # torch unscaled the copies: hand the values back
-                for grad, copy in copies:
-                    grad.copy_(copy)
-
-        return run
+        runs: list[Callable[[], Any]] = []
+        for k, columns, pos in self.parts:
+            params = columns[0]
+            strides = list(map(Tensor.stride, params))
+            fits, copies = fitted(
+                [real[i] for i in pos], strides, all(map(Tensor.is_contiguous, params))
+            )
+            runs.append(functools.partial(
+                torch_adam, params, list(fits), *columns[1:], fused=True, grad_scale=scale,
+                found_inf=inf, amsgrad=amsgrad, maximize=maximize,
+                decoupled_weight_decay=decoupled, **dict(zip(_HYPER, rows[k], strict=True)),
+            ))  # fmt: skip
+            if scale is not None:  # torch unscales the copies: hand the values back after it
+                runs += [functools.partial(grad.copy_, copy) for grad, copy in copies]
+        return [*runs, self.bump(grads, scale)]
 
 
 class _Update:
@@ -464,21 +446,13 @@ class _Update:
                 [c[i] for i in index] if k != 3 or opts[0] else [] for k, c in enumerate(columns)
             ]
             backend = select_backend(device)
+            args = (backend, sub, [groups[i] for i in index], opts, [owners[0][i] for i in index])
             if backend is Backend.TORCH:
-                kind: Callable[..., _Bucket] = _TorchBucket
+                bucket: _Bucket = _TorchBucket(*args)
+            elif mode == "traced":
+                bucket = _OpBucket(*args)
             else:
-                kind = (
-                    _OpBucket
-                    if mode == "traced"
-                    else functools.partial(_PlanBucket, kept=mode == "kept")
-                )
-            bucket = kind(
-                backend,
-                sub,
-                [groups[i] for i in index],
-                opts,
-                [owners[0][i] for i in index],
-            )
+                bucket = _PlanBucket(*args, kept=mode == "kept")
             self.buckets.append((bucket, None if len(index) == len(columns[0]) else index))
 
     def run(
@@ -606,8 +580,7 @@ def fused_adam(
         >>> p, step
         (tensor([0.9000, 0.9000, 0.9000]), tensor(1.))
     """
-    names = ("lr", "beta1", "beta2", "eps", "weight_decay")
-    row = _row((lr, beta1, beta2, eps, weight_decay), names, "", read=False)
+    row = _row((lr, beta1, beta2, eps, weight_decay), _HYPER, "", read=False)
     n = len(params)
     owners = [list(c) for c in (params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps)]
     grads = list(map(_local, grads))
@@ -672,18 +645,14 @@ class _StepCache:
                 "FusedAdam builds its launch tables at the first step and when the parameters "
                 "change: take a step before capturing a CUDA graph"
             )
-        grads = [list(map(_grad, group["params"])) for group in opt.param_groups]
-        self.rows = _check_groups(opt, grads)  # every check a step can fail, before any write
+        self.rows = _check_groups(opt)  # every check a step can fail, before any write
         self.raw = list(map(_raw, opt.param_groups))
         owners, groups, options = _gather(opt)
         self.update = _Update(owners, groups, options, "kept")
         self.groups = [(group["params"], len(group["params"])) for group in opt.param_groups]
         self.options = list(map(_options, opt.param_groups))
         self.params = owners[0]  # those with gradients, in the update's order
-        everything = [p for group in opt.param_groups for p in group["params"]]
-        self.idle = [
-            p for p, g in zip(everything, itertools.chain(*grads), strict=True) if g is None
-        ]
+        self.idle = [p for group in opt.param_groups for p in group["params"] if p.grad is None]
         self.state = opt.state
         self.dicts = list(opt.state.values())
         stepped = [opt.state[p] for p in self.params]
@@ -750,16 +719,16 @@ class _StepCache:
         return self.update.run(grads, self.rows, scale, inf)
 
 
-def _check_groups(opt: FusedAdam, grads: list[list[Tensor | None]]) -> list[Row]:
+def _check_groups(opt: FusedAdam) -> list[Row]:
     """Every check a step can fail, made before it changes anything; each group's row."""
     rows = []
-    for g, (group, group_grads) in enumerate(zip(opt.param_groups, grads, strict=True)):
+    for g, group in enumerate(opt.param_groups):
         # foreach/fused in a group loaded from torch name its implementation: kept, not run.
         _check_options({"differentiable": group["differentiable"]}, f" (param group {g})")
         rows.append(_group_row(group, f" (param group {g})"))
-        for i, (p, grad) in enumerate(zip(group["params"], group_grads, strict=True)):
-            if grad is not None:
-                _check_param(p, grad, f"param_groups[{g}]['params'][{i}]")
+        for i, p in enumerate(group["params"]):
+            if p.grad is not None:
+                _check_param(p, p.grad, f"param_groups[{g}]['params'][{i}]")
     return rows
 
 
@@ -921,8 +890,10 @@ class FusedAdam(torch.optim.Adam):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Optimizer.load_state_dict, copy.deepcopy and unpickling install the state through
-        # here: check it and bring it into the parameters' layout before anything is replaced.
-        # Entries that are not a parameter's state (torch's hook tests add some) are left alone.
+        # here: check it, copy moments into their parameter's layout and move ``step`` to its
+        # parameter's device as float32 (torch's Adam.__setstate__ then finds a tensor and
+        # leaves it), before anything is replaced. Entries that are not a parameter's state
+        # (torch's hook tests add some) are left alone.
         loaded = state.get("state", {})
         index = 0  # as in state_dict(): parameters numbered across the groups, in order
         for g, group in enumerate(state.get("param_groups", [])):
@@ -953,17 +924,10 @@ class FusedAdam(torch.optim.Adam):
                         )
                     if not same_strides(_local(value), _local(p)):
                         entries[key] = torch.empty_like(p).copy_(value)  # the kernel's layout
+                if step is not None:  # a number in checkpoints older than torch 1.12
+                    step = step if isinstance(step, Tensor) else torch.tensor(float(step))
+                    entries["step"] = step.to(_local(p).device, torch.float32)
         super().__setstate__(state)
-        for group in self.param_groups:
-            for p in group["params"]:
-                entries = self.state.get(p)
-                step = entries.get("step") if isinstance(entries, dict) else None
-                device = _local(p).device
-                if isinstance(step, Tensor) and (step.device, step.dtype) != (
-                    device,
-                    torch.float32,
-                ):
-                    entries["step"] = step.to(device, torch.float32)
         self._cache = None
         self.__dict__.setdefault("last_launches", [])
 
@@ -1096,8 +1060,6 @@ _kept_step_eagerly = torch.compiler.disable(FusedAdam._kept_step)
 
 def _torch_fuses(group: dict[str, Any]) -> bool:
     """Whether torch's ``Adam(fused=True)`` can run ``group``'s parameters."""
-    from torch.optim.optimizer import _get_fused_kernels_supported_devices
-
     devices = _get_fused_kernels_supported_devices()
     return all(p.is_floating_point() and _local(p).device.type in devices for p in group["params"])
 
