@@ -904,6 +904,21 @@ def test_functional_copies_a_gradient_in_another_layout(
     assert_tensors_close(p, q)
 
 
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_functional_refuses_maxima_for_some_params_only(amsgrad: bool) -> None:
+    """``max_exp_avg_sqs`` is empty or one per parameter, with or without AMSGrad (torch's fused
+    Adam raises a RuntimeError for other lengths); nothing is written."""
+    p, step = torch.ones(3), torch.tensor(0.0)
+    lists = ([p, p.clone()], [torch.ones(3)] * 2, [torch.zeros(3) for _ in "ab"],
+             [torch.zeros(3) for _ in "ab"], [torch.zeros(3)], [step, step.clone()])  # fmt: skip
+    match = "amsgrad=True needs 2 max_exp_avg_sqs" if amsgrad else "max_exp_avg_sqs has 1 entries"
+    options = {**FUNCTIONAL_OPTIONS, "amsgrad": amsgrad}
+    with torchkit.force_backend("torch"), pytest.raises(ValueError, match=match):
+        fused_adam(*lists, lr=0.1, **options)
+    assert step.item() == 0.0
+    assert_tensors_close(p, torch.ones(3))
+
+
 @pytest.mark.parametrize(
     ("name", "value", "match"),
     [

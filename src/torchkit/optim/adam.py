@@ -483,11 +483,12 @@ def _check_tensors(columns: list[list[Tensor]], grads: list[Tensor], amsgrad: bo
     for name, column in zip(names, [grads, *columns[1:]], strict=True):
         if name == "max_exp_avg_sqs" and amsgrad and len(column) != n:
             raise ValueError(f"amsgrad=True needs {n} max_exp_avg_sqs, got {len(column)}")
-        if len(column) != n and name != "max_exp_avg_sqs":
+        if len(column) != n and not (name == "max_exp_avg_sqs" and not column):
             raise ValueError(f"{name} has {len(column)} entries but params has {n}")
+    moments = columns[1:4] if amsgrad else columns[1:3]  # unused maxima are not read
     for i, p in enumerate(columns[0]):
         _check_param(p, grads[i], f"params[{i}]")
-        for name, t in zip(names, (grads[i], *(c[i] for c in columns[1:4] if c)), strict=False):
+        for name, t in zip(names, (grads[i], *(c[i] for c in moments)), strict=False):
             if (t.shape, t.dtype, t.device) != (p.shape, p.dtype, p.device):
                 raise ValueError(
                     f"{name}[{i}] must have the shape, dtype and device of params[{i}] "
