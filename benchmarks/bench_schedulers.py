@@ -13,6 +13,8 @@ schedule, its stock form is the ``LambdaLR`` that transformers builds, or torch'
   torchkit's plateau vs torch's ``LinearLR`` and plateau (torch cannot chain the two); and the
   same torchkit pair in one ``ChainedScheduler.step(metric)``, which adds the cost of the
   object that passes the metric and saves the pair as one
+* ``GreedyLR`` (transformers' greedy schedule) vs torch's ``ReduceLROnPlateau``, the nearest
+  metric-driven stock class (torch has no schedule that also raises the lr)
 
 each with 1 and 16 param groups, timed early (from step 0, through the warmup) and late (from
 step 1,000,000 of a 2,000,000-step schedule) to show that a step costs the same wherever it
@@ -40,6 +42,7 @@ from torch.optim import lr_scheduler as stock
 from torchkit.optim.lr_scheduler import (
     ChainedScheduler,
     CosineRestartsLR,
+    GreedyLR,
     NoamLR,
     OneCycleLR,
     ReduceLROnPlateau,
@@ -147,6 +150,11 @@ PAIRS: dict[str, tuple[Builder, Builder]] = {
         lambda opt: ChainedScheduler(_torchkit_pair(opt)),
         _stock_warmup_then_plateau,  # type: ignore[dict-item]
     ),
+    # torch has no greedy schedule: its nearest metric-driven class is the plateau.
+    "GreedyLR vs torch ReduceLROnPlateau": (
+        lambda opt: GreedyLR(opt, min_lr=1e-5),  # type: ignore[arg-type, return-value]
+        lambda opt: stock.ReduceLROnPlateau(opt, min_lr=1e-5),  # type: ignore[arg-type]
+    ),
 }
 
 
@@ -183,7 +191,9 @@ def _started(builder: Builder, groups: int, start: int) -> Callable[[], None]:
     optimizer = _optimizer(groups)
     scheduler = builder(optimizer)
     optimizer.step()  # torch warns when a scheduler steps before its optimizer ever did
-    takes_metric = isinstance(scheduler, (ChainedScheduler, _TwoSteps))
+    takes_metric = isinstance(
+        scheduler, (ChainedScheduler, _TwoSteps, GreedyLR, stock.ReduceLROnPlateau)
+    )
     step = functools.partial(scheduler.step, METRIC) if takes_metric else scheduler.step
     step()
     if start:

@@ -2,7 +2,8 @@
 
 One figure per family of schedules. Every schedule is a factory run by ``preview`` on a
 stand-in ``SGD(lr=1.0, momentum=0.9)``, so the curves are multipliers of the base lr; the
-plateau figure feeds the same made-up validation loss to every schedule. Run from anywhere:
+plateau and greedy figures feed the same made-up validation loss to every schedule. Run from
+anywhere:
 
     python docs/img/make_schedule_plot.py [OUTPUT_DIR]
 """
@@ -19,6 +20,7 @@ from torch.optim import lr_scheduler as torch_lr_scheduler
 from torchkit.optim.lr_scheduler import (
     ChainedScheduler,
     CosineRestartsLR,
+    GreedyLR,
     NoamLR,
     OneCycleLR,
     ReduceLROnPlateau,
@@ -122,6 +124,17 @@ GALLERY: dict[str, tuple[str, int, dict[str, Callable], dict]] = {
         "Warmup, then ReduceLROnPlateau(factor=0.5, patience=5, min_lr=0.1): cuts are factors",
         120,
         {f"warmup {w} epochs": _warmup_then_plateau(w) for w in (0, 10, 30)},
+        {"metrics": _loss(119)},
+    ),
+    "sched_greedy.png": (
+        "GreedyLR(min_lr=0.1, max_lr=2): up while the loss improves, down while it stalls",
+        120,
+        {
+            f"factor={factor}, patience={patience}": lambda opt, f=factor, p=patience: GreedyLR(
+                opt, factor=f, patience=p, min_lr=0.1, max_lr=2.0
+            )
+            for factor, patience in [(0.9, 2), (0.7, 5)]
+        },
         {"metrics": _loss(119)},
     ),
     "sched_onecycle.png": (

@@ -292,10 +292,15 @@ def _class_name(cls: type) -> str:
 
 def _group_lrs(optimizer: Optimizer) -> list[Any]:
     """The lr of every param group (a copy of a tensor lr, as torch keeps them)."""
+    # type() first: an isinstance check against torch.Tensor costs more than the rest.
     return [
-        group["lr"].clone() if isinstance(group["lr"], torch.Tensor) else group["lr"]
+        group["lr"] if type(group["lr"]) is float else _copy_if_tensor(group["lr"])
         for group in optimizer.param_groups
     ]
+
+
+def _copy_if_tensor(value: Any) -> Any:
+    return value.clone() if isinstance(value, torch.Tensor) else value
 
 
 def _groups_holding(
@@ -1551,7 +1556,9 @@ class GreedyLR(_CheckedState, LRScheduler):
         Args:
             metrics: The monitored value (validation loss, accuracy, ...).
         """
-        current = float(metrics.item() if isinstance(metrics, torch.Tensor) else metrics)
+        current = metrics
+        if type(current) is not float:
+            current = float(metrics.item() if isinstance(metrics, torch.Tensor) else metrics)
         if self.smooth:  # transformers' running sum, for its floats
             self._window.append(current)
             self._window_sum += current
