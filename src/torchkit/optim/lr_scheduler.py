@@ -181,6 +181,13 @@ def _check_positive(name: str, value: object) -> float:
     return number
 
 
+def _check_nonnegative(name: str, value: object) -> float:
+    number = _as_float(name, value)
+    if number < 0.0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return number
+
+
 def _option_for(
     name: str,
     value: Any,
@@ -1393,9 +1400,8 @@ class ReduceLROnPlateau(_CheckedState, _TorchReduceLROnPlateau):
             raise ValueError(f"factor must be in [0, 1), got {factor!r}")
         patience = _check_int("patience", patience, 0)
         cooldown = _check_int("cooldown", cooldown, 0)
-        for name, value in (("threshold", threshold), ("eps", eps)):
-            if _as_float(name, value) < 0.0:
-                raise ValueError(f"{name} must be >= 0, got {value!r}")
+        threshold = _check_nonnegative("threshold", threshold)
+        eps = _check_nonnegative("eps", eps)
         floors = _per_group("min_lr", min_lr, optimizer)
         if any(floor < 0.0 for floor in floors):
             raise ValueError(f"min_lr must be >= 0, got {min_lr!r}")
@@ -1404,11 +1410,11 @@ class ReduceLROnPlateau(_CheckedState, _TorchReduceLROnPlateau):
             mode=mode,  # type: ignore[arg-type]
             factor=cut,
             patience=patience,
-            threshold=float(threshold),
+            threshold=threshold,
             threshold_mode=threshold_mode,  # type: ignore[arg-type]
             cooldown=cooldown,
             min_lr=floors if isinstance(min_lr, (list, tuple)) else floors[0],
-            eps=float(eps),
+            eps=eps,
         )
 
 
@@ -1517,10 +1523,8 @@ class GreedyLR(_CheckedState, LRScheduler):
         if not isinstance(smooth, bool):
             raise TypeError(f"smooth must be a bool, got {type(smooth).__name__}")
         self.smooth = smooth
-        for name, value in (("threshold", threshold), ("eps", eps)):
-            if _as_float(name, value) < 0.0:
-                raise ValueError(f"{name} must be >= 0, got {value!r}")
-        self.threshold, self.eps = float(threshold), float(eps)
+        self.threshold = _check_nonnegative("threshold", threshold)
+        self.eps = _check_nonnegative("eps", eps)
         self.min_lrs = _per_group("min_lr", min_lr, optimizer)
         self.max_lrs = _per_group("max_lr", max_lr, optimizer)
         for i, group in enumerate(optimizer.param_groups):
@@ -2051,9 +2055,7 @@ def get_scheduler(
         )
     if name == "polynomial":
         lr_init = float(optimizer.defaults["lr"])
-        lr_end = _as_float("lr_end", options["lr_end"])
-        if lr_end < 0.0:
-            raise ValueError(f"lr_end must be >= 0, got {options['lr_end']!r}")
+        lr_end = _check_nonnegative("lr_end", options["lr_end"])
         if not lr_init > lr_end:
             raise ValueError(f"lr_end ({lr_end}) must be smaller than initial lr ({lr_init})")
         return _transformers_schedule(
