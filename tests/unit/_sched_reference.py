@@ -203,6 +203,15 @@ def exact_cycle(t: float, t_initial: float, cycle_mul: float) -> int:
 # ------------------------------------------------------------------------- helpers
 
 
+BASES = [0.1, 0.03]
+
+
+def make_sgd(bases=BASES):
+    """An SGD with momentum and one param group per base lr (two by default)."""
+    groups = [{"params": [torch.nn.Parameter(torch.ones(2))], "lr": lr} for lr in bases]
+    return torch.optim.SGD(groups, lr=bases[0], momentum=0.9)
+
+
 def lrs_of(optimizer, scheduler, steps: int) -> list[list[float]]:
     """The lr of every group at steps 0..steps-1 of a training loop (optimizer, then scheduler)."""
     lrs = []

@@ -14,10 +14,12 @@ import random
 import pytest
 import torch
 from _sched_reference import (
+    BASES,
     assert_lrs,
     exact_cycle,
     hyperparameters,
     lrs_of,
+    make_sgd,
     step_with_metrics,
     timm_cosine_lrs,
 )
@@ -31,14 +33,6 @@ from torchkit.optim.lr_scheduler import (
     plot_schedule,
     preview,
 )
-
-BASES = [0.1, 0.03]
-
-
-def make_sgd(bases=BASES):
-    groups = [{"params": [torch.nn.Parameter(torch.ones(2))], "lr": lr} for lr in bases]
-    return torch.optim.SGD(groups, lr=bases[0], momentum=0.9)
-
 
 # ------------------------------------------------------------------- timm's cycles
 

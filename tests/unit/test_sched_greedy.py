@@ -15,7 +15,15 @@ from collections import Counter
 
 import pytest
 import torch
-from _sched_reference import assert_lrs, hf_greedy_lrs, hyperparameters, lrs_of, step_with_metrics
+from _sched_reference import (
+    BASES,
+    assert_lrs,
+    hf_greedy_lrs,
+    hyperparameters,
+    lrs_of,
+    make_sgd,
+    step_with_metrics,
+)
 
 from torchkit.optim.lr_scheduler import (
     ChainedScheduler,
@@ -25,13 +33,6 @@ from torchkit.optim.lr_scheduler import (
     get_scheduler,
     preview,
 )
-
-BASES = [0.1, 0.03]
-
-
-def make_sgd(bases=BASES):
-    groups = [{"params": [torch.nn.Parameter(torch.ones(2))], "lr": lr} for lr in bases]
-    return torch.optim.SGD(groups, lr=bases[0], momentum=0.9)
 
 
 def loss_walk(seed, length=150):
