@@ -84,19 +84,17 @@ HOST_COST_CASES = [
 ]
 
 
-def _host_cost_worker(rounds: int) -> dict[str, dict[str, list[float]]]:
-    """``[fastest, median]`` seconds per step, by implementation and case label (run with
-    ``TRITON_INTERPRET=1``)."""
-    from triton.runtime.interpreter import InterpretedFunction
-
-    InterpretedFunction.run = lambda self, *args, **kwargs: None  # the launch becomes a no-op
-    torch.set_num_threads(1)
+def _host_cost_worker(
+    rounds: int, cases: list[tuple[str, int, str]] = HOST_COST_CASES
+) -> dict[str, dict[str, list[float]]]:
+    """``[fastest, median]`` seconds per step over ``rounds - 5`` steps, by implementation and
+    case label (run under ``TRITON_INTERPRET=1`` with the launch a no-op, :func:`_no_launch`)."""
     factories: dict[str, tuple[Callable, str]] = {
         "fusedadam": (FusedAdam, "triton-interpreter"),
         "torch fused=True": (lambda g: torch.optim.Adam(g, fused=True), "torch"),
     }
     results: dict[str, dict[str, list[float]]] = {name: {} for name in factories}
-    for label, n, change in HOST_COST_CASES:
+    for label, n, change in cases:
         params = [torch.nn.Parameter(torch.zeros(1)) for _ in range(n)]
         grads = [[torch.zeros(1) for _ in params] for _ in range(2)]  # two sets: new addresses
         groups = [{"params": params[0::2]}, {"params": params[1::2], "weight_decay": 0.0}]
@@ -122,6 +120,10 @@ def _host_cost_worker(rounds: int) -> dict[str, dict[str, list[float]]]:
     return results
 
 
+def _no_launch(self: object, *args: object, **kwargs: object) -> None:
+    """Triton's ``InterpretedFunction.run`` for the host-cost worker: the launch does nothing."""
+
+
 def host_rows(quick: bool) -> list[dict]:
     """The host cost table's rows, measured in a subprocess that runs Triton's interpreter."""
     env = {**os.environ, "TRITON_INTERPRET": "1", "TRITON_DEFAULT_FP_FUSION": "1"}
@@ -133,19 +135,24 @@ def host_rows(quick: bool) -> list[dict]:
         env=env,
         check=True,
     )
-    results = json.loads(done.stdout.splitlines()[-1])
+    return host_cost_rows(json.loads(done.stdout.splitlines()[-1]))
+
+
+def host_cost_rows(results: dict[str, dict[str, list[float]]]) -> list[dict]:
+    """Rows of the worker's ``results``, one per case it measured, in its order."""
     ours, theirs = results["fusedadam"], results["torch fused=True"]
     return [
         {
             "benchmark": "adam host cost (launch stubbed)",
             "case": f"{label}, 2 groups, new grads, vs torch fused=True step",
+            "label": label,
             "torchkit_s": ours[label][0],
             "stock_s": theirs[label][0],
             "ratio": ours[label][0] / theirs[label][0],
             "torchkit_median_s": ours[label][1],
             "stock_median_s": theirs[label][1],
         }
-        for label, _, _ in HOST_COST_CASES
+        for label in ours
     ]
 
 
@@ -156,13 +163,13 @@ def host_cost_table(rows: list[dict]) -> str:
         "| torch `Adam(fused=True)` (µs): fastest | median |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
-    for (label, _, _), r in zip(HOST_COST_CASES, rows, strict=True):
+    for r in rows:
         lines.append(
-            f"| {label} | {r['torchkit_s'] * 1e6:.1f} | {r['torchkit_median_s'] * 1e6:.1f} "
+            f"| {r['label']} | {r['torchkit_s'] * 1e6:.1f} | {r['torchkit_median_s'] * 1e6:.1f} "
             f"| {r['stock_s'] * 1e6:.1f} | {r['stock_median_s'] * 1e6:.1f} |"
         )
-    plain = {n: rows[k] for k, n in enumerate(HOST_COST_TENSORS)}
-    slope = (plain[400]["torchkit_s"] - plain[161]["torchkit_s"]) / (400 - 161)
+    fastest = {r["label"]: r["torchkit_s"] for r in rows}
+    slope = (fastest["400 tensors"] - fastest["161 tensors"]) / (400 - 161)
     lines.append(f"| each tensor beyond 161 | {slope * 1e6:.2f} | | | |")
     return "\n".join(lines)
 
@@ -278,6 +285,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host-cost-worker", type=int, metavar="ROUNDS", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.host_cost_worker:
+        from triton.runtime.interpreter import InterpretedFunction
+
+        InterpretedFunction.run = _no_launch  # this process only times the host work
+        torch.set_num_threads(1)
         print(json.dumps(_host_cost_worker(args.host_cost_worker)))
         return 0
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")

@@ -378,15 +378,14 @@ class AdamPlan:
     ) -> None:
         n = len(params)
         groups = [0] * n if groups is None else list(groups)
-        lists = {"exp_avgs": exp_avgs, "exp_avg_sqs": exp_avg_sqs, "state_steps": state_steps}
-        lists["groups"] = groups
+        columns = {"exp_avgs": exp_avgs, "exp_avg_sqs": exp_avg_sqs}  # moments, as params
         if amsgrad:
-            lists["max_exp_avg_sqs"] = max_exp_avg_sqs
+            columns["max_exp_avg_sqs"] = max_exp_avg_sqs
         elif max_exp_avg_sqs:
             raise ValueError(
                 f"max_exp_avg_sqs must be empty when amsgrad=False, got {len(max_exp_avg_sqs)}"
             )
-        for name, values in lists.items():
+        for name, values in {**columns, "state_steps": state_steps, "groups": groups}.items():
             if len(values) != n:
                 raise ValueError(f"{name} has {len(values)} entries but params has {n}")
         if n == 0:
@@ -416,9 +415,6 @@ class AdamPlan:
             )
 
         rows = []
-        columns = {"exp_avgs": exp_avgs, "exp_avg_sqs": exp_avg_sqs}
-        if amsgrad:
-            columns["max_exp_avg_sqs"] = max_exp_avg_sqs
         for i, p in enumerate(params):
             if p.dtype != dtype or p.device != self.device:
                 raise ValueError(

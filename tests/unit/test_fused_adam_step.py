@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import functools
+from pathlib import Path
 from typing import Any
 
 import _helpers
@@ -538,3 +539,30 @@ def test_meta_parameters_raise_like_torchs_fused_adam() -> None:
     with pytest.raises(RuntimeError, match=r"param_groups\[0\]\['params'\]\[0\] is on meta"):
         opt.step()
     assert len(opt.state) == 0
+
+
+def test_bench_adam_prints_the_host_cost_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``benchmarks/bench_adam.py``'s host-cost table (the figures of docs/fused_adam.md) from
+    a short run of its worker, every eager case (the compiled one is left out for time): one
+    row per case with four timings and the cost of each tensor beyond 161. The launch is the
+    worker's no-op, so the run times the host work only."""
+    if not interpreter_enabled():
+        pytest.skip("TRITON_INTERPRET=1 is not set")
+    from triton.runtime.interpreter import InterpretedFunction
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import bench_adam
+
+    monkeypatch.setattr(InterpretedFunction, "run", bench_adam._no_launch)
+    cases = [case for case in bench_adam.HOST_COST_CASES if case[2] != "compile"]
+    rows = bench_adam.host_cost_rows(bench_adam._host_cost_worker(8, cases))
+    lines = bench_adam.host_cost_table(rows).splitlines()
+    assert [line.split(" | ")[0] for line in lines[2:]] == [
+        *(f"| {label}" for label, _, _ in cases),
+        "| each tensor beyond 161",
+    ]
+    for line in lines[2:-1]:
+        figures = [float(cell) for cell in line.strip("| ").split(" | ")[1:]]
+        assert len(figures) == 4, line
+        assert all(f > 0 for f in figures), line
+    assert {r["benchmark"] for r in rows} == {"adam host cost (launch stubbed)"}

@@ -166,8 +166,10 @@ def _check_amp(name: str, value: Any) -> Tensor | None:
     return value
 
 
-def _check_param(p: Tensor, grad: Tensor, name: str) -> None:
-    """Everything a backend would refuse about a parameter with a gradient, before any write."""
+def _check_param(p: Tensor, grad: Tensor, name: str, backends: dict[torch.device, Backend]) -> None:
+    """Everything a backend would refuse about a parameter with a gradient, before any write.
+    ``backends``: the backend of each device seen so far in this pass (filled in here), so
+    that :func:`select_backend` runs once per device, not once per parameter."""
     if grad.is_sparse:
         raise RuntimeError(
             f"{name} has a sparse gradient: FusedAdam does not support sparse gradients, "
@@ -179,12 +181,16 @@ def _check_param(p: Tensor, grad: Tensor, name: str) -> None:
             "and complex parameters"
         )
     local = _local(p)
-    supported = _get_fused_kernels_supported_devices()
-    if select_backend(local.device) is Backend.TORCH and local.device.type not in supported:
-        raise RuntimeError(
-            f"{name} is on {local.device}: torch's fused Adam, the stock backend, runs on "
-            f"{supported}"
-        )
+    backend = backends.get(local.device)
+    if backend is None:
+        backend = backends[local.device] = select_backend(local.device)
+    if backend is Backend.TORCH:
+        supported = _get_fused_kernels_supported_devices()
+        if local.device.type not in supported:
+            raise RuntimeError(
+                f"{name} is on {local.device}: torch's fused Adam, the stock backend, runs on "
+                f"{supported}"
+            )
     if not is_dense(local):
         raise ValueError(
             f"{name} is not dense (shape {tuple(p.shape)}, strides {local.stride()}); "
@@ -486,8 +492,9 @@ def _check_tensors(columns: list[list[Tensor]], grads: list[Tensor], amsgrad: bo
         if len(column) != n and not (name == "max_exp_avg_sqs" and not column):
             raise ValueError(f"{name} has {len(column)} entries but params has {n}")
     moments = columns[1:4] if amsgrad else columns[1:3]  # unused maxima are not read
+    backends: dict[torch.device, Backend] = {}
     for i, p in enumerate(columns[0]):
-        _check_param(p, grads[i], f"params[{i}]")
+        _check_param(p, grads[i], f"params[{i}]", backends)
         for name, t in zip(names, (grads[i], *(c[i] for c in moments)), strict=False):
             if (t.shape, t.dtype, t.device) != (p.shape, p.dtype, p.device):
                 raise ValueError(
@@ -723,13 +730,14 @@ class _StepCache:
 def _check_groups(opt: FusedAdam) -> list[Row]:
     """Every check a step can fail, made before it changes anything; each group's row."""
     rows = []
+    backends: dict[torch.device, Backend] = {}
     for g, group in enumerate(opt.param_groups):
         # foreach/fused in a group loaded from torch name its implementation: kept, not run.
         _check_options({"differentiable": group["differentiable"]}, f" (param group {g})")
         rows.append(_group_row(group, f" (param group {g})"))
         for i, p in enumerate(group["params"]):
             if p.grad is not None:
-                _check_param(p, p.grad, f"param_groups[{g}]['params'][{i}]")
+                _check_param(p, p.grad, f"param_groups[{g}]['params'][{i}]", backends)
     return rows
 
 
