@@ -1201,7 +1201,7 @@ def _large_bytes_per_element(dtype: torch.dtype) -> int:
         >>> _large_bytes_per_element(torch.float32), _large_bytes_per_element(torch.bfloat16)
         (16, 12)
     """
-    size = torch.empty((), dtype=dtype).element_size()
+    size = dtype.itemsize
     return 4 * size + (4 if size < 4 else 0)
 
 

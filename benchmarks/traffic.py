@@ -86,7 +86,7 @@ H100 = GPU(
 H200 = GPU(
     "H200 SXM 141GB",
     4.8e12,
-    {"fp16": 989.5e12, "bf16": 989.5e12, "tf32": 494.5e12, "fp32": 67e12},
+    H100.peaks,  # the same GH100 chip and clocks: only the memory differs
     "NVIDIA H200 Tensor Core GPU datasheet, SXM: 4.8 TB/s HBM3e; FP16/BF16 1,979 and TF32 989 "
     "TFLOPS with sparsity, half that dense; FP32 67 TFLOPS",
 )
@@ -161,25 +161,20 @@ class Path:
     def launches(self) -> int:
         return len(self.kernels)
 
+    def _floors(self, gpu: GPU, mode: str) -> list[tuple[float, float]]:
+        """Each kernel's ``(compute, memory)`` seconds on ``gpu``: its floor is the larger."""
+        return [(k.flops / gpu.peaks[mode], k.bytes / gpu.bandwidth) for k in self.kernels]
+
     def floor(self, gpu: GPU, mode: str) -> float:
         """Seconds no implementation of this path can beat on ``gpu`` (kernels run in turn)."""
-        peak = gpu.peaks[mode]
-        return sum(max(k.flops / peak, k.bytes / gpu.bandwidth) for k in self.kernels)
+        return sum(max(times) for times in self._floors(gpu, mode))
 
     def bound(self, gpu: GPU, mode: str) -> str:
         """``"compute"`` or ``"memory"``: the term that makes up most of the path's floor."""
-        compute = memory = 0.0
-        for k in self.kernels:
-            flop_s, byte_s = k.flops / gpu.peaks[mode], k.bytes / gpu.bandwidth
-            if flop_s >= byte_s:
-                compute += flop_s
-            else:
-                memory += byte_s
+        floors = self._floors(gpu, mode)
+        compute = sum(flop_s for flop_s, byte_s in floors if flop_s >= byte_s)
+        memory = sum(byte_s for flop_s, byte_s in floors if flop_s < byte_s)
         return "compute" if compute >= memory else "memory"
-
-
-def _size(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,7 +257,7 @@ def conv_paths(
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-    size = _size(dtype)
+    size = dtype.itemsize
     x = shape.batch * shape.c_in * shape.size**2
     w = shape.c_out * shape.c_in * shape.kernel**2
     inputs = (x + w) * size
@@ -305,7 +300,7 @@ def adam_bytes_per_param(
     on that temporary 2 each, ``addcdiv_(p, m, denom)`` 4: 18 passes in 7 launches (AMSGrad adds
     ``maximum_`` over v_max, 3 passes).
     """
-    size = _size(dtype)
+    size = dtype.itemsize
     fused = 7 + (2 if amsgrad else 0) + (1 if grad_scale else 0)
     foreach = 18 + (3 if amsgrad else 0)
     return fused * size, foreach * size

@@ -428,18 +428,20 @@ def _conv2d_relu_fwd_kernel(
         # on 4 warps, sm_90: 255 registers and 80 bytes of spills -> 200 registers).
         y_offs = y_rows[:, None] + (c_out * stride_yc)[None, :]
         mask = row_ok[:, None] & (offs_n < C_OUT_G)[None, :]
-        y_lo, y_hi = tl.split(tl.permute(tl.reshape(y_offs, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
-        out_lo, out_hi = tl.split(
-            tl.permute(tl.reshape(out, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1))
-        )
-        mask_lo, mask_hi = tl.split(
-            tl.permute(tl.reshape(mask, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1))
-        )
+        y_lo, y_hi = _column_halves(y_offs, BLOCK_M, BLOCK_N)
+        out_lo, out_hi = _column_halves(out, BLOCK_M, BLOCK_N)
+        mask_lo, mask_hi = _column_halves(mask, BLOCK_M, BLOCK_N)
         tl.store(y_ptr + y_lo, out_lo, mask=mask_lo)
         tl.store(y_ptr + y_hi, out_hi, mask=mask_hi)
     else:
         mask = row_ok[:, None] & (offs_n < C_OUT_G)[None, :]
         tl.store(y_ptr + y_rows[:, None] + (c_out * stride_yc)[None, :], out, mask=mask)
+
+
+@triton.jit
+def _column_halves(tile, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """A ``BLOCK_M x BLOCK_N`` tile as its left and right ``BLOCK_M x BLOCK_N // 2`` halves."""
+    return tl.split(tl.permute(tl.reshape(tile, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
 
 
 _conv2d_relu_fwd_heuristics = triton.heuristics(

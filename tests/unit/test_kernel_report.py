@@ -233,6 +233,58 @@ def test_docs_table_is_what_the_report_prints(report):
     assert table.strip() == expected.strip(), f"regenerate the table in {DOC}:\n{expected}"
 
 
+@pytest.mark.slow
+def test_docs_prose_figures_are_the_reports(report):
+    """The figures docs/fused_conv.md's prose quotes from the current report (ranges of the
+    vs-yardstick ratio on sm_90 and sm_80, NCHW registers, the flat-K loops, the loop of each
+    fp16 and TF32 tile) are the report's, for the Triton release the page's table names."""
+    text = DOC.read_text()
+    match = _DOC_TABLE.search(text)
+    assert match is not None, f"{DOC} has no vs-yardstick block"
+    if triton_version() != match.group(1):
+        pytest.skip(
+            f"the page was compiled with triton {match.group(1)}, this is {triton_version()}"
+        )
+    prose = " ".join(text.split())
+    conv = [r for r in report if r["kernel"] == CONV]
+
+    def on(arch: str) -> list[dict[str, Any]]:
+        return [r for r in conv if r["arch"] == arch]
+
+    def ratios(arch: str) -> list[float]:
+        return [
+            r["loop_instructions"] / r["yardstick_loop_instructions"]
+            for r in on(arch)
+            if r["yardstick_loop_instructions"] is not None
+        ]
+
+    flat = sorted(r["loop_instructions"] for r in on("sm_90") if r["flat_k"])
+    nchw_registers = max(r["registers"] for r in on("sm_90") if r["layout"] == "nchw")
+    fp16 = {
+        f"{r['block'][0]}x{r['block'][1]}": r["loop_instructions"]
+        for r in on("sm_90")
+        if r["variant"] == "fp16,channels_last"
+    }
+    expected = [
+        f"The conv's loop is {round(100 * min(ratios('sm_90')) - 100)}% to "
+        f"{round(100 * max(ratios('sm_90')) - 100)}% longer than the GEMM's",
+        f"(up to {nchw_registers} on sm_90)",
+        f"keeps every config within {max(ratios('sm_80')):.2f}x of its yardstick",
+        f"({flat[0]} to {flat[-1]} SASS instructions per K-step on sm_90 in the report)",
+        f"the table below has {fp16['128x64']} for that tile",
+        *(f"-> {loop} ({tile})" for tile, loop in fp16.items()),
+    ]
+    missing = [sentence for sentence in expected if sentence not in prose]
+    assert not missing, f"update the prose of {DOC} to the report: {missing}"
+    tf32 = re.search(r"\(fp32 TF32: ((?:\d+ -> \d+(?:, )?)+)\)", prose)
+    assert tf32 is not None, "the prose no longer lists the TF32 loops"
+    quoted = [int(pair.split(" -> ")[1]) for pair in tf32.group(1).split(", ")]
+    # listed in the order of TILES, which is the report's
+    assert quoted == [
+        r["loop_instructions"] for r in on("sm_90") if r["variant"] == "fp32,tf32,nchw"
+    ]
+
+
 PERFORMANCE = DOC.parent / "performance.md"
 BENCHMARKS = DOC.parents[1] / "benchmarks"
 

@@ -584,8 +584,8 @@ class FusedConv2dReLU(nn.Conv2d):
     def blocks(self, value: Sequence[int] | None) -> None:
         if value is not None:
             _check_blocks(value)
-        if value is not None and not isinstance(value, tuple):
-            value = tuple(value)
+            if not isinstance(value, tuple):
+                value = tuple(value)
         self.__dict__["_blocks"] = value
 
     def __init__(
@@ -602,15 +602,15 @@ class FusedConv2dReLU(nn.Conv2d):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+        for name, value in (
+            ("in_channels", in_channels),
+            ("out_channels", out_channels),
+            ("groups", groups),
+        ):
             if not _is_int(value):
                 raise TypeError(f"{name} must be an int, got {value!r}")
             if value < 1:
                 raise ValueError(f"{name} must be positive, got {value}")
-        if not _is_int(groups):
-            raise TypeError(f"groups must be an int, got {groups!r}")
-        if groups < 1:
-            raise ValueError(f"groups must be positive, got {groups}")
         in_channels, out_channels, groups = int(in_channels), int(out_channels), int(groups)
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
             if value % groups:
